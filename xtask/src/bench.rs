@@ -1,0 +1,162 @@
+//! `cargo xtask bench`: runs the criterion benchmarks, prints one table, compares the figures
+//! SPEC §10 sets targets for, and writes everything to `target/bench/*.json`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+/// One benchmark's result, read from criterion's output.
+struct Estimate {
+    id: String,
+    mean_ns: f64,
+    low_ns: f64,
+    high_ns: f64,
+    bytes: Option<u64>,
+}
+
+/// A SPEC §10 target that a benchmark figure is compared with.
+struct Target {
+    what: &'static str,
+    measured_ns: Option<f64>,
+    limit_ns: f64,
+}
+
+pub(crate) fn run(root: &Path) -> Result<()> {
+    let criterion_dir = root.join("target/criterion");
+    if criterion_dir.exists() {
+        std::fs::remove_dir_all(&criterion_dir).context("clearing old criterion results")?;
+    }
+    crate::run(root, "cargo", &["bench", "--workspace", "--benches", "--locked"])?;
+
+    let mut estimates = Vec::new();
+    collect(&criterion_dir, &mut estimates)?;
+    estimates.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let mut table = String::new();
+    writeln!(table, "{:<52} {:>12} {:>14} {:>12}", "benchmark", "mean", "ops/s", "MiB/s")?;
+    for e in &estimates {
+        let mib = e.bytes.map(|b| format!("{:.1}", b as f64 / e.mean_ns * 1e9 / 1048576.0));
+        writeln!(
+            table,
+            "{:<52} {:>12} {:>14.0} {:>12}",
+            e.id,
+            human(e.mean_ns),
+            1e9 / e.mean_ns,
+            mib.unwrap_or_default()
+        )?;
+    }
+
+    let find = |id: &str| estimates.iter().find(|e| e.id == id).map(|e| e.mean_ns);
+    let overhead = match (find("core/encrypt/1KiB"), find("crypto/aes-256-gcm-encrypt/1KiB")) {
+        (Some(core), Some(raw)) => Some(core - raw),
+        _ => None,
+    };
+    let mut targets = vec![Target {
+        what: "embedded encrypt 1 KiB: core minus raw primitive",
+        measured_ns: overhead,
+        limit_ns: 5_000.0,
+    }];
+    for store in ["memory", "file"] {
+        targets.push(Target {
+            what: if store == "memory" {
+                "memory store: first page (100) of 100,000 keys, tag filter"
+            } else {
+                "file store: first page (100) of 100,000 keys, tag filter"
+            },
+            measured_ns: find(&format!("store/{store}/list-100k-first-page-tag-filter")),
+            limit_ns: 10_000_000.0,
+        });
+        targets.push(Target {
+            what: if store == "memory" {
+                "memory store: all 5,000 keys of a 5,000-key store"
+            } else {
+                "file store: all 5,000 keys of a 5,000-key store"
+            },
+            measured_ns: find(&format!("store/{store}/list-5k-all")),
+            limit_ns: 100_000_000.0,
+        });
+    }
+    targets.push(Target {
+        what: "core: list all 5,000 keys (integrity-checked)",
+        measured_ns: find("core/list-5k-all"),
+        limit_ns: 100_000_000.0,
+    });
+
+    writeln!(table, "\nSPEC §10 targets")?;
+    let mut spec = Vec::new();
+    for t in &targets {
+        let (measured, verdict) = match t.measured_ns {
+            Some(ns) => (human(ns), if ns <= t.limit_ns { "met" } else { "MISSED" }),
+            None => ("-".to_string(), "not measured"),
+        };
+        writeln!(
+            table,
+            "{:<62} {:>12}  limit {:>10}  {}",
+            t.what,
+            measured,
+            human(t.limit_ns),
+            verdict
+        )?;
+        spec.push(json!({"target": t.what, "measured_ns": t.measured_ns, "limit_ns": t.limit_ns, "verdict": verdict}));
+    }
+    print!("{table}");
+
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let results: Vec<Value> = estimates
+        .iter()
+        .map(|e| {
+            json!({"id": e.id, "mean_ns": e.mean_ns, "ci_low_ns": e.low_ns, "ci_high_ns": e.high_ns,
+                   "ops_per_s": 1e9 / e.mean_ns, "bytes": e.bytes})
+        })
+        .collect();
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let doc = json!({"unix_time": stamp, "results": results, "spec_targets": spec});
+    let path = out_dir.join("criterion.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
+    std::fs::write(out_dir.join("table.txt"), table)?;
+    eprintln!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
+/// Walks criterion's output, reading every `new/benchmark.json` with its `new/estimates.json`.
+fn collect(dir: &Path, out: &mut Vec<Estimate>) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries {
+        let path: PathBuf = entry?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let bench = path.join("new/benchmark.json");
+        if bench.is_file() {
+            let meta: Value = serde_json::from_slice(&std::fs::read(&bench)?)?;
+            let est: Value =
+                serde_json::from_slice(&std::fs::read(path.join("new/estimates.json"))?)?;
+            let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+            out.push(Estimate {
+                id: meta["full_id"].as_str().unwrap_or("?").to_string(),
+                mean_ns: num(&est["mean"]["point_estimate"]),
+                low_ns: num(&est["mean"]["confidence_interval"]["lower_bound"]),
+                high_ns: num(&est["mean"]["confidence_interval"]["upper_bound"]),
+                bytes: meta["throughput"]["Bytes"].as_u64(),
+            });
+        } else {
+            collect(&path, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn human(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}

@@ -1,0 +1,124 @@
+//! FerroHSM developer tasks, run as `cargo xtask <task>`.
+//!
+//! - `test`: formatting, clippy with warnings denied, `cargo deny` against the offline advisory
+//!   snapshot, then every workspace test. It installs what it needs (cargo-deny) when absent.
+//! - `bench`: the criterion benchmarks, then one table of results, also written as JSON to
+//!   `target/bench/`.
+//!
+//! It must never change the source tree, and never reach the network except through cargo's own
+//! registry access.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+mod bench;
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let root = workspace_root()?;
+    match task.as_str() {
+        "test" | "ci" => test(&root),
+        "bench" => bench::run(&root),
+        _ => {
+            eprintln!("usage: cargo xtask <test|ci|bench>");
+            eprintln!("  test   fmt check, clippy -D warnings, cargo deny, every test");
+            eprintln!("  ci     the same as test (what .ci/run calls)");
+            eprintln!("  bench  criterion benchmarks; table on stdout, JSON in target/bench/");
+            bail!("unknown task {task:?}")
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
+}
+
+/// Runs a command in the workspace root, failing with its name if it fails.
+pub(crate) fn run(root: &Path, program: &str, args: &[&str]) -> Result<()> {
+    eprintln!("xtask: $ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("starting {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    run(root, "cargo", &["fmt", "--all", "--", "--check"])?;
+    run(
+        root,
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
+    )?;
+    deny(root)?;
+    run(root, "cargo", &["test", "--workspace", "--locked"])?;
+    eprintln!("xtask: all checks and tests passed");
+    Ok(())
+}
+
+/// The directory name cargo-deny derives for the default RustSec database URL
+/// (`<last path segment>-<xxhash64 of the URL>`); it finds the snapshot there.
+const ADVISORY_DB_DIR: &str = "advisory-db-3157b0e258782691";
+/// The date of the shared snapshot (../shared/advisory-db.md), recorded as its fetch time so
+/// cargo-deny's staleness check judges the snapshot's real age.
+const ADVISORY_DB_DATE: &str = "2026-08-21";
+
+fn deny(root: &Path) -> Result<()> {
+    let installed = Command::new("cargo")
+        .args(["deny", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !installed {
+        run(root, "cargo", &["install", "cargo-deny", "--locked", "--version", "^0.20"])?;
+    }
+    let source = root.join("../shared/advisory-db");
+    let target = root.join("target/advisory-dbs").join(ADVISORY_DB_DIR);
+    if !source.is_dir() {
+        bail!("the advisory snapshot {} is missing", source.display());
+    }
+    if !target.join(".git/FETCH_HEAD").is_file() {
+        if target.exists() {
+            std::fs::remove_dir_all(&target).context("clearing a partial advisory copy")?;
+        }
+        let parent = target.parent().context("advisory target has no parent")?;
+        std::fs::create_dir_all(parent)?;
+        let tmp = parent.join(format!("{ADVISORY_DB_DIR}.partial"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        copy_dir(&source, &tmp).context("copying the advisory snapshot")?;
+        std::fs::create_dir_all(tmp.join(".git"))?;
+        std::fs::write(tmp.join(".git/FETCH_HEAD"), b"")?;
+        run(
+            root,
+            "touch",
+            &["-d", ADVISORY_DB_DATE, &tmp.join(".git/FETCH_HEAD").to_string_lossy()],
+        )?;
+        std::fs::rename(&tmp, &target)?;
+    }
+    run(root, "cargo", &["deny", "--offline", "check"])
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &dest)?;
+        } else {
+            std::fs::copy(entry.path(), &dest)?;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644))?;
+        }
+    }
+    Ok(())
+}
