@@ -27,6 +27,7 @@
 
 mod algorithm;
 mod aws_lc;
+pub mod b64;
 mod encoding;
 mod error;
 mod provider;

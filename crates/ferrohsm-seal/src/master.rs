@@ -1,0 +1,189 @@
+//! The master key: loaded from an environment variable or a 0600 file, zeroized on drop.
+
+use std::fmt;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+
+use ferrohsm_crypto::{CryptoProvider, b64};
+use zeroize::Zeroizing;
+
+use crate::{Error, Result};
+
+/// The length of a master key in bytes.
+pub const MASTER_KEY_LEN: usize = 32;
+
+/// The 32-byte root secret from which every sealing key is derived.
+///
+/// It is never printed (`Debug` is redacted) and is zeroized when dropped.
+pub struct MasterKey(Zeroizing<[u8; MASTER_KEY_LEN]>);
+
+impl MasterKey {
+    /// Takes exactly 32 raw bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() != MASTER_KEY_LEN {
+            return Err(Error::InvalidMasterKey("a master key is exactly 32 bytes"));
+        }
+        let mut key = Zeroizing::new([0u8; MASTER_KEY_LEN]);
+        key.copy_from_slice(bytes);
+        Ok(MasterKey(key))
+    }
+
+    /// Parses the text form: standard base64 (44 characters) or hex (64 characters) of 32
+    /// bytes, surrounding whitespace ignored.
+    pub fn from_text(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let bytes = Zeroizing::new(if text.len() == 2 * MASTER_KEY_LEN {
+            decode_hex(text).ok_or(Error::InvalidMasterKey("64 characters but not hex"))?
+        } else {
+            b64::decode(text)
+                .map_err(|_| Error::InvalidMasterKey("expected base64 or hex of 32 bytes"))?
+        });
+        Self::from_bytes(&bytes)
+    }
+
+    /// Reads the key from the environment variable `var` (text form, see [`MasterKey::from_text`]).
+    pub fn from_env(var: &str) -> Result<Self> {
+        let value = Zeroizing::new(std::env::var(var).map_err(|_| {
+            Error::MissingMasterKey(format!("environment variable {var} is not set"))
+        })?);
+        Self::from_text(&value)
+    }
+
+    /// Reads the key from a file that only its owner may read (mode 0600 or stricter).
+    /// The file holds either the 32 raw bytes or the text form.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::InsecurePermissions { path: path.to_path_buf(), mode });
+        }
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(io)?);
+        if bytes.len() == MASTER_KEY_LEN {
+            return Self::from_bytes(&bytes);
+        }
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Error::InvalidMasterKey("file is neither 32 raw bytes nor text"))?;
+        Self::from_text(text)
+    }
+
+    /// Generates a new random key and writes it, base64-encoded, to a new file created with
+    /// mode 0600. Fails if the file already exists, so an existing key is never overwritten.
+    pub fn generate_file(provider: &dyn CryptoProvider, path: &Path) -> Result<Self> {
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let mut key = Zeroizing::new([0u8; MASTER_KEY_LEN]);
+        provider.fill_random(key.as_mut())?;
+        let text = Zeroizing::new(format!("{}\n", b64::encode(key.as_ref())));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Ok(MasterKey(key))
+    }
+
+    pub(crate) fn expose(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey([REDACTED])")
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            u8::try_from(hi * 16 + lo).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use ferrohsm_crypto::AwsLcProvider;
+
+    use super::*;
+
+    /// Set for test processes by `.cargo/config.toml`.
+    const TEST_VAR: &str = "FERROHSM_TEST_MASTER_KEY";
+    const TEST_VALUE: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[test]
+    fn text_forms() {
+        let from_b64 = MasterKey::from_text(TEST_VALUE).unwrap();
+        let hex: String = (0u8..32).map(|b| format!("{b:02x}")).collect();
+        let from_hex = MasterKey::from_text(&format!("  {hex}\n")).unwrap();
+        assert_eq!(from_b64.expose(), from_hex.expose());
+        assert_eq!(from_b64.expose(), (0u8..32).collect::<Vec<_>>().as_slice());
+        for bad in
+            ["", "AAEC", &"zz".repeat(32), &b64::encode(&[0u8; 31]), &b64::encode(&[0u8; 33])]
+        {
+            assert!(
+                matches!(MasterKey::from_text(bad), Err(Error::InvalidMasterKey(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn environment_variable() {
+        let key = MasterKey::from_env(TEST_VAR).unwrap();
+        assert_eq!(key.expose(), MasterKey::from_text(TEST_VALUE).unwrap().expose());
+        assert!(matches!(
+            MasterKey::from_env("FERROHSM_TEST_SURELY_UNSET_VARIABLE"),
+            Err(Error::MissingMasterKey(_))
+        ));
+    }
+
+    #[test]
+    fn file_permissions_are_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let generated = MasterKey::generate_file(&AwsLcProvider, &path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(MasterKey::from_file(&path).unwrap().expose(), generated.expose());
+        // Never overwrites an existing key.
+        assert!(matches!(MasterKey::generate_file(&AwsLcProvider, &path), Err(Error::Io { .. })));
+        for loose in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+            assert!(
+                matches!(MasterKey::from_file(&path), Err(Error::InsecurePermissions { mode, .. }) if mode == loose),
+                "{loose:o}"
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(MasterKey::from_file(&path).is_ok());
+
+        let raw = dir.path().join("raw.key");
+        std::fs::write(&raw, [7u8; 32]).unwrap();
+        std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(MasterKey::from_file(&raw).unwrap().expose(), &[7u8; 32]);
+        assert!(matches!(MasterKey::from_file(&dir.path().join("missing")), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let key = MasterKey::from_text(TEST_VALUE).unwrap();
+        assert_eq!(format!("{key:?}"), "MasterKey([REDACTED])");
+    }
+}
