@@ -1,0 +1,296 @@
+//! `FileKeyStore`: one JSON file per key in a data directory, written atomically, served from
+//! an in-memory index.
+//!
+//! Layout: `<data-dir>/.lock` (held exclusively while open) and `<data-dir>/keys/<id>.json`.
+//! A write goes to a temporary file that is fsynced, renamed over the record, and followed by
+//! an fsync of the directory; only then is it acknowledged. On open, leftover temporary files
+//! (a crash before the rename) are deleted, and interrupted wipes are finished.
+//!
+//! Purging overwrites the old record's bytes with zeros before unlinking them. On copy-on-write
+//! file systems and flash storage the old blocks may survive that; the material in them is
+//! still sealed under the master key, which is the real protection.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+
+use crate::index::Index;
+use crate::{Error, KeyId, KeyName, KeyRecord, KeyStore, ListQuery, Page, Result};
+
+const KEYS_DIR: &str = "keys";
+const LOCK_FILE: &str = ".lock";
+const RECORD_EXT: &str = ".json";
+const TEMP_EXT: &str = ".tmp";
+const WIPE_EXT: &str = ".wipe";
+
+/// A durable key store in a directory. Only one process may open a directory at a time.
+#[derive(Debug, Clone)]
+pub struct FileKeyStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    keys_dir: PathBuf,
+    index: RwLock<Index>,
+    /// Serialises writers so each check-then-write is atomic.
+    writer: Mutex<()>,
+    /// Makes temporary file names unique within the process.
+    temp_counter: AtomicU64,
+    /// Holds the directory's exclusive lock for the store's lifetime.
+    _lock: File,
+}
+
+#[derive(Clone, Copy)]
+enum WriteKind {
+    Create,
+    Update,
+    Purge,
+}
+
+impl FileKeyStore {
+    /// Opens (creating if needed) the store in `data_dir`, loading every record into memory.
+    ///
+    /// Fails with [`Error::Locked`] if another process has it open, and with
+    /// [`Error::Corrupt`] if a record file cannot be read as a valid record.
+    pub async fn open(data_dir: impl Into<PathBuf>) -> Result<Self> {
+        let data_dir = data_dir.into();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir))
+            .await
+            .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
+    }
+
+    /// [`FileKeyStore::open`] for non-async callers.
+    pub fn open_blocking(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(Error::io(data_dir))?;
+        let keys_dir = data_dir.join(KEYS_DIR);
+        std::fs::create_dir_all(&keys_dir).map_err(Error::io(&keys_dir))?;
+        std::fs::set_permissions(&keys_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::io(&keys_dir))?;
+
+        let lock_path = data_dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(Error::io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked(data_dir.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e)),
+        }
+
+        let mut index = Index::default();
+        let mut cleaned = false;
+        let entries = std::fs::read_dir(&keys_dir).map_err(Error::io(&keys_dir))?;
+        for entry in entries {
+            let entry = entry.map_err(Error::io(&keys_dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(TEMP_EXT) {
+                // A write that crashed before its rename: never acknowledged, so dropped.
+                tracing::warn!(path = %path.display(), "removing an unfinished write");
+                std::fs::remove_file(&path).map_err(Error::io(&path))?;
+                cleaned = true;
+            } else if name.ends_with(WIPE_EXT) {
+                tracing::warn!(path = %path.display(), "finishing an interrupted wipe");
+                wipe_file(&path)?;
+                cleaned = true;
+            } else if let Some(stem) = name.strip_suffix(RECORD_EXT) {
+                let record = load_record(&path, stem)?;
+                if index.check_create_on_load(&record).is_err() {
+                    return Err(Error::Corrupt { path, reason: "duplicate id or name".into() });
+                }
+                index.apply(Arc::new(record));
+            } else {
+                tracing::warn!(path = %path.display(), "ignoring an unexpected file in the key store");
+            }
+        }
+        if cleaned {
+            sync_dir(&keys_dir)?;
+        }
+        Ok(FileKeyStore {
+            inner: Arc::new(Inner {
+                keys_dir,
+                index: RwLock::new(index),
+                writer: Mutex::new(()),
+                temp_counter: AtomicU64::new(0),
+                _lock: lock,
+            }),
+        })
+    }
+
+    async fn write(&self, kind: WriteKind, record: KeyRecord) -> Result<Arc<KeyRecord>> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.write(kind, record))
+            .await
+            .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
+    }
+}
+
+impl Inner {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        // Every index change is a single `apply` after the file is durable, so a poisoned lock
+        // still guards a consistent index.
+        self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self, kind: WriteKind, record: KeyRecord) -> Result<Arc<KeyRecord>> {
+        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        {
+            let index = self.read();
+            match kind {
+                WriteKind::Create => index.check_create(&record)?,
+                WriteKind::Update => drop(index.check_update(&record)?),
+                WriteKind::Purge => drop(index.check_purge(&record)?),
+            }
+        }
+        let path = self.keys_dir.join(format!("{}{RECORD_EXT}", record.id));
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| Error::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+        self.write_atomic(&path, &bytes, matches!(kind, WriteKind::Purge))?;
+        let record = Arc::new(record);
+        self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner()).apply(record.clone());
+        Ok(record)
+    }
+
+    /// Replaces `path` with `bytes` atomically and durably; with `wipe`, the old contents are
+    /// overwritten with zeros once the new file is in place.
+    fn write_atomic(&self, path: &Path, bytes: &[u8], wipe: bool) -> Result<()> {
+        let file_name =
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let temp = self.keys_dir.join(format!(".{file_name}.{}.{n}{TEMP_EXT}", std::process::id()));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(Error::io(&temp))?;
+        file.write_all(bytes).map_err(Error::io(&temp))?;
+        file.sync_all().map_err(Error::io(&temp))?;
+        drop(file);
+        let wipe_path = self.keys_dir.join(format!("{file_name}{WIPE_EXT}"));
+        if wipe && path.exists() {
+            // Keep the old inode reachable so it can be wiped after the rename, and so a crash
+            // in between leaves a `.wipe` file that the next open finishes.
+            let _ = std::fs::remove_file(&wipe_path);
+            std::fs::hard_link(path, &wipe_path).map_err(Error::io(&wipe_path))?;
+        }
+        std::fs::rename(&temp, path).map_err(Error::io(path))?;
+        sync_dir(&self.keys_dir)?;
+        if wipe && wipe_path.exists() {
+            wipe_file(&wipe_path)?;
+            sync_dir(&self.keys_dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Index {
+    /// On load, records come with any revision and state; only uniqueness is checked here
+    /// (each record's own invariants were checked by `load_record`).
+    fn check_create_on_load(&self, record: &KeyRecord) -> Result<()> {
+        if self.get(&record.id).is_some() {
+            return Err(Error::AlreadyExists(record.id));
+        }
+        if let Some(name) = &record.name
+            && self.find_by_name(name).is_some()
+        {
+            return Err(Error::NameTaken(name.clone()));
+        }
+        Ok(())
+    }
+}
+
+fn load_record(path: &Path, stem: &str) -> Result<KeyRecord> {
+    let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    let record: KeyRecord = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if stem.parse::<KeyId>().ok() != Some(record.id) {
+        return Err(corrupt(format!("file name does not match key id {}", record.id)));
+    }
+    record.check_invariants().map_err(|e| corrupt(e.to_string()))?;
+    Ok(record)
+}
+
+/// Overwrites a file's bytes with zeros, flushes them, and unlinks it.
+fn wipe_file(path: &Path) -> Result<()> {
+    let len = std::fs::metadata(path).map_err(Error::io(path))?.len();
+    let mut file = OpenOptions::new().write(true).open(path).map_err(Error::io(path))?;
+    let zeros = vec![0u8; 4096];
+    let mut left = len;
+    while left > 0 {
+        let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
+        file.write_all(&zeros[..n]).map_err(Error::io(path))?;
+        left -= n as u64;
+    }
+    file.sync_all().map_err(Error::io(path))?;
+    drop(file);
+    std::fs::remove_file(path).map_err(Error::io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
+}
+
+#[async_trait]
+impl KeyStore for FileKeyStore {
+    fn kind(&self) -> &'static str {
+        "filesystem"
+    }
+
+    async fn create(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
+        self.write(WriteKind::Create, record).await
+    }
+
+    async fn get(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>> {
+        Ok(self.inner.read().get(id))
+    }
+
+    async fn find_by_name(&self, name: &KeyName) -> Result<Option<Arc<KeyRecord>>> {
+        Ok(self.inner.read().find_by_name(name))
+    }
+
+    async fn update(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
+        self.write(WriteKind::Update, record).await
+    }
+
+    async fn purge(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
+        self.write(WriteKind::Purge, record).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        self.inner.read().list(query)
+    }
+
+    async fn count(&self) -> Result<usize> {
+        Ok(self.inner.read().len())
+    }
+}
+
+/// Test support for the conformance harness: leave what a crash mid-write would leave.
+#[cfg(feature = "conformance")]
+pub(crate) fn leave_crash_debris(data_dir: &Path) -> std::io::Result<()> {
+    let keys = data_dir.join(KEYS_DIR);
+    // A temp file cut off mid-write, as if the process died before fsync and rename.
+    std::fs::write(
+        keys.join(format!(".{}{RECORD_EXT}.1.0{TEMP_EXT}", KeyId::generate())),
+        br#"{"id":"01"#,
+    )?;
+    // An old record kept for wiping after a purge's rename.
+    std::fs::write(
+        keys.join(format!("{}{RECORD_EXT}{WIPE_EXT}", KeyId::generate())),
+        b"old sealed bytes",
+    )?;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! The in-memory index both built-in backends serve reads from: records by id, by name and by
+//! tag, and the checks every write passes before it is applied.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::{Cursor, Error, KeyId, KeyName, KeyRecord, KeyState, ListQuery, Page, Result};
+
+/// Records by id, with secondary indexes by name and by tag.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    by_id: BTreeMap<KeyId, Arc<KeyRecord>>,
+    by_name: HashMap<KeyName, KeyId>,
+    by_tag: HashMap<(String, String), BTreeSet<KeyId>>,
+}
+
+impl Index {
+    pub(crate) fn get(&self, id: &KeyId) -> Option<Arc<KeyRecord>> {
+        self.by_id.get(id).cloned()
+    }
+
+    pub(crate) fn find_by_name(&self, name: &KeyName) -> Option<Arc<KeyRecord>> {
+        self.by_name.get(name).and_then(|id| self.get(id))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Checks that `record` may be created.
+    pub(crate) fn check_create(&self, record: &KeyRecord) -> Result<()> {
+        if self.by_id.contains_key(&record.id) {
+            return Err(Error::AlreadyExists(record.id));
+        }
+        if let Some(name) = &record.name
+            && self.by_name.contains_key(name)
+        {
+            return Err(Error::NameTaken(name.clone()));
+        }
+        let bad = |reason: &str| Err(Error::InvalidRecord { id: record.id, reason: reason.into() });
+        if record.revision != 1 {
+            return bad("a new key starts at revision 1");
+        }
+        if record.state != KeyState::Active || record.revocation.is_some() {
+            return bad("a new key is active");
+        }
+        if record.versions.len() != 1 || record.current_version != 1 {
+            return bad("a new key has exactly version 1, and it is current");
+        }
+        record.check_invariants()
+    }
+
+    /// Checks an ordinary update and returns the record it replaces.
+    pub(crate) fn check_update(&self, record: &KeyRecord) -> Result<Arc<KeyRecord>> {
+        let old = self.by_id.get(&record.id).ok_or(Error::NotFound(record.id))?;
+        old.check_update(record)?;
+        Ok(old.clone())
+    }
+
+    /// Checks a purge and returns the record it replaces.
+    pub(crate) fn check_purge(&self, record: &KeyRecord) -> Result<Arc<KeyRecord>> {
+        let old = self.by_id.get(&record.id).ok_or(Error::NotFound(record.id))?;
+        old.check_purge(record)?;
+        Ok(old.clone())
+    }
+
+    /// Inserts or replaces a record (already checked), keeping the secondary indexes in step.
+    pub(crate) fn apply(&mut self, record: Arc<KeyRecord>) {
+        if let Some(old) = self.by_id.get(&record.id).cloned() {
+            for tag in &old.tags {
+                if record.tags.get(tag.0) != Some(tag.1)
+                    && let Some(ids) = self.by_tag.get_mut(&(tag.0.clone(), tag.1.clone()))
+                {
+                    ids.remove(&record.id);
+                    if ids.is_empty() {
+                        self.by_tag.remove(&(tag.0.clone(), tag.1.clone()));
+                    }
+                }
+            }
+        }
+        for (k, v) in &record.tags {
+            self.by_tag.entry((k.clone(), v.clone())).or_default().insert(record.id);
+        }
+        if let Some(name) = &record.name {
+            self.by_name.insert(name.clone(), record.id);
+        }
+        self.by_id.insert(record.id, record);
+    }
+
+    /// One page of keys matching `query`, in id order.
+    pub(crate) fn list(&self, query: &ListQuery) -> Result<Page> {
+        query.validate()?;
+        let start = match query.cursor {
+            Some(Cursor(id)) => Bound::Excluded(id),
+            None => Bound::Included(KeyId::MIN),
+        };
+        let range = (start, Bound::Unbounded);
+        // With tag filters, walk the smallest posting list instead of every key.
+        let candidates: Box<dyn Iterator<Item = &Arc<KeyRecord>>> = if query.tags.is_empty() {
+            Box::new(self.by_id.range(range).map(|(_, r)| r))
+        } else {
+            let smallest = query
+                .tags
+                .iter()
+                .map(|(k, v)| self.by_tag.get(&(k.clone(), v.clone())))
+                .min_by_key(|ids| ids.map_or(0, BTreeSet::len));
+            match smallest.flatten() {
+                Some(ids) => Box::new(ids.range(range).filter_map(|id| self.by_id.get(id))),
+                None => Box::new(std::iter::empty()),
+            }
+        };
+        let mut keys: Vec<Arc<KeyRecord>> =
+            candidates.filter(|r| query.matches(r)).take(query.limit + 1).cloned().collect();
+        let next_cursor = if keys.len() > query.limit {
+            keys.truncate(query.limit);
+            keys.last().map(|r| Cursor(r.id))
+        } else {
+            None
+        };
+        Ok(Page { keys, next_cursor })
+    }
+}

@@ -1,0 +1,105 @@
+//! Behaviour specific to the filesystem backend.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failure should stop the test"
+)]
+
+use ferrohsm_crypto::{Algorithm, b64};
+use ferrohsm_store::conformance::{next, sample};
+use ferrohsm_store::{Error, FileKeyStore, KeyState, KeyStore, VersionState};
+
+#[tokio::test]
+async fn a_data_directory_is_opened_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = FileKeyStore::open(dir.path()).await.unwrap();
+    assert!(matches!(FileKeyStore::open(dir.path()).await, Err(Error::Locked(_))));
+    drop(first);
+    FileKeyStore::open(dir.path()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_record_stops_the_open_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileKeyStore::open(dir.path()).await.unwrap();
+    let record = sample(Some("victim"), Algorithm::Aes256Gcm, &[]);
+    store.create(record.clone()).await.unwrap();
+    drop(store);
+    let path = dir.path().join("keys").join(format!("{}.json", record.id));
+    let original = std::fs::read(&path).unwrap();
+
+    for corruption in [
+        original[..original.len() / 2].to_vec(),
+        b"not json".to_vec(),
+        String::from_utf8(original.clone())
+            .unwrap()
+            .replace("\"revision\": 1", "\"revision\": 1, \"extra\": 1")
+            .into_bytes(),
+        String::from_utf8(original.clone())
+            .unwrap()
+            .replace("\"current_version\": 1", "\"current_version\": 5")
+            .into_bytes(),
+    ] {
+        std::fs::write(&path, &corruption).unwrap();
+        match FileKeyStore::open(dir.path()).await {
+            Err(Error::Corrupt { path: named, .. }) => assert_eq!(named, path),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+    // A record under another key's file name is corrupt too.
+    std::fs::write(&path, &original).unwrap();
+    let renamed =
+        dir.path().join("keys").join(format!("{}.json", ferrohsm_store::KeyId::generate()));
+    std::fs::rename(&path, &renamed).unwrap();
+    assert!(matches!(FileKeyStore::open(dir.path()).await, Err(Error::Corrupt { .. })));
+    std::fs::rename(&renamed, &path).unwrap();
+    let store = FileKeyStore::open(dir.path()).await.unwrap();
+    assert_eq!(store.get(&record.id).await.unwrap().map(|r| (*r).clone()), Some(record));
+}
+
+#[tokio::test]
+async fn purge_leaves_no_sealed_bytes_in_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileKeyStore::open(dir.path()).await.unwrap();
+    let record = sample(None, Algorithm::Aes256Gcm, &[]);
+    store.create(record.clone()).await.unwrap();
+    let sealed_text = b64::encode(&record.versions[0].sealed.as_ref().unwrap().ciphertext);
+
+    let mut pending = next(&record);
+    pending.state = KeyState::PendingDestruction;
+    pending.destroy_after = Some(time::OffsetDateTime::now_utc());
+    store.update(pending.clone()).await.unwrap();
+    let mut dead = next(&pending);
+    dead.state = KeyState::Destroyed;
+    dead.destroy_after = None;
+    dead.destroyed_at = Some(time::OffsetDateTime::now_utc());
+    for v in &mut dead.versions {
+        v.state = VersionState::Destroyed;
+        v.sealed = None;
+    }
+    store.purge(dead).await.unwrap();
+
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path().join("keys")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(&sealed_text));
+        files += 1;
+    }
+    assert_eq!(files, 1, "only the tombstone remains");
+}
+
+#[tokio::test]
+async fn record_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileKeyStore::open(dir.path()).await.unwrap();
+    let record = sample(None, Algorithm::EcP256, &[]);
+    store.create(record.clone()).await.unwrap();
+    let path = dir.path().join("keys").join(format!("{}.json", record.id));
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("keys")).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+}
