@@ -1,1 +1,63 @@
-//! x
+//! The FerroHSM core: the [`Hsm`] facade that Rust programs embed and every frontend calls.
+//!
+//! It composes a [`CryptoProvider`], the sealer (from a [`MasterKey`]) and a [`KeyStore`], and
+//! performs the whole key lifecycle — create, list, describe, rotate, roll back, revoke,
+//! schedule and cancel destruction, purge — and every cryptographic operation with the state
+//! rules of SPEC §3 and the `fhsm:v<N>:` formats of SPEC §5. Each stored record's metadata is
+//! authenticated and checked before use; key material is unsealed only inside this crate.
+//!
+//! It must never return or log key material (only [`Decrypted`] and [`Unwrapped`] carry
+//! plaintext, in zeroizing buffers), never act on a record that failed its integrity check,
+//! and never let a frontend bypass it to reach the store.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ferrohsm_core::{Algorithm, CreateKey, Hsm, MasterKey, MemoryKeyStore, RequestContext, SignInput};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let hsm = Hsm::builder()
+//!     .store(Arc::new(MemoryKeyStore::new()))
+//!     .master_key(MasterKey::from_bytes(&[7u8; 32])?)
+//!     .build()
+//!     .await?;
+//! let me = RequestContext::local("example");
+//! let key = hsm.create_key(&me, CreateKey::new(Algorithm::Aes256Gcm).name("demo")).await?;
+//! let sealed = hsm.encrypt(&me, &key.id.into(), b"hello", b"").await?;
+//! let opened = hsm.decrypt(&me, &"demo".parse()?, &sealed.ciphertext, b"").await?;
+//! assert_eq!(opened.plaintext.expose(), b"hello");
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cache;
+mod context;
+mod error;
+mod format;
+mod hsm;
+mod validate;
+pub mod wire;
+
+// Public interface:
+pub use context::{KeyRef, Operation, RequestContext};
+pub use error::{Error, Result};
+pub use ferrohsm_crypto::b64;
+pub use ferrohsm_crypto::{
+    Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, SecretBytes, SignInput,
+    SignatureScheme, Usage,
+};
+pub use ferrohsm_seal::MasterKey;
+pub use ferrohsm_store::{
+    Cursor, FileKeyStore, KeyId, KeyName, KeyState, KeyStore, ListQuery, MemoryKeyStore,
+    RevocationReason, VersionState,
+};
+pub use hsm::{
+    DEFAULT_CACHE_CAPACITY, DEFAULT_DESTRUCTION_GRACE, DEFAULT_MAX_PAYLOAD, Hsm, HsmBuilder,
+};
+pub use validate::{MAX_DESCRIPTION_CHARS, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_CHARS, MAX_TAGS};
+pub use wire::{
+    CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,
+    VersionInfo, Wrapped,
+};

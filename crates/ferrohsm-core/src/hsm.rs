@@ -1,0 +1,822 @@
+//! The `Hsm` facade: every key operation, with the state rules of SPEC §3.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use ferrohsm_crypto::{
+    Algorithm, AwsLcProvider, CryptoProvider, KeyMaterial, SignInput, SignatureScheme, Usage,
+    public_key_pem,
+};
+use ferrohsm_seal::{Binding, MasterKey, Sealer};
+use ferrohsm_store::{
+    KeyId, KeyRecord, KeyState, KeyStore, KeyVersion, ListQuery, Revocation, RevocationReason,
+    VersionState,
+};
+use time::{Duration, OffsetDateTime};
+use tracing::Instrument as _;
+
+use crate::cache::{KeyCache, VerifiedKey};
+use crate::wire::{
+    CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,
+    Wrapped,
+};
+use crate::{Error, KeyRef, Operation, RequestContext, Result, format, validate};
+
+/// The default limit on plaintexts, associated data, messages and key material: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+/// The default grace period before a key scheduled for destruction may be purged.
+pub const DEFAULT_DESTRUCTION_GRACE: Duration = Duration::hours(24);
+/// How many verified keys the cache holds by default.
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+/// How often a write is retried when a concurrent writer changed the key first.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// The embeddable HSM: composes a crypto provider, the sealer and a key store. Cheap to clone;
+/// clones share everything.
+#[derive(Debug, Clone)]
+pub struct Hsm {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    provider: Arc<dyn CryptoProvider>,
+    sealer: Sealer,
+    store: Arc<dyn KeyStore>,
+    cache: KeyCache,
+    max_payload: usize,
+    destruction_grace: Duration,
+}
+
+/// Builds an [`Hsm`]. A store and a master key are required.
+#[derive(Debug)]
+pub struct HsmBuilder {
+    provider: Arc<dyn CryptoProvider>,
+    store: Option<Arc<dyn KeyStore>>,
+    master_key: Option<MasterKey>,
+    max_payload: usize,
+    destruction_grace: Duration,
+    cache_capacity: usize,
+}
+
+impl HsmBuilder {
+    /// Uses `provider` instead of the default aws-lc-rs provider.
+    pub fn provider(mut self, provider: Arc<dyn CryptoProvider>) -> Self {
+        self.provider = provider;
+        self
+    }
+
+    /// The key store.
+    pub fn store(mut self, store: Arc<dyn KeyStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The master key that seals all key material.
+    pub fn master_key(mut self, master_key: MasterKey) -> Self {
+        self.master_key = Some(master_key);
+        self
+    }
+
+    /// The largest plaintext, associated data, message or key material accepted.
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// The grace period used when a destruction request names none.
+    pub fn destruction_grace(mut self, grace: Duration) -> Self {
+        self.destruction_grace = grace;
+        self
+    }
+
+    /// How many keys the verified-key cache holds.
+    pub fn cache_capacity(mut self, keys: usize) -> Self {
+        self.cache_capacity = keys.max(1);
+        self
+    }
+
+    /// Builds the HSM and checks that the master key matches the store: if the store holds
+    /// keys, at least one of the first few must pass its integrity check. (A single tampered
+    /// record is refused when used; it does not stop the HSM.)
+    pub async fn build(self) -> Result<Hsm> {
+        let store =
+            self.store.ok_or_else(|| Error::InvalidRequest("an Hsm needs a key store".into()))?;
+        let master_key = self
+            .master_key
+            .ok_or_else(|| Error::InvalidRequest("an Hsm needs a master key".into()))?;
+        let sealer = Sealer::new(self.provider.clone(), &master_key).map_err(Error::Setup)?;
+        let hsm = Hsm {
+            inner: Arc::new(Inner {
+                provider: self.provider,
+                sealer,
+                store,
+                cache: KeyCache::new(self.cache_capacity),
+                max_payload: self.max_payload,
+                destruction_grace: self.destruction_grace,
+            }),
+        };
+        let sample = hsm.inner.store.list(&ListQuery { limit: 16, ..ListQuery::default() }).await?;
+        let any_verifies =
+            sample.keys.iter().any(|r| hsm.inner.cache.check(&hsm.inner.sealer, r).is_ok());
+        if !sample.keys.is_empty() && !any_verifies {
+            return Err(Error::MasterKeyMismatch);
+        }
+        Ok(hsm)
+    }
+}
+
+impl Hsm {
+    /// Starts building an HSM with the default provider and limits.
+    pub fn builder() -> HsmBuilder {
+        HsmBuilder {
+            provider: Arc::new(AwsLcProvider),
+            store: None,
+            master_key: None,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            destruction_grace: DEFAULT_DESTRUCTION_GRACE,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+        }
+    }
+
+    /// The store backend's name, for health output.
+    pub fn store_kind(&self) -> &'static str {
+        self.inner.store.kind()
+    }
+
+    /// The crypto provider's name.
+    pub fn provider_name(&self) -> &'static str {
+        self.inner.provider.name()
+    }
+
+    /// The public fingerprint of the master key in use.
+    pub fn master_key_fingerprint(&self) -> &str {
+        self.inner.sealer.fingerprint()
+    }
+
+    // ----- Lifecycle -----------------------------------------------------------------------
+
+    /// Creates a key with fresh material as version 1.
+    pub async fn create_key(&self, ctx: &RequestContext, request: CreateKey) -> Result<KeyInfo> {
+        self.run(ctx, Operation::CreateKey, None, async {
+            let name = validate::name(request.name.as_deref())?;
+            let description = validate::description(request.description.as_deref())?;
+            validate::tags(&request.tags)?;
+            let usages = validate::usages(request.algorithm, request.usages.as_deref())?;
+            if let Some(name) = &name
+                && self.inner.store.find_by_name(name).await?.is_some()
+            {
+                return Err(Error::Conflict(format!("the name {name} is already taken")));
+            }
+            let id = KeyId::generate();
+            let (material, public_key) = self.generate(request.algorithm).await?;
+            let now = OffsetDateTime::now_utc();
+            let record = KeyRecord {
+                id,
+                name,
+                description,
+                algorithm: request.algorithm,
+                usages,
+                tags: request.tags,
+                state: KeyState::Active,
+                revocation: None,
+                destroy_after: None,
+                destroyed_at: None,
+                current_version: 1,
+                versions: vec![self.new_version(id, 1, &material, public_key, now)?],
+                created_at: now,
+                updated_at: now,
+                created_by: ctx.actor.clone(),
+                revision: 1,
+                tag: None,
+            };
+            let stored = self.inner.store.create(self.tagged(record)).await?;
+            Ok(KeyInfo::from(stored.as_ref()))
+        })
+        .await
+    }
+
+    /// One page of keys, each integrity-checked.
+    pub async fn list_keys(&self, ctx: &RequestContext, query: &ListQuery) -> Result<KeyList> {
+        self.run(ctx, Operation::ListKeys, None, async {
+            let page = self.inner.store.list(query).await?;
+            let mut keys = Vec::with_capacity(page.keys.len());
+            for record in &page.keys {
+                self.inner.cache.check(&self.inner.sealer, record)?;
+                keys.push(KeyInfo::from(record.as_ref()));
+            }
+            Ok(KeyList { keys, next_cursor: page.next_cursor.map(|c| c.to_string()) })
+        })
+        .await
+    }
+
+    /// A key's metadata.
+    pub async fn describe_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
+        self.run(ctx, Operation::DescribeKey, Some(key), async {
+            Ok(KeyInfo::from(self.load(key).await?.record.as_ref()))
+        })
+        .await
+    }
+
+    /// Adds a version with fresh material and makes it current. The key must be active.
+    pub async fn rotate_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
+        self.run(ctx, Operation::RotateKey, Some(key), async {
+            let algorithm = self.load(key).await?.record.algorithm;
+            let (material, public_key) = self.generate(algorithm).await?;
+            self.modify(key, |old, next| {
+                require_state(old, Operation::RotateKey, &[KeyState::Active])?;
+                let version = u32::try_from(old.versions.len() + 1)
+                    .map_err(|_| Error::InvalidRequest("the key has too many versions".into()))?;
+                next.versions.push(self.new_version(
+                    old.id,
+                    version,
+                    &material,
+                    public_key.clone(),
+                    next.updated_at,
+                )?);
+                next.current_version = version;
+                Ok(())
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Makes `version` current again. History is kept; the key must be active and the version
+    /// not destroyed.
+    pub async fn rollback_key(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        version: u32,
+    ) -> Result<KeyInfo> {
+        self.run(ctx, Operation::RollbackKey, Some(key), async {
+            self.modify(key, |old, next| {
+                require_state(old, Operation::RollbackKey, &[KeyState::Active])?;
+                let target =
+                    old.version(version).ok_or(Error::VersionNotFound { key: old.id, version })?;
+                if target.state == VersionState::Destroyed {
+                    return Err(version_destroyed(old, version, Operation::RollbackKey));
+                }
+                next.current_version = version;
+                Ok(())
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Revokes a key. An active key may be revoked for any reason; a revoked key may only be
+    /// revoked again to escalate its reason to `compromised`.
+    pub async fn revoke_key(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        reason: RevocationReason,
+        comment: Option<String>,
+    ) -> Result<KeyInfo> {
+        self.run(ctx, Operation::RevokeKey, Some(key), async {
+            if let Some(c) = &comment {
+                validate::description(Some(c))?;
+            }
+            self.modify(key, |old, next| {
+                let escalation = old.state == KeyState::Revoked
+                    && reason == RevocationReason::Compromised
+                    && old
+                        .revocation
+                        .as_ref()
+                        .is_some_and(|r| r.reason != RevocationReason::Compromised);
+                if old.state != KeyState::Active && !escalation {
+                    return Err(invalid_state(old, Operation::RevokeKey));
+                }
+                next.state = KeyState::Revoked;
+                next.revocation =
+                    Some(Revocation { reason, comment: comment.clone(), at: next.updated_at });
+                Ok(())
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Schedules destruction after `grace` (the configured default when `None`). The key must
+    /// be active or revoked; until the grace period ends it can be cancelled, and it refuses
+    /// every cryptographic use.
+    pub async fn schedule_destruction(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        grace: Option<Duration>,
+    ) -> Result<KeyInfo> {
+        self.run(ctx, Operation::ScheduleDestruction, Some(key), async {
+            let grace = grace.unwrap_or(self.inner.destruction_grace);
+            if grace.is_negative() {
+                return Err(Error::InvalidRequest(
+                    "the destruction grace period cannot be negative".into(),
+                ));
+            }
+            self.modify(key, |old, next| {
+                require_state(
+                    old,
+                    Operation::ScheduleDestruction,
+                    &[KeyState::Active, KeyState::Revoked],
+                )?;
+                next.state = KeyState::PendingDestruction;
+                next.destroy_after = Some(next.updated_at + grace);
+                Ok(())
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Cancels a scheduled destruction, returning the key to the state it had.
+    pub async fn cancel_destruction(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
+        self.run(ctx, Operation::CancelDestruction, Some(key), async {
+            self.modify(key, |old, next| {
+                require_state(old, Operation::CancelDestruction, &[KeyState::PendingDestruction])?;
+                next.state =
+                    if old.revocation.is_some() { KeyState::Revoked } else { KeyState::Active };
+                next.destroy_after = None;
+                Ok(())
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Purges every key whose destruction grace period ended at or before `now`: its material
+    /// is wiped and a tombstone with its metadata remains. Returns the purged ids.
+    pub async fn purge_due(&self, ctx: &RequestContext, now: OffsetDateTime) -> Result<Vec<KeyId>> {
+        let mut due = Vec::new();
+        let mut query = ListQuery {
+            limit: ferrohsm_store::MAX_LIST_LIMIT,
+            state: Some(KeyState::PendingDestruction),
+            ..ListQuery::default()
+        };
+        loop {
+            let page = self.inner.store.list(&query).await?;
+            due.extend(
+                page.keys
+                    .iter()
+                    .filter(|r| r.destroy_after.is_some_and(|t| t <= now))
+                    .map(|r| r.id),
+            );
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        let mut purged = Vec::with_capacity(due.len());
+        for id in due {
+            let key = KeyRef::Id(id);
+            self.run(ctx, Operation::PurgeKey, Some(&key), self.purge(id, now)).await?;
+            purged.push(id);
+        }
+        Ok(purged)
+    }
+
+    async fn purge(&self, id: KeyId, now: OffsetDateTime) -> Result<()> {
+        let verified = self.load(&KeyRef::Id(id)).await?;
+        let old = &verified.record;
+        require_state(old, Operation::PurgeKey, &[KeyState::PendingDestruction])?;
+        if old.destroy_after.is_none_or(|t| t > now) {
+            return Err(invalid_state(old, Operation::PurgeKey));
+        }
+        let mut next = successor(old);
+        next.state = KeyState::Destroyed;
+        next.destroy_after = None;
+        next.destroyed_at = Some(next.updated_at);
+        for v in &mut next.versions {
+            v.state = VersionState::Destroyed;
+            v.sealed = None;
+        }
+        self.inner.cache.remove(&id);
+        self.inner.store.purge(self.tagged(next)).await?;
+        self.inner.cache.remove(&id);
+        Ok(())
+    }
+
+    // ----- Cryptographic operations --------------------------------------------------------
+
+    /// Encrypts with the current version under AES-256-GCM, binding `aad`.
+    pub async fn encrypt(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Encrypted> {
+        self.run(ctx, Operation::Encrypt, Some(key), async {
+            self.limit("plaintext", plaintext.len())?;
+            self.limit("aad", aad.len())?;
+            let (verified, version) =
+                self.usable(key, Operation::Encrypt, Usage::Encrypt, None).await?;
+            let secret = self.secret(&verified, version)?;
+            let body = secret.encrypt(plaintext, aad).map_err(crypto_error(Operation::Encrypt))?;
+            Ok(Encrypted {
+                key_id: verified.record.id,
+                key_version: version,
+                ciphertext: format::format(version, &body),
+            })
+        })
+        .await
+    }
+
+    /// Decrypts a `fhsm:v<N>:` ciphertext with the version it names.
+    pub async fn decrypt(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        ciphertext: &str,
+        aad: &[u8],
+    ) -> Result<Decrypted> {
+        self.run(ctx, Operation::Decrypt, Some(key), async {
+            self.limit("ciphertext", ciphertext.len() / 4 * 3)?;
+            self.limit("aad", aad.len())?;
+            let (version, body) = format::parse(ciphertext)?;
+            let (verified, version) =
+                self.usable(key, Operation::Decrypt, Usage::Decrypt, Some(version)).await?;
+            let secret = self.secret(&verified, version)?;
+            let plaintext = secret.decrypt(&body, aad).map_err(|_| {
+                Error::InvalidCiphertext("it does not decrypt under this key and associated data")
+            })?;
+            Ok(Decrypted { key_id: verified.record.id, key_version: version, plaintext })
+        })
+        .await
+    }
+
+    /// Signs a message (hashed here) or a pre-computed digest with the current version.
+    /// `scheme` defaults to the algorithm's default scheme.
+    pub async fn sign(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        input: SignInput<'_>,
+        scheme: Option<SignatureScheme>,
+    ) -> Result<Signed> {
+        self.run(ctx, Operation::Sign, Some(key), async {
+            self.limit_input(input)?;
+            let (verified, version) = self.usable(key, Operation::Sign, Usage::Sign, None).await?;
+            let scheme = scheme_for(&verified.record, scheme)?;
+            let secret = self.secret(&verified, version)?;
+            let signature = secret.sign(scheme, input).map_err(crypto_error(Operation::Sign))?;
+            Ok(Signed {
+                key_id: verified.record.id,
+                key_version: version,
+                algorithm: scheme,
+                signature,
+            })
+        })
+        .await
+    }
+
+    /// Verifies a signature with `version` (the current version when `None`). Needs only the
+    /// authenticated public key, never the private material.
+    pub async fn verify(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        input: SignInput<'_>,
+        signature: &[u8],
+        scheme: Option<SignatureScheme>,
+        version: Option<u32>,
+    ) -> Result<Verified> {
+        self.run(ctx, Operation::Verify, Some(key), async {
+            self.limit_input(input)?;
+            self.limit("signature", signature.len())?;
+            let (verified, version) =
+                self.usable(key, Operation::Verify, Usage::Verify, version).await?;
+            let scheme = scheme_for(&verified.record, scheme)?;
+            let public = verified.public(self.inner.provider.as_ref(), version)?;
+            let valid =
+                public.verify(scheme, input, signature).map_err(crypto_error(Operation::Verify))?;
+            Ok(Verified {
+                key_id: verified.record.id,
+                key_version: version,
+                algorithm: scheme,
+                valid,
+            })
+        })
+        .await
+    }
+
+    /// Wraps key material with the current version (AES key wrap with padding, RFC 5649).
+    pub async fn wrap(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        key_material: &[u8],
+    ) -> Result<Wrapped> {
+        self.run(ctx, Operation::Wrap, Some(key), async {
+            self.limit("key material", key_material.len())?;
+            if key_material.is_empty() {
+                return Err(Error::InvalidRequest("key material to wrap cannot be empty".into()));
+            }
+            let (verified, version) = self.usable(key, Operation::Wrap, Usage::Wrap, None).await?;
+            let secret = self.secret(&verified, version)?;
+            let body = secret.wrap(key_material).map_err(crypto_error(Operation::Wrap))?;
+            Ok(Wrapped {
+                key_id: verified.record.id,
+                key_version: version,
+                wrapped: format::format(version, &body),
+            })
+        })
+        .await
+    }
+
+    /// Unwraps a `fhsm:v<N>:` wrapped key with the version it names.
+    pub async fn unwrap(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        wrapped: &str,
+    ) -> Result<Unwrapped> {
+        self.run(ctx, Operation::Unwrap, Some(key), async {
+            self.limit("wrapped key", wrapped.len() / 4 * 3)?;
+            let (version, body) = format::parse(wrapped)?;
+            let (verified, version) =
+                self.usable(key, Operation::Unwrap, Usage::Unwrap, Some(version)).await?;
+            let secret = self.secret(&verified, version)?;
+            let key_material = secret
+                .unwrap(&body)
+                .map_err(|_| Error::InvalidCiphertext("it does not unwrap under this key"))?;
+            Ok(Unwrapped { key_id: verified.record.id, key_version: version, key_material })
+        })
+        .await
+    }
+
+    /// The public key of `version` (the current version when `None`) as PEM and DER.
+    pub async fn public_key(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        version: Option<u32>,
+    ) -> Result<PublicKeyInfo> {
+        self.run(ctx, Operation::ExportPublicKey, Some(key), async {
+            let verified = self.load(key).await?;
+            let record = &verified.record;
+            if record.algorithm.is_symmetric() {
+                return Err(Error::Unsupported {
+                    operation: Operation::ExportPublicKey,
+                    algorithm: record.algorithm,
+                });
+            }
+            let version = self.check_use(record, Operation::ExportPublicKey, version)?;
+            let der = record
+                .version(version)
+                .and_then(|v| v.public_key.clone())
+                .ok_or(Error::Integrity(record.id))?;
+            Ok(PublicKeyInfo {
+                key_id: record.id,
+                key_version: version,
+                algorithm: record.algorithm,
+                pem: public_key_pem(&der),
+                der,
+            })
+        })
+        .await
+    }
+
+    // ----- Internals -----------------------------------------------------------------------
+
+    /// The one path every public operation takes: a span with the caller and key, and the
+    /// outcome logged. Policy decisions and audit records attach here.
+    async fn run<T>(
+        &self,
+        ctx: &RequestContext,
+        operation: Operation,
+        key: Option<&KeyRef>,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let span = tracing::info_span!(
+            "hsm",
+            operation = operation.as_str(),
+            actor = %ctx.actor,
+            request_id = %ctx.request_id,
+            key = key.map(tracing::field::display),
+        );
+        let result = work.instrument(span.clone()).await;
+        if let Err(e) = &result {
+            tracing::info!(parent: &span, code = e.code(), error = %e, "operation refused");
+        }
+        result
+    }
+
+    /// Reads and integrity-checks a key.
+    async fn load(&self, key: &KeyRef) -> Result<Arc<VerifiedKey>> {
+        let record = match key {
+            KeyRef::Id(id) => self.inner.store.get(id).await?,
+            KeyRef::Name(name) => self.inner.store.find_by_name(name).await?,
+        }
+        .ok_or_else(|| Error::NotFound(key.to_string()))?;
+        self.inner.cache.verify(&self.inner.sealer, record)
+    }
+
+    /// Loads a key for a cryptographic operation and checks algorithm, usage, state and
+    /// version. Returns the version to use.
+    async fn usable(
+        &self,
+        key: &KeyRef,
+        operation: Operation,
+        usage: Usage,
+        version: Option<u32>,
+    ) -> Result<(Arc<VerifiedKey>, u32)> {
+        let verified = self.load(key).await?;
+        let record = &verified.record;
+        if !record.algorithm.allowed_usages().contains(&usage) {
+            return Err(Error::Unsupported { operation, algorithm: record.algorithm });
+        }
+        if !record.usages.contains(&usage) {
+            return Err(Error::UsageNotAllowed { key: record.id, usage });
+        }
+        let version = self.check_use(record, operation, version)?;
+        Ok((verified, version))
+    }
+
+    /// The state rules of SPEC §3 for using a key: creating operations need an active key and
+    /// the current version; reading operations (decrypt, verify, unwrap, public key) also work
+    /// on a revoked key unless it was compromised, with any non-destroyed version. A key
+    /// pending destruction refuses every use.
+    fn check_use(
+        &self,
+        record: &KeyRecord,
+        operation: Operation,
+        version: Option<u32>,
+    ) -> Result<u32> {
+        let creates = matches!(operation, Operation::Encrypt | Operation::Sign | Operation::Wrap);
+        let compromised =
+            record.revocation.as_ref().is_some_and(|r| r.reason == RevocationReason::Compromised);
+        let allowed = match record.state {
+            KeyState::Active => true,
+            KeyState::Revoked => !creates && !compromised,
+            _ => false,
+        };
+        if !allowed {
+            return Err(invalid_state(record, operation));
+        }
+        let version = version.unwrap_or(record.current_version);
+        let stored = record.version(version).ok_or(match operation {
+            Operation::Decrypt | Operation::Unwrap => {
+                Error::InvalidCiphertext("it names a key version that does not exist")
+            }
+            _ => Error::VersionNotFound { key: record.id, version },
+        })?;
+        if stored.state == VersionState::Destroyed {
+            return Err(version_destroyed(record, version, operation));
+        }
+        Ok(version)
+    }
+
+    fn secret(
+        &self,
+        verified: &VerifiedKey,
+        version: u32,
+    ) -> Result<Arc<dyn ferrohsm_crypto::SecretKey>> {
+        verified.secret(self.inner.provider.as_ref(), &self.inner.sealer, version)
+    }
+
+    /// Generates material off the async runtime (RSA generation can take seconds) and returns
+    /// it with its public key.
+    async fn generate(&self, algorithm: Algorithm) -> Result<(KeyMaterial, Option<Vec<u8>>)> {
+        let provider = self.inner.provider.clone();
+        tokio::task::spawn_blocking(move || {
+            let material = provider.generate(algorithm).map_err(Error::Crypto)?;
+            let public = provider
+                .load(&material)
+                .map_err(Error::Crypto)?
+                .public_key_der()
+                .map(<[u8]>::to_vec);
+            Ok((material, public))
+        })
+        .await
+        .map_err(|e| {
+            Error::Crypto(ferrohsm_crypto::Error::InvalidInput(format!(
+                "key generation task failed: {e}"
+            )))
+        })?
+    }
+
+    fn new_version(
+        &self,
+        id: KeyId,
+        version: u32,
+        material: &KeyMaterial,
+        public_key: Option<Vec<u8>>,
+        now: OffsetDateTime,
+    ) -> Result<KeyVersion> {
+        let key_id = id.to_string();
+        let binding = Binding { key_id: &key_id, version, algorithm: material.algorithm() };
+        let sealed = self.inner.sealer.seal(&binding, material).map_err(Error::Setup)?;
+        Ok(KeyVersion {
+            version,
+            created_at: now,
+            state: VersionState::Active,
+            public_key,
+            sealed: Some(sealed),
+        })
+    }
+
+    fn tagged(&self, mut record: KeyRecord) -> KeyRecord {
+        record.tag = None;
+        record.tag = Some(self.inner.sealer.authenticate(&record.canonical_bytes()));
+        record
+    }
+
+    /// Read-modify-write with optimistic concurrency: `change` edits a successor of the stored
+    /// record; a concurrent change makes it start again from a fresh read.
+    async fn modify(
+        &self,
+        key: &KeyRef,
+        change: impl Fn(&KeyRecord, &mut KeyRecord) -> Result<()>,
+    ) -> Result<KeyInfo> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let verified = self.load(key).await?;
+            let mut next = successor(&verified.record);
+            change(&verified.record, &mut next)?;
+            match self.inner.store.update(self.tagged(next)).await {
+                Ok(stored) => return Ok(KeyInfo::from(stored.as_ref())),
+                Err(ferrohsm_store::Error::Conflict { .. }) if attempt < WRITE_ATTEMPTS => continue,
+                Err(ferrohsm_store::Error::Conflict { id, .. }) => {
+                    return Err(Error::Conflict(format!("key {id} kept changing; try again")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn limit(&self, what: &'static str, actual: usize) -> Result<()> {
+        if actual > self.inner.max_payload {
+            return Err(Error::PayloadTooLarge { what, actual, limit: self.inner.max_payload });
+        }
+        Ok(())
+    }
+
+    fn limit_input(&self, input: SignInput<'_>) -> Result<()> {
+        match input {
+            SignInput::Message(m) => self.limit("message", m.len()),
+            SignInput::Digest(d) => self.limit("digest", d.len()),
+        }
+    }
+}
+
+fn successor(record: &KeyRecord) -> KeyRecord {
+    let mut next = record.clone();
+    next.revision += 1;
+    next.updated_at = OffsetDateTime::now_utc().max(record.updated_at);
+    next.tag = None;
+    next
+}
+
+fn require_state(record: &KeyRecord, operation: Operation, allowed: &[KeyState]) -> Result<()> {
+    if allowed.contains(&record.state) { Ok(()) } else { Err(invalid_state(record, operation)) }
+}
+
+fn invalid_state(record: &KeyRecord, operation: Operation) -> Error {
+    let detail = match (&record.state, &record.revocation) {
+        (KeyState::Revoked, Some(r)) => format!(" ({})", r.reason),
+        (KeyState::PendingDestruction, _) => record
+            .destroy_after
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .map(|t| format!(" (destroyed after {t})"))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    Error::InvalidState { key: record.id, state: record.state, detail, operation }
+}
+
+fn version_destroyed(record: &KeyRecord, version: u32, operation: Operation) -> Error {
+    Error::InvalidState {
+        key: record.id,
+        state: record.state,
+        detail: format!(" (version {version} is destroyed)"),
+        operation,
+    }
+}
+
+fn scheme_for(record: &KeyRecord, scheme: Option<SignatureScheme>) -> Result<SignatureScheme> {
+    let scheme = scheme
+        .or(record.algorithm.default_scheme())
+        .ok_or(Error::Unsupported { operation: Operation::Sign, algorithm: record.algorithm })?;
+    if !record.algorithm.supports_scheme(scheme) {
+        return Err(Error::InvalidRequest(format!(
+            "{scheme} cannot be used with a {} key",
+            record.algorithm
+        )));
+    }
+    Ok(scheme)
+}
+
+/// Maps a provider error during `operation`: caller mistakes keep their meaning, anything
+/// else is an internal failure.
+fn crypto_error(operation: Operation) -> impl Fn(ferrohsm_crypto::Error) -> Error {
+    move |e| match e {
+        ferrohsm_crypto::Error::InvalidInput(msg) => Error::InvalidRequest(msg),
+        ferrohsm_crypto::Error::Unsupported { algorithm, .. } => {
+            Error::Unsupported { operation, algorithm }
+        }
+        other => Error::Crypto(other),
+    }
+}
