@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 
-use crate::index::Index;
+use crate::index::{Index, WriteKind};
 use crate::{Error, KeyId, KeyName, KeyRecord, KeyStore, ListQuery, Page, Result};
 
 const KEYS_DIR: &str = "keys";
@@ -44,13 +44,6 @@ struct Inner {
     temp_counter: AtomicU64,
     /// Holds the directory's exclusive lock for the store's lifetime.
     _lock: File,
-}
-
-#[derive(Clone, Copy)]
-enum WriteKind {
-    Create,
-    Update,
-    Purge,
 }
 
 impl FileKeyStore {
@@ -146,14 +139,7 @@ impl Inner {
 
     fn write(&self, kind: WriteKind, record: KeyRecord) -> Result<Arc<KeyRecord>> {
         let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        {
-            let index = self.read();
-            match kind {
-                WriteKind::Create => index.check_create(&record)?,
-                WriteKind::Update => drop(index.check_update(&record)?),
-                WriteKind::Purge => drop(index.check_purge(&record)?),
-            }
-        }
+        self.read().check(kind, &record)?;
         let path = self.keys_dir.join(format!("{}{RECORD_EXT}", record.id));
         let bytes = serde_json::to_vec_pretty(&record)
             .map_err(|e| Error::Io { path: path.clone(), source: std::io::Error::other(e) })?;

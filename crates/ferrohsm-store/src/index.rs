@@ -7,6 +7,14 @@ use std::sync::Arc;
 
 use crate::{Cursor, Error, KeyId, KeyName, KeyRecord, KeyState, ListQuery, Page, Result};
 
+/// The three kinds of write a store accepts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WriteKind {
+    Create,
+    Update,
+    Purge,
+}
+
 /// Records by id, with secondary indexes by name and by tag.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
@@ -28,8 +36,17 @@ impl Index {
         self.by_id.len()
     }
 
+    /// Checks a write of `kind` against the stored record, before it is applied.
+    pub(crate) fn check(&self, kind: WriteKind, record: &KeyRecord) -> Result<()> {
+        match kind {
+            WriteKind::Create => self.check_create(record),
+            WriteKind::Update => self.check_update(record),
+            WriteKind::Purge => self.check_purge(record),
+        }
+    }
+
     /// Checks that `record` may be created.
-    pub(crate) fn check_create(&self, record: &KeyRecord) -> Result<()> {
+    fn check_create(&self, record: &KeyRecord) -> Result<()> {
         if self.by_id.contains_key(&record.id) {
             return Err(Error::AlreadyExists(record.id));
         }
@@ -51,18 +68,12 @@ impl Index {
         record.check_invariants()
     }
 
-    /// Checks an ordinary update and returns the record it replaces.
-    pub(crate) fn check_update(&self, record: &KeyRecord) -> Result<Arc<KeyRecord>> {
-        let old = self.by_id.get(&record.id).ok_or(Error::NotFound(record.id))?;
-        old.check_update(record)?;
-        Ok(old.clone())
+    fn check_update(&self, record: &KeyRecord) -> Result<()> {
+        self.by_id.get(&record.id).ok_or(Error::NotFound(record.id))?.check_update(record)
     }
 
-    /// Checks a purge and returns the record it replaces.
-    pub(crate) fn check_purge(&self, record: &KeyRecord) -> Result<Arc<KeyRecord>> {
-        let old = self.by_id.get(&record.id).ok_or(Error::NotFound(record.id))?;
-        old.check_purge(record)?;
-        Ok(old.clone())
+    fn check_purge(&self, record: &KeyRecord) -> Result<()> {
+        self.by_id.get(&record.id).ok_or(Error::NotFound(record.id))?.check_purge(record)
     }
 
     /// Inserts or replaces a record (already checked), keeping the secondary indexes in step.

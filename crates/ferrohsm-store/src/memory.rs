@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
-use crate::index::Index;
+use crate::index::{Index, WriteKind};
 use crate::{KeyId, KeyName, KeyRecord, KeyStore, ListQuery, Page, Result};
 
 /// A key store held entirely in memory. Clones share the same keys. Nothing survives the
@@ -26,8 +26,13 @@ impl MemoryKeyStore {
         self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Checks and applies one write under the write lock.
+    fn apply(&self, kind: WriteKind, record: KeyRecord) -> Result<Arc<KeyRecord>> {
+        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        index.check(kind, &record)?;
+        let record = Arc::new(record);
+        index.apply(record.clone());
+        Ok(record)
     }
 }
 
@@ -38,11 +43,7 @@ impl KeyStore for MemoryKeyStore {
     }
 
     async fn create(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
-        let mut index = self.write();
-        index.check_create(&record)?;
-        let record = Arc::new(record);
-        index.apply(record.clone());
-        Ok(record)
+        self.apply(WriteKind::Create, record)
     }
 
     async fn get(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>> {
@@ -54,19 +55,11 @@ impl KeyStore for MemoryKeyStore {
     }
 
     async fn update(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
-        let mut index = self.write();
-        index.check_update(&record)?;
-        let record = Arc::new(record);
-        index.apply(record.clone());
-        Ok(record)
+        self.apply(WriteKind::Update, record)
     }
 
     async fn purge(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
-        let mut index = self.write();
-        index.check_purge(&record)?;
-        let record = Arc::new(record);
-        index.apply(record.clone());
-        Ok(record)
+        self.apply(WriteKind::Purge, record)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
