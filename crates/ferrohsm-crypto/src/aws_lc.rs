@@ -17,8 +17,8 @@ use zeroize::Zeroizing;
 
 use crate::provider::{AEAD_NONCE_LEN, AEAD_TAG_LEN};
 use crate::{
-    Algorithm, CryptoProvider, Error, HashAlgorithm, KeyMaterial, PublicKey, Result, SecretBytes,
-    SecretKey, SignInput, SignatureScheme,
+    Algorithm, CryptoProvider, Error, HashAlgorithm, HmacKey, KeyMaterial, PublicKey, Result,
+    SecretBytes, SecretKey, SignInput, SignatureScheme,
 };
 
 /// The default [`CryptoProvider`], built on aws-lc-rs (AWS-LC, a BoringSSL derivative).
@@ -132,6 +132,42 @@ impl CryptoProvider for AwsLcProvider {
         let info = [info];
         let okm = prk.expand(&info, Len(out.len())).map_err(|_| Error::Crypto)?;
         okm.fill(out).map_err(|_| Error::Crypto)
+    }
+
+    fn hmac_sha256_key(&self, key: &[u8]) -> Arc<dyn HmacKey> {
+        Arc::new(AwsLcHmacKey(hmac::Key::new(hmac::HMAC_SHA256, key)))
+    }
+
+    fn ed25519_from_seed(&self, seed: &[u8; 32]) -> Result<Arc<dyn SecretKey>> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+            .map_err(|_| Error::KeyRejected(Algorithm::Ed25519))?;
+        let spki = der_of(pair.public_key())?;
+        let public = parse_public(Algorithm::Ed25519, &spki)?;
+        Ok(Arc::new(LoadedKey {
+            algorithm: Algorithm::Ed25519,
+            inner: Inner::Ed25519 { pair, public },
+        }))
+    }
+}
+
+/// A prepared HMAC-SHA256 key.
+struct AwsLcHmacKey(hmac::Key);
+
+impl fmt::Debug for AwsLcHmacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HmacKey([REDACTED])")
+    }
+}
+
+impl HmacKey for AwsLcHmacKey {
+    fn sign(&self, data: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(&self.0, data).as_ref());
+        out
+    }
+
+    fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+        hmac::verify(&self.0, data, tag).is_ok()
     }
 }
 

@@ -40,5 +40,5 @@ pub use encoding::{
     PRIVATE_KEY_LABEL, PUBLIC_KEY_LABEL, danger_private_key_pem, decode_pem, public_key_pem,
 };
 pub use error::{Error, Result};
-pub use provider::{AEAD_NONCE_LEN, AEAD_TAG_LEN, CryptoProvider, PublicKey, SecretKey};
+pub use provider::{AEAD_NONCE_LEN, AEAD_TAG_LEN, CryptoProvider, HmacKey, PublicKey, SecretKey};
 pub use secret::{KeyMaterial, SecretBytes};

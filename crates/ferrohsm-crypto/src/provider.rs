@@ -46,6 +46,21 @@ pub trait CryptoProvider: Send + Sync + Debug {
 
     /// HKDF-SHA256 (RFC 5869): extract with `salt`, expand with `info` into `out`.
     fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) -> Result<()>;
+
+    /// Prepares an HMAC-SHA256 key for many uses (the audit chain tags every record).
+    fn hmac_sha256_key(&self, key: &[u8]) -> Arc<dyn HmacKey>;
+
+    /// A deterministic Ed25519 key from a 32-byte seed (for keys derived from the master key).
+    fn ed25519_from_seed(&self, seed: &[u8; 32]) -> Result<Arc<dyn SecretKey>>;
+}
+
+/// A prepared HMAC-SHA256 key.
+pub trait HmacKey: Send + Sync + Debug {
+    /// The tag of `data`.
+    fn sign(&self, data: &[u8]) -> [u8; 32];
+
+    /// Checks a tag in constant time.
+    fn verify(&self, data: &[u8], tag: &[u8]) -> bool;
 }
 
 /// A loaded private or secret key, ready for operations.

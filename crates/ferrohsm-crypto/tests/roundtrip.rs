@@ -193,3 +193,34 @@ fn hkdf_and_hmac_match_rfc_vectors() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn prepared_hmac_and_seeded_ed25519() {
+    let key = AwsLcProvider.hmac_sha256_key(b"Jefe");
+    let tag = key.sign(b"what do ya want for nothing?");
+    assert_eq!(tag, AwsLcProvider.hmac_sha256(b"Jefe", b"what do ya want for nothing?"));
+    assert!(key.verify(b"what do ya want for nothing?", &tag));
+    assert!(!key.verify(b"what do ya want for nothing!", &tag));
+
+    // RFC 8032 test 1: the seed determines the public key.
+    let seed: [u8; 32] = (0..32)
+        .map(|i| {
+            u8::from_str_radix(
+                &"9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
+                    [2 * i..2 * i + 2],
+                16,
+            )
+            .unwrap()
+        })
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    let signer = AwsLcProvider.ed25519_from_seed(&seed).unwrap();
+    let der = signer.public_key_der().unwrap();
+    assert_eq!(
+        hex(&der[der.len() - 32..]),
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+    );
+    let sig = signer.sign(SignatureScheme::Ed25519, SignInput::Message(b"")).unwrap();
+    assert_eq!(hex(&sig[..8]), "e5564300c360ac72");
+}

@@ -89,6 +89,23 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
+    /// Derives an independent 32-byte key for `purpose` (HKDF-SHA256 with its own salt, so no
+    /// derived key equals a sealing key). Used for the audit HMAC key and checkpoint seed.
+    pub fn derive(
+        &self,
+        provider: &dyn CryptoProvider,
+        purpose: &str,
+    ) -> Result<Zeroizing<[u8; 32]>> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        provider.hkdf_sha256(
+            self.expose(),
+            b"ferrohsm/derive/v1",
+            purpose.as_bytes(),
+            out.as_mut(),
+        )?;
+        Ok(out)
+    }
+
     pub(crate) fn expose(&self) -> &[u8] {
         self.0.as_ref()
     }
@@ -179,6 +196,16 @@ mod tests {
         std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(MasterKey::from_file(&raw).unwrap().expose(), &[7u8; 32]);
         assert!(matches!(MasterKey::from_file(&dir.path().join("missing")), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn derived_keys_are_distinct_and_stable() {
+        let key = MasterKey::from_text(TEST_VALUE).unwrap();
+        let a = key.derive(&AwsLcProvider, "audit-hmac/1").unwrap();
+        let b = key.derive(&AwsLcProvider, "audit-hmac/2").unwrap();
+        assert_ne!(*a, *b);
+        assert_eq!(*a, *key.derive(&AwsLcProvider, "audit-hmac/1").unwrap());
+        assert_ne!(a.as_slice(), key.expose());
     }
 
     #[test]

@@ -1,0 +1,561 @@
+//! `FileAuditSink`: NDJSON segments in a directory, written by one thread with group commit.
+//!
+//! Layout: `<dir>/.lock` (held exclusively) and `<dir>/audit-00000001.ndjson`, `…02`, … .
+//! Appends from any number of tasks are queued to a writer thread, which takes every queued
+//! record, seals them in order, writes them with one `write` and one `fdatasync`, and only then
+//! answers each caller. A segment that passes its size limit is closed and the next one
+//! started; the chain continues across segments. Checkpoints are written every N records or T
+//! seconds (whichever comes first), on request, and at close.
+//!
+//! On open, the last segment is scanned: a torn tail — an incomplete last line, or bytes that
+//! do not parse after the last complete one — can only be records whose append never returned,
+//! so it is reported, cut off, and recorded in the log itself (`audit.recovered`). Anything
+//! else that does not parse or link is corruption, and the sink refuses to open.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ferrohsm_crypto::CryptoProvider;
+use tokio::sync::oneshot;
+
+use crate::chain::Chain;
+use crate::record::{GENESIS_HASH, Outcome};
+use crate::sink::to_line;
+use crate::{AuditEntry, AuditKeys, AuditRecord, AuditSink, Checkpoint, Error, Result};
+
+const LOCK_FILE: &str = ".lock";
+const SEGMENT_PREFIX: &str = "audit-";
+const SEGMENT_SUFFIX: &str = ".ndjson";
+/// The most records sealed into one write and fsync.
+const MAX_BATCH: usize = 8192;
+
+/// Settings of a [`FileAuditSink`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FileAuditConfig {
+    /// The directory holding the segments.
+    pub dir: PathBuf,
+    /// Start a new segment once the current one reaches this size.
+    pub segment_max_bytes: u64,
+    /// Checkpoint after this many records.
+    pub checkpoint_every_records: u64,
+    /// Checkpoint after this long, if records were added.
+    pub checkpoint_every: Duration,
+}
+
+impl FileAuditConfig {
+    /// Defaults: 64 MiB segments, a checkpoint every 10,000 records or 60 seconds.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileAuditConfig {
+            dir: dir.into(),
+            segment_max_bytes: 64 << 20,
+            checkpoint_every_records: 10_000,
+            checkpoint_every: Duration::from_secs(60),
+        }
+    }
+
+    /// Sets the segment size limit.
+    pub fn segment_max_bytes(mut self, bytes: u64) -> Self {
+        self.segment_max_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets the checkpoint interval in records.
+    pub fn checkpoint_every_records(mut self, records: u64) -> Self {
+        self.checkpoint_every_records = records.max(1);
+        self
+    }
+
+    /// Sets the checkpoint interval in time.
+    pub fn checkpoint_every(mut self, interval: Duration) -> Self {
+        self.checkpoint_every = interval;
+        self
+    }
+}
+
+/// What recovery on open found and cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The segment that had a torn tail.
+    pub segment: PathBuf,
+    /// Where the good part ends.
+    pub offset: u64,
+    /// How many bytes were discarded.
+    pub discarded_bytes: u64,
+}
+
+#[allow(
+    clippy::large_enum_variant,
+    reason = "each command is moved once through the channel; boxing would add an allocation per append"
+)]
+enum Command {
+    Append(AuditEntry, oneshot::Sender<Result<AuditRecord>>),
+    Checkpoint(oneshot::Sender<Result<Option<Checkpoint>>>),
+    Close(oneshot::Sender<Result<()>>),
+}
+
+/// A durable, append-only audit log in a directory. Only one process may open a directory.
+#[derive(Debug)]
+pub struct FileAuditSink {
+    dir: PathBuf,
+    sender: Mutex<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    latest: Arc<Mutex<Option<Checkpoint>>>,
+    recovery: Option<Recovery>,
+}
+
+impl FileAuditSink {
+    /// Opens (creating if needed) the log in `config.dir`, recovering from a crash if needed.
+    pub fn open(
+        config: FileAuditConfig,
+        provider: Arc<dyn CryptoProvider>,
+        keys: Arc<AuditKeys>,
+    ) -> Result<Self> {
+        let dir = config.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(Error::io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e)),
+        }
+
+        let segments = segments(&dir)?;
+        let mut state = Tail::default();
+        let mut recovery = None;
+        if let Some(last) = segments.last() {
+            let (tail, torn) = scan(&last.1, true)?;
+            recovery = torn;
+            state = tail;
+            // An empty last segment (rotated just before a crash): the head is in the one before.
+            if state.seq == 0 && segments.len() > 1 {
+                let (before, _) = scan(&segments[segments.len() - 2].1, false)?;
+                state = Tail { checkpoint: state.checkpoint.or(before.checkpoint), ..before };
+            }
+        }
+        let (number, path) = match segments.last() {
+            Some((n, p)) => (*n, p.clone()),
+            None => (1, segment_path(&dir, 1)),
+        };
+        let file = open_segment(&path)?;
+        let bytes = file.metadata().map_err(Error::io(&path))?.len();
+        if let Some(r) = &recovery {
+            tracing::warn!(segment = %r.segment.display(), offset = r.offset, discarded = r.discarded_bytes,
+                "audit log: cut off a torn tail left by a crash");
+        }
+
+        let chain = Chain::resume(provider, keys, state.seq, state.head);
+        let latest = Arc::new(Mutex::new(state.checkpoint.clone()));
+        let (sender, receiver) = mpsc::channel();
+        let writer = Writer {
+            dir: dir.clone(),
+            config,
+            chain,
+            file,
+            path,
+            number,
+            bytes,
+            checkpointed_seq: state.checkpoint.as_ref().map_or(0, |c| c.seq),
+            last_checkpoint: Instant::now(),
+            latest: latest.clone(),
+            failed: None,
+            _lock: lock,
+        };
+        let handle = std::thread::Builder::new()
+            .name("ferrohsm-audit".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(Error::io(&dir))?;
+        let sink = FileAuditSink {
+            dir,
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(handle)),
+            latest,
+            recovery: recovery.clone(),
+        };
+        Ok(sink)
+    }
+
+    /// What recovery on open cut off, if anything.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
+    }
+
+    /// Records the recovery in the log itself (called by whoever opened the sink, so the
+    /// record carries their context).
+    pub async fn record_recovery(&self) -> Result<Option<AuditRecord>> {
+        let Some(r) = &self.recovery else { return Ok(None) };
+        let mut entry = AuditEntry::new(
+            "system:audit",
+            "audit.recovered",
+            Outcome::Success,
+            uuid::Uuid::now_v7().to_string(),
+        );
+        entry.message = Some(format!(
+            "discarded {} bytes of unacknowledged writes at byte {} of {}",
+            r.discarded_bytes,
+            r.offset,
+            r.segment.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        self.append(entry).await.map(Some)
+    }
+
+    /// The segment files, oldest first.
+    pub fn segment_paths(&self) -> Result<Vec<PathBuf>> {
+        Ok(segments(&self.dir)?.into_iter().map(|(_, p)| p).collect())
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        match sender.as_ref() {
+            Some(s) => {
+                s.send(command).map_err(|_| Error::Unavailable("the audit writer stopped".into()))
+            }
+            None => Err(Error::Unavailable("the audit log is closed".into())),
+        }
+    }
+}
+
+async fn answer<T>(receiver: oneshot::Receiver<Result<T>>) -> Result<T> {
+    receiver.await.map_err(|_| Error::Unavailable("the audit writer stopped".into()))?
+}
+
+#[async_trait]
+impl AuditSink for FileAuditSink {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    async fn append(&self, entry: AuditEntry) -> Result<AuditRecord> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Append(entry, tx))?;
+        answer(rx).await
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Checkpoint(tx))?;
+        answer(rx).await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        Ok(self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
+        // Only whole lines: a line being written concurrently is left for the next export.
+        let mut lines = 0;
+        for path in self.segment_paths()? {
+            let file = File::open(&path).map_err(Error::io(&path))?;
+            let mut reader = BufReader::new(file);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = reader.read_until(b'\n', &mut line).map_err(Error::io(&path))?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    break;
+                }
+                out.write_all(&line).map_err(Error::io("export"))?;
+                lines += 1;
+            }
+        }
+        Ok(lines)
+    }
+
+    async fn close(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Close(tx))?;
+        let result = answer(rx).await;
+        self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        result
+    }
+}
+
+impl Drop for FileAuditSink {
+    fn drop(&mut self) {
+        // Dropping the sender ends the writer thread, which writes a final checkpoint.
+        self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    dir: PathBuf,
+    config: FileAuditConfig,
+    chain: Chain,
+    file: File,
+    path: PathBuf,
+    number: u64,
+    bytes: u64,
+    checkpointed_seq: u64,
+    last_checkpoint: Instant,
+    latest: Arc<Mutex<Option<Checkpoint>>>,
+    /// Set after a failed write: the chain head is then unknown on disk, so nothing more is
+    /// accepted until the log is reopened (and recovered).
+    failed: Option<String>,
+    _lock: File,
+}
+
+impl Writer {
+    fn run(mut self, receiver: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            let wait = self.config.checkpoint_every.saturating_sub(self.last_checkpoint.elapsed());
+            let first = match receiver.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.chain.seq() > self.checkpointed_seq {
+                        let _ = self.commit(Vec::new(), true);
+                    }
+                    self.last_checkpoint = Instant::now();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.commit(Vec::new(), true);
+                    return;
+                }
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if self.process(&mut batch) {
+                return;
+            }
+        }
+    }
+
+    /// Handles one batch; returns true when the sink was closed.
+    fn process(&mut self, batch: &mut Vec<Command>) -> bool {
+        let mut appends = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut close = None;
+        for command in batch.drain(..) {
+            match command {
+                Command::Append(entry, reply) => appends.push((entry, reply)),
+                Command::Checkpoint(reply) => checkpoints.push(reply),
+                Command::Close(reply) => close = Some(reply),
+            }
+        }
+        if let Some(reason) = &self.failed {
+            let err = || {
+                Error::Unavailable(format!(
+                    "an earlier audit write failed ({reason}); reopen the log"
+                ))
+            };
+            for (_, reply) in appends {
+                let _ = reply.send(Err(err()));
+            }
+            for reply in checkpoints {
+                let _ = reply.send(Err(err()));
+            }
+            if let Some(reply) = close {
+                let _ = reply.send(Err(err()));
+                return true;
+            }
+            return false;
+        }
+        let due = self.chain.seq() + appends.len() as u64
+            >= self.checkpointed_seq + self.config.checkpoint_every_records
+            || self.last_checkpoint.elapsed() >= self.config.checkpoint_every;
+        let want_checkpoint = !checkpoints.is_empty() || close.is_some() || due;
+        let (entries, replies): (Vec<AuditEntry>, Vec<_>) = appends.into_iter().unzip();
+        match self.commit(entries, want_checkpoint) {
+            Ok(records) => {
+                for (record, reply) in records.into_iter().zip(replies) {
+                    let _ = reply.send(Ok(record));
+                }
+                let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                for reply in checkpoints {
+                    let _ = reply.send(Ok(latest.clone()));
+                }
+                if let Some(reply) = close {
+                    let _ = reply.send(Ok(()));
+                    return true;
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(error = %reason, "audit log write failed; refusing further records");
+                self.failed = Some(reason.clone());
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Unavailable(reason.clone())));
+                }
+                for reply in checkpoints {
+                    let _ = reply.send(Err(Error::Unavailable(reason.clone())));
+                }
+                if let Some(reply) = close {
+                    let _ = reply.send(Err(Error::Unavailable(reason)));
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Seals `entries`, adds a checkpoint if asked (and there is something new), writes all of
+    /// it with one write and one fdatasync, then rotates the segment if it is full.
+    fn commit(&mut self, entries: Vec<AuditEntry>, checkpoint: bool) -> Result<Vec<AuditRecord>> {
+        let mut buffer = Vec::with_capacity(entries.len() * 400 + 256);
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let record = self.chain.seal(entry);
+            buffer.extend_from_slice(to_line(&record)?.as_bytes());
+            records.push(record);
+        }
+        let mut new_checkpoint = None;
+        if checkpoint
+            && self.chain.seq() > self.checkpointed_seq
+            && let Some(cp) = self.chain.checkpoint()?
+        {
+            buffer.extend_from_slice(to_line(&cp)?.as_bytes());
+            new_checkpoint = Some(cp);
+        }
+        if buffer.is_empty() {
+            return Ok(records);
+        }
+        self.file.write_all(&buffer).map_err(Error::io(&self.path))?;
+        self.file.sync_data().map_err(Error::io(&self.path))?;
+        self.bytes += buffer.len() as u64;
+        if let Some(cp) = new_checkpoint {
+            self.checkpointed_seq = cp.seq;
+            self.last_checkpoint = Instant::now();
+            *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(cp);
+        }
+        if self.bytes >= self.config.segment_max_bytes {
+            self.rotate()?;
+        }
+        Ok(records)
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let number = self.number + 1;
+        let path = segment_path(&self.dir, number);
+        let file = open_segment(&path)?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(Error::io(&self.dir))?;
+        self.file = file;
+        self.path = path;
+        self.number = number;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{number:08}{SEGMENT_SUFFIX}"))
+}
+
+fn open_segment(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(Error::io(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))?;
+    }
+    Ok(file)
+}
+
+/// The segments in `dir`, by number.
+pub(crate) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let entry = entry.map_err(Error::io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_prefix(SEGMENT_PREFIX)
+            .and_then(|rest| rest.strip_suffix(SEGMENT_SUFFIX))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            found.push((n, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The head of a segment.
+#[derive(Debug, Default)]
+struct Tail {
+    seq: u64,
+    head: [u8; 32],
+    checkpoint: Option<Checkpoint>,
+}
+
+/// Reads a segment's lines, checking that records link; with `repair`, cuts off a torn tail.
+fn scan(path: &Path, repair: bool) -> Result<(Tail, Option<Recovery>)> {
+    let data = std::fs::read(path).map_err(Error::io(path))?;
+    let mut tail = Tail { head: GENESIS_HASH, ..Tail::default() };
+    let mut offset = 0usize;
+    let corrupt = |offset: usize, reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    while offset < data.len() {
+        let rest = &data[offset..];
+        let Some(end) = rest.iter().position(|b| *b == b'\n') else { break };
+        let line = &rest[..end];
+        match crate::verify::parse_line(line) {
+            Ok(crate::verify::Line::Record(record)) => {
+                if tail.seq != 0 && (record.seq != tail.seq + 1 || record.prev_hash != tail.head) {
+                    return Err(corrupt(
+                        offset,
+                        format!("record {} does not link to record {}", record.seq, tail.seq),
+                    ));
+                }
+                tail.seq = record.seq;
+                tail.head = record.hash;
+            }
+            Ok(crate::verify::Line::Checkpoint(cp)) => tail.checkpoint = Some(cp),
+            Err(_) => break,
+        }
+        offset += end + 1;
+    }
+    if offset == data.len() {
+        return Ok((tail, None));
+    }
+    // Whatever follows the last good line must hold no further complete, valid line: a crash
+    // tears only the end of the last write.
+    let torn = &data[offset..];
+    let later_valid = torn
+        .split(|b| *b == b'\n')
+        .skip(1)
+        .any(|line| !line.is_empty() && crate::verify::parse_line(line).is_ok());
+    if later_valid || !repair {
+        return Err(corrupt(offset, "an unreadable line in the middle of the log".into()));
+    }
+    let file = OpenOptions::new().write(true).open(path).map_err(Error::io(path))?;
+    file.set_len(offset as u64).map_err(Error::io(path))?;
+    file.sync_all().map_err(Error::io(path))?;
+    let recovery = Recovery {
+        segment: path.to_path_buf(),
+        offset: offset as u64,
+        discarded_bytes: torn.len() as u64,
+    };
+    Ok((tail, Some(recovery)))
+}

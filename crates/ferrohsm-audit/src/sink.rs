@@ -1,0 +1,133 @@
+//! The `AuditSink` trait and the in-memory sink.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use ferrohsm_crypto::CryptoProvider;
+
+use crate::chain::Chain;
+use crate::{AuditEntry, AuditKeys, AuditRecord, Checkpoint, Error, Result};
+
+/// Where audit records go. An append returns only once its record is durable (for durable
+/// sinks), so a caller that waits for it never acknowledges an unrecorded operation.
+#[async_trait]
+pub trait AuditSink: Send + Sync + Debug {
+    /// A short name ("memory", "file", …).
+    fn kind(&self) -> &'static str;
+
+    /// Seals `entry` as the next record of the chain and stores it.
+    async fn append(&self, entry: AuditEntry) -> Result<AuditRecord>;
+
+    /// Writes a signed checkpoint of the current head, if records were added since the last
+    /// one, and returns the latest checkpoint.
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>>;
+
+    /// The latest checkpoint written.
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>>;
+
+    /// Writes every line of the log (records and checkpoints, oldest first) as NDJSON.
+    async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64>;
+
+    /// Checkpoints and closes the sink; later appends fail with `Unavailable`.
+    async fn close(&self) -> Result<()>;
+}
+
+/// An audit log in process memory, for tests and embedding. It keeps every line, so it
+/// suits short-lived programs; nothing survives the process.
+#[derive(Debug)]
+pub struct MemoryAuditSink {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug)]
+struct MemoryState {
+    chain: Chain,
+    lines: Vec<String>,
+    latest: Option<Checkpoint>,
+    checkpointed_seq: u64,
+    closed: bool,
+}
+
+impl MemoryAuditSink {
+    /// An empty log sealed with `keys`.
+    pub fn new(provider: Arc<dyn CryptoProvider>, keys: Arc<AuditKeys>) -> Self {
+        MemoryAuditSink {
+            state: Mutex::new(MemoryState {
+                chain: Chain::new(provider, keys),
+                lines: Vec::new(),
+                latest: None,
+                checkpointed_seq: 0,
+                closed: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        // Each mutation completes under the lock before anything can panic, so a poisoned
+        // state is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl MemoryState {
+    fn checkpoint(&mut self) -> Result<Option<Checkpoint>> {
+        if self.chain.seq() > self.checkpointed_seq
+            && let Some(cp) = self.chain.checkpoint()?
+        {
+            self.lines.push(to_line(&cp)?);
+            self.checkpointed_seq = cp.seq;
+            self.latest = Some(cp);
+        }
+        Ok(self.latest.clone())
+    }
+}
+
+#[async_trait]
+impl AuditSink for MemoryAuditSink {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn append(&self, entry: AuditEntry) -> Result<AuditRecord> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(Error::Unavailable("the audit log is closed".into()));
+        }
+        let record = state.chain.seal(entry);
+        let line = to_line(&record)?;
+        state.lines.push(line);
+        Ok(record)
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+        self.lock().checkpoint()
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        Ok(self.lock().latest.clone())
+    }
+
+    async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
+        let lines = self.lock().lines.clone();
+        for line in &lines {
+            out.write_all(line.as_bytes()).map_err(Error::io("export"))?;
+        }
+        Ok(lines.len() as u64)
+    }
+
+    async fn close(&self) -> Result<()> {
+        let mut state = self.lock();
+        state.checkpoint()?;
+        state.closed = true;
+        Ok(())
+    }
+}
+
+/// One JSON line, newline included.
+pub(crate) fn to_line<T: serde::Serialize>(value: &T) -> Result<String> {
+    let mut line = serde_json::to_string(value)
+        .map_err(|e| Error::Unavailable(format!("encoding a record: {e}")))?;
+    line.push('\n');
+    Ok(line)
+}

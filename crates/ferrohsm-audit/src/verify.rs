@@ -1,0 +1,387 @@
+//! Offline verification of a log or an NDJSON export: links, hashes, HMACs, checkpoint
+//! signatures, sequence gaps, and truncation relative to a checkpoint the auditor holds.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::BufRead;
+use std::sync::Arc;
+
+use ferrohsm_crypto::{Algorithm, CryptoProvider, HmacKey, PublicKey, SignInput, SignatureScheme};
+
+use crate::keys::key_id_of;
+use crate::record::{FORMAT_VERSION, GENESIS_HASH, hex};
+use crate::{AuditRecord, Checkpoint};
+
+/// One parsed line of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a parsed line is consumed at once; boxing would add an allocation per record verified"
+)]
+pub enum Line {
+    /// A record.
+    Record(AuditRecord),
+    /// A checkpoint.
+    Checkpoint(Checkpoint),
+}
+
+const RECORD_PREFIX: &[u8] = br#"{"type":"record","#;
+const CHECKPOINT_PREFIX: &[u8] = br#"{"type":"checkpoint","#;
+
+/// Parses one line (without its newline). Lines are exactly as FerroHSM writes them: the
+/// `type` member comes first.
+pub fn parse_line(line: &[u8]) -> Result<Line, String> {
+    if line.starts_with(RECORD_PREFIX) {
+        serde_json::from_slice(line).map(Line::Record).map_err(|e| e.to_string())
+    } else if line.starts_with(CHECKPOINT_PREFIX) {
+        serde_json::from_slice(line).map(Line::Checkpoint).map_err(|e| e.to_string())
+    } else {
+        Err("not a FerroHSM audit line".into())
+    }
+}
+
+/// Why verification failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The line is not a valid record or checkpoint.
+    Malformed(String),
+    /// The line has a format version this verifier does not know.
+    UnknownVersion(u8),
+    /// The record's sequence number is not the next one (a deletion, reordering or insertion).
+    Sequence {
+        /// The sequence number that should come next.
+        expected: u64,
+        /// The one found.
+        found: u64,
+    },
+    /// The record does not link to the previous record's hash.
+    BrokenLink,
+    /// The record's hash does not match its contents (it was edited).
+    HashMismatch,
+    /// The record's HMAC does not match (forged, or the chain was recomputed without the key).
+    HmacMismatch,
+    /// A checkpoint does not match the record it claims to cover.
+    CheckpointMismatch,
+    /// A checkpoint's signature does not verify.
+    BadSignature,
+    /// A checkpoint names a key the verifier was not given.
+    UnknownCheckpointKey(String),
+    /// The log ends before the trusted checkpoint's record.
+    Truncated {
+        /// The last record present.
+        last_seq: u64,
+        /// The record the trusted checkpoint covers.
+        checkpoint_seq: u64,
+    },
+    /// The log holds no records.
+    Empty,
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureKind::Malformed(e) => write!(f, "malformed line: {e}"),
+            FailureKind::UnknownVersion(v) => write!(f, "unknown format version {v}"),
+            FailureKind::Sequence { expected, found } => {
+                write!(
+                    f,
+                    "expected record {expected}, found record {found} (a record was removed, reordered or inserted)"
+                )
+            }
+            FailureKind::BrokenLink => {
+                f.write_str("prev_hash does not match the previous record's hash")
+            }
+            FailureKind::HashMismatch => {
+                f.write_str("hash does not match the record's contents (edited)")
+            }
+            FailureKind::HmacMismatch => {
+                f.write_str("HMAC does not verify under the audit key (forged or recomputed)")
+            }
+            FailureKind::CheckpointMismatch => {
+                f.write_str("checkpoint does not match the record it covers")
+            }
+            FailureKind::BadSignature => f.write_str("checkpoint signature does not verify"),
+            FailureKind::UnknownCheckpointKey(id) => {
+                write!(f, "checkpoint signed by unknown key {id}")
+            }
+            FailureKind::Truncated { last_seq, checkpoint_seq } => write!(
+                f,
+                "log ends at record {last_seq}, but the trusted checkpoint covers record {checkpoint_seq} (truncated)"
+            ),
+            FailureKind::Empty => f.write_str("the log holds no records"),
+        }
+    }
+}
+
+/// The first bad line: where, which record, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The file (or other source) name.
+    pub source: String,
+    /// The 1-based line number in that source (0 when the failure concerns the whole log).
+    pub line: u64,
+    /// The record's sequence number, when the line is a record or checkpoint.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub kind: FailureKind,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source, self.line)?;
+        if let Some(seq) = self.seq {
+            write!(f, " (record {seq})")?;
+        }
+        write!(f, ": {}", self.kind)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Records checked.
+    pub records: u64,
+    /// The first record's sequence number.
+    pub first_seq: u64,
+    /// The last record's sequence number.
+    pub last_seq: u64,
+    /// The last record's hash, hex.
+    pub last_hash: String,
+    /// Checkpoints seen.
+    pub checkpoints: u64,
+    /// Whether HMACs were checked (an audit key was given).
+    pub hmacs_checked: bool,
+    /// Checkpoint signatures checked.
+    pub signatures_checked: u64,
+    /// The last checkpoint in the log, which the auditor can keep to detect later truncation.
+    pub latest_checkpoint: Option<Checkpoint>,
+}
+
+/// Verifies logs. Configure it with the keys and checkpoint the auditor holds.
+#[derive(Debug)]
+pub struct Verifier {
+    provider: Arc<dyn CryptoProvider>,
+    hmac: Option<Arc<dyn HmacKey>>,
+    keys: HashMap<String, Arc<dyn PublicKey>>,
+    trusted: Option<Checkpoint>,
+    allow_partial: bool,
+}
+
+impl Verifier {
+    /// A verifier that checks structure, sequence, links and hashes.
+    pub fn new(provider: Arc<dyn CryptoProvider>) -> Self {
+        Verifier { provider, hmac: None, keys: HashMap::new(), trusted: None, allow_partial: false }
+    }
+
+    /// Also checks every record's HMAC under `key`.
+    pub fn hmac_key(mut self, key: &[u8]) -> Self {
+        self.hmac = Some(self.provider.hmac_sha256_key(key));
+        self
+    }
+
+    /// Also checks checkpoints signed by this Ed25519 public key (SPKI DER). Give every key
+    /// the log may have used; a checkpoint by a key not given fails verification.
+    pub fn public_key(mut self, spki_der: &[u8]) -> ferrohsm_crypto::Result<Self> {
+        let key = self.provider.load_public(Algorithm::Ed25519, spki_der)?;
+        self.keys.insert(key_id_of(self.provider.as_ref(), key.der()), key);
+        Ok(self)
+    }
+
+    /// Requires the log to contain the record this checkpoint covers, with the same hash:
+    /// a log cut short before it, or rewritten, fails.
+    pub fn trusted_checkpoint(mut self, checkpoint: Checkpoint) -> Self {
+        self.trusted = Some(checkpoint);
+        self
+    }
+
+    /// Accepts a log that starts after record 1 (an excerpt); its first record is trusted as
+    /// the anchor.
+    pub fn allow_partial(mut self, allow: bool) -> Self {
+        self.allow_partial = allow;
+        self
+    }
+
+    /// Starts a verification that is fed one or more sources in order.
+    pub fn start(&self) -> Verification<'_> {
+        Verification {
+            verifier: self,
+            seq: 0,
+            head: GENESIS_HASH,
+            first_seq: None,
+            records: 0,
+            checkpoints: 0,
+            signatures: 0,
+            latest: None,
+            trusted_seen: false,
+            scratch: Vec::with_capacity(512),
+        }
+    }
+
+    /// Verifies one source completely.
+    pub fn verify_reader(&self, source: &str, reader: impl BufRead) -> Result<Report, Failure> {
+        let mut run = self.start();
+        run.feed(source, reader)?;
+        run.finish()
+    }
+}
+
+/// A verification in progress; the chain carries across sources (segments).
+#[derive(Debug)]
+pub struct Verification<'v> {
+    verifier: &'v Verifier,
+    seq: u64,
+    head: [u8; 32],
+    first_seq: Option<u64>,
+    records: u64,
+    checkpoints: u64,
+    signatures: u64,
+    latest: Option<Checkpoint>,
+    trusted_seen: bool,
+    scratch: Vec<u8>,
+}
+
+impl Verification<'_> {
+    /// Checks every line of `reader`.
+    pub fn feed(&mut self, source: &str, mut reader: impl BufRead) -> Result<(), Failure> {
+        let mut line = Vec::with_capacity(512);
+        let mut number = 0u64;
+        loop {
+            line.clear();
+            let fail = |number: u64, seq: Option<u64>, kind: FailureKind| Failure {
+                source: source.to_owned(),
+                line: number,
+                seq,
+                kind,
+            };
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| fail(number + 1, None, FailureKind::Malformed(e.to_string())))?;
+            if n == 0 {
+                return Ok(());
+            }
+            number += 1;
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if line.is_empty() {
+                continue;
+            }
+            match parse_line(&line).map_err(|e| fail(number, None, FailureKind::Malformed(e)))? {
+                Line::Record(record) => {
+                    let seq = record.seq;
+                    self.record(record).map_err(|kind| fail(number, Some(seq), kind))?
+                }
+                Line::Checkpoint(cp) => {
+                    let seq = cp.seq;
+                    self.checkpoint(cp).map_err(|kind| fail(number, Some(seq), kind))?
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, record: AuditRecord) -> Result<(), FailureKind> {
+        if record.v != FORMAT_VERSION {
+            return Err(FailureKind::UnknownVersion(record.v));
+        }
+        let anchor = self.first_seq.is_none() && self.verifier.allow_partial;
+        if anchor {
+            self.seq = record.seq.saturating_sub(1);
+            self.head = record.prev_hash;
+        }
+        let expected = self.seq + 1;
+        if record.seq != expected {
+            return Err(FailureKind::Sequence { expected, found: record.seq });
+        }
+        if record.prev_hash != self.head {
+            return Err(FailureKind::BrokenLink);
+        }
+        record.canonical_into(&mut self.scratch);
+        if self.verifier.provider.sha256(&self.scratch) != record.hash {
+            return Err(FailureKind::HashMismatch);
+        }
+        if let Some(hmac) = &self.verifier.hmac
+            && !hmac.verify(&record.hash, &record.hmac)
+        {
+            return Err(FailureKind::HmacMismatch);
+        }
+        if let Some(trusted) = &self.verifier.trusted
+            && trusted.seq == record.seq
+        {
+            if trusted.hash != record.hash {
+                return Err(FailureKind::CheckpointMismatch);
+            }
+            self.trusted_seen = true;
+        }
+        self.first_seq.get_or_insert(record.seq);
+        self.seq = record.seq;
+        self.head = record.hash;
+        self.records += 1;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, cp: Checkpoint) -> Result<(), FailureKind> {
+        if cp.v != FORMAT_VERSION {
+            return Err(FailureKind::UnknownVersion(cp.v));
+        }
+        // A checkpoint follows the record it covers.
+        if cp.seq != self.seq || cp.hash != self.head || self.records == 0 {
+            return Err(FailureKind::CheckpointMismatch);
+        }
+        self.check_signature(&cp)?;
+        self.checkpoints += 1;
+        self.latest = Some(cp);
+        Ok(())
+    }
+
+    fn check_signature(&mut self, cp: &Checkpoint) -> Result<(), FailureKind> {
+        if self.verifier.keys.is_empty() {
+            return Ok(());
+        }
+        let key = self
+            .verifier
+            .keys
+            .get(&cp.key_id)
+            .ok_or_else(|| FailureKind::UnknownCheckpointKey(cp.key_id.clone()))?;
+        let valid = key
+            .verify(
+                SignatureScheme::Ed25519,
+                SignInput::Message(&cp.signed_message()),
+                &cp.signature,
+            )
+            .unwrap_or(false);
+        if !valid {
+            return Err(FailureKind::BadSignature);
+        }
+        self.signatures += 1;
+        Ok(())
+    }
+
+    /// Finishes: the log must hold records, and reach the trusted checkpoint if one was given.
+    pub fn finish(mut self) -> Result<Report, Failure> {
+        let whole = |kind| Failure { source: "log".into(), line: 0, seq: None, kind };
+        let Some(first_seq) = self.first_seq else { return Err(whole(FailureKind::Empty)) };
+        if let Some(trusted) = self.verifier.trusted.clone() {
+            if !self.trusted_seen {
+                return Err(whole(FailureKind::Truncated {
+                    last_seq: self.seq,
+                    checkpoint_seq: trusted.seq,
+                }));
+            }
+            self.check_signature(&trusted)
+                .map_err(|kind| Failure { seq: Some(trusted.seq), ..whole(kind) })?;
+        }
+        Ok(Report {
+            records: self.records,
+            first_seq,
+            last_seq: self.seq,
+            last_hash: hex(&self.head),
+            checkpoints: self.checkpoints,
+            hmacs_checked: self.verifier.hmac.is_some(),
+            signatures_checked: self.signatures,
+            latest_checkpoint: self.latest,
+        })
+    }
+}
