@@ -76,6 +76,17 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         limit_ns: 100_000_000.0,
     });
 
+    targets.push(Target {
+        what: "audit: durable appends at 64 writers (50,000/s)".into(),
+        measured_ns: find("audit/append-durable/64-writers"),
+        limit_ns: 1e9 / 50_000.0,
+    });
+    targets.push(Target {
+        what: "audit: verify 100,000 records (500,000 records/s)".into(),
+        measured_ns: find("audit/verify-100k-records"),
+        limit_ns: 100_000.0 * 1e9 / 500_000.0,
+    });
+
     writeln!(table, "\nSPEC §10 targets")?;
     let mut spec = Vec::new();
     for t in &targets {

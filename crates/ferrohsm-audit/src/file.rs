@@ -1,9 +1,11 @@
 //! `FileAuditSink`: NDJSON segments in a directory, written by one thread with group commit.
 //!
 //! Layout: `<dir>/.lock` (held exclusively) and `<dir>/audit-00000001.ndjson`, `…02`, … .
-//! Appends from any number of tasks are queued to a writer thread, which takes every queued
-//! record, seals them in order, writes them with one `write` and one `fdatasync`, and only then
-//! answers each caller. A segment that passes its size limit is closed and the next one
+//! Appends from any number of tasks are queued to a sealing thread, which takes every queued
+//! record, seals them in order and writes them with one `write`; a syncing thread then makes
+//! everything written so far durable with one `fdatasync`, and only then answers each caller.
+//! While one fsync runs, the next batch is being sealed and written, so fsyncs run back to
+//! back and each covers every record written meanwhile (group commit). A segment that passes its size limit is closed and the next one
 //! started; the chain continues across segments. Checkpoints are written every N records or T
 //! seconds (whichever comes first), on request, and at close.
 //!
@@ -105,7 +107,8 @@ enum Command {
 pub struct FileAuditSink {
     dir: PathBuf,
     sender: Mutex<Option<mpsc::Sender<Command>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The sealing and syncing threads.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     latest: Arc<Mutex<Option<Checkpoint>>>,
     recovery: Option<Recovery>,
 }
@@ -159,33 +162,41 @@ impl FileAuditSink {
 
         let chain = Chain::resume(provider, keys, state.seq, state.head);
         let latest = Arc::new(Mutex::new(state.checkpoint.clone()));
+        let failed: Failed = Arc::new(Mutex::new(None));
         let (sender, receiver) = mpsc::channel();
+        let (sync_sender, sync_receiver) = mpsc::channel();
         let writer = Writer {
             dir: dir.clone(),
             config,
             chain,
-            file,
+            file: Arc::new(file),
             path,
             number,
             bytes,
             checkpointed_seq: state.checkpoint.as_ref().map_or(0, |c| c.seq),
             last_checkpoint: Instant::now(),
-            latest: latest.clone(),
-            failed: None,
+            failed: failed.clone(),
+            syncer: sync_sender,
             _lock: lock,
         };
-        let handle = std::thread::Builder::new()
+        let syncer = {
+            let latest = latest.clone();
+            std::thread::Builder::new()
+                .name("ferrohsm-audit-sync".into())
+                .spawn(move || sync_loop(sync_receiver, latest, failed))
+                .map_err(Error::io(&dir))?
+        };
+        let sealer = std::thread::Builder::new()
             .name("ferrohsm-audit".into())
             .spawn(move || writer.run(receiver))
             .map_err(Error::io(&dir))?;
-        let sink = FileAuditSink {
+        Ok(FileAuditSink {
             dir,
             sender: Mutex::new(Some(sender)),
-            writer: Mutex::new(Some(handle)),
+            threads: Mutex::new(vec![sealer, syncer]),
             latest,
-            recovery: recovery.clone(),
-        };
-        Ok(sink)
+            recovery,
+        })
     }
 
     /// What recovery on open cut off, if anything.
@@ -279,39 +290,59 @@ impl AuditSink for FileAuditSink {
         self.send(Command::Close(tx))?;
         let result = answer(rx).await;
         self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ =
+            tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
+                .await;
         result
     }
 }
 
 impl Drop for FileAuditSink {
     fn drop(&mut self) {
-        // Dropping the sender ends the writer thread, which writes a final checkpoint.
+        // Dropping the sender ends the sealing thread, which writes a final checkpoint and so
+        // ends the syncing thread once that is durable.
         self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = handle.join();
+        for thread in std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner())) {
+            let _ = thread.join();
         }
     }
 }
 
-/// The writer thread's state.
+/// Shared between the two stages: set after a failed write or sync, when the chain head on
+/// disk is unknown, so nothing more is accepted until the log is reopened (and recovered).
+type Failed = Arc<Mutex<Option<String>>>;
+
+fn failure(failed: &Failed) -> Option<String> {
+    failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Work written by the sealing stage, waiting for the syncing stage to make it durable.
+struct Pending {
+    file: Arc<File>,
+    path: PathBuf,
+    records: Vec<(oneshot::Sender<Result<AuditRecord>>, AuditRecord)>,
+    checkpoint: Option<Checkpoint>,
+    checkpoint_replies: Vec<oneshot::Sender<Result<Option<Checkpoint>>>>,
+    close: Option<oneshot::Sender<Result<()>>>,
+}
+
+/// The sealing stage: takes every queued command, seals records in order and writes them
+/// (without waiting for the disk), then hands them to the syncing stage. While one fsync runs,
+/// the next batch is already being written, so fsyncs run back to back and each covers
+/// everything written meanwhile.
 struct Writer {
     dir: PathBuf,
     config: FileAuditConfig,
     chain: Chain,
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     number: u64,
     bytes: u64,
     checkpointed_seq: u64,
     last_checkpoint: Instant,
-    latest: Arc<Mutex<Option<Checkpoint>>>,
-    /// Set after a failed write: the chain head is then unknown on disk, so nothing more is
-    /// accepted until the log is reopened (and recovered).
-    failed: Option<String>,
+    failed: Failed,
+    syncer: mpsc::Sender<Pending>,
     _lock: File,
 }
 
@@ -323,14 +354,12 @@ impl Writer {
             let first = match receiver.recv_timeout(wait.max(Duration::from_millis(1))) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.chain.seq() > self.checkpointed_seq {
-                        let _ = self.commit(Vec::new(), true);
-                    }
+                    self.write(Vec::new(), true, Vec::new(), None);
                     self.last_checkpoint = Instant::now();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.commit(Vec::new(), true);
+                    self.write(Vec::new(), true, Vec::new(), None);
                     return;
                 }
             };
@@ -341,125 +370,183 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if self.process(&mut batch) {
+            let mut appends = Vec::with_capacity(batch.len());
+            let mut checkpoint_replies = Vec::new();
+            let mut close = None;
+            for command in batch.drain(..) {
+                match command {
+                    Command::Append(entry, reply) => appends.push((entry, reply)),
+                    Command::Checkpoint(reply) => checkpoint_replies.push(reply),
+                    Command::Close(reply) => close = Some(reply),
+                }
+            }
+            let due = self.chain.seq() + appends.len() as u64
+                >= self.checkpointed_seq + self.config.checkpoint_every_records
+                || self.last_checkpoint.elapsed() >= self.config.checkpoint_every;
+            let want_checkpoint = due || !checkpoint_replies.is_empty() || close.is_some();
+            let closing = close.is_some();
+            self.write(appends, want_checkpoint, checkpoint_replies, close);
+            if closing {
                 return;
             }
         }
     }
 
-    /// Handles one batch; returns true when the sink was closed.
-    fn process(&mut self, batch: &mut Vec<Command>) -> bool {
-        let mut appends = Vec::new();
-        let mut checkpoints = Vec::new();
-        let mut close = None;
-        for command in batch.drain(..) {
-            match command {
-                Command::Append(entry, reply) => appends.push((entry, reply)),
-                Command::Checkpoint(reply) => checkpoints.push(reply),
-                Command::Close(reply) => close = Some(reply),
-            }
+    /// Seals and writes one batch, then passes it on (or fails it at once if the log failed).
+    fn write(
+        &mut self,
+        appends: Vec<(AuditEntry, oneshot::Sender<Result<AuditRecord>>)>,
+        checkpoint: bool,
+        checkpoint_replies: Vec<oneshot::Sender<Result<Option<Checkpoint>>>>,
+        close: Option<oneshot::Sender<Result<()>>>,
+    ) {
+        let mut pending = Pending {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            records: Vec::with_capacity(appends.len()),
+            checkpoint: None,
+            checkpoint_replies,
+            close,
+        };
+        if let Some(reason) = failure(&self.failed) {
+            fail(pending, appends.into_iter().map(|(_, reply)| reply).collect(), &reason);
+            return;
         }
-        if let Some(reason) = &self.failed {
-            let err = || {
-                Error::Unavailable(format!(
-                    "an earlier audit write failed ({reason}); reopen the log"
-                ))
-            };
-            for (_, reply) in appends {
-                let _ = reply.send(Err(err()));
-            }
-            for reply in checkpoints {
-                let _ = reply.send(Err(err()));
-            }
-            if let Some(reply) = close {
-                let _ = reply.send(Err(err()));
-                return true;
-            }
-            return false;
-        }
-        let due = self.chain.seq() + appends.len() as u64
-            >= self.checkpointed_seq + self.config.checkpoint_every_records
-            || self.last_checkpoint.elapsed() >= self.config.checkpoint_every;
-        let want_checkpoint = !checkpoints.is_empty() || close.is_some() || due;
-        let (entries, replies): (Vec<AuditEntry>, Vec<_>) = appends.into_iter().unzip();
-        match self.commit(entries, want_checkpoint) {
-            Ok(records) => {
-                for (record, reply) in records.into_iter().zip(replies) {
-                    let _ = reply.send(Ok(record));
-                }
-                let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                for reply in checkpoints {
-                    let _ = reply.send(Ok(latest.clone()));
-                }
-                if let Some(reply) = close {
-                    let _ = reply.send(Ok(()));
-                    return true;
-                }
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::error!(error = %reason, "audit log write failed; refusing further records");
-                self.failed = Some(reason.clone());
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Unavailable(reason.clone())));
-                }
-                for reply in checkpoints {
-                    let _ = reply.send(Err(Error::Unavailable(reason.clone())));
-                }
-                if let Some(reply) = close {
-                    let _ = reply.send(Err(Error::Unavailable(reason)));
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    /// Seals `entries`, adds a checkpoint if asked (and there is something new), writes all of
-    /// it with one write and one fdatasync, then rotates the segment if it is full.
-    fn commit(&mut self, entries: Vec<AuditEntry>, checkpoint: bool) -> Result<Vec<AuditRecord>> {
-        let mut buffer = Vec::with_capacity(entries.len() * 400 + 256);
-        let mut records = Vec::with_capacity(entries.len());
-        for entry in entries {
+        let mut buffer = Vec::with_capacity(appends.len() * 400 + 256);
+        let mut encode_error = None;
+        for (entry, reply) in appends {
             let record = self.chain.seal(entry);
-            buffer.extend_from_slice(to_line(&record)?.as_bytes());
-            records.push(record);
+            match to_line(&record) {
+                Ok(line) => buffer.extend_from_slice(line.as_bytes()),
+                Err(e) => encode_error = Some(e.to_string()),
+            }
+            pending.records.push((reply, record));
         }
-        let mut new_checkpoint = None;
-        if checkpoint
-            && self.chain.seq() > self.checkpointed_seq
-            && let Some(cp) = self.chain.checkpoint()?
-        {
-            buffer.extend_from_slice(to_line(&cp)?.as_bytes());
-            new_checkpoint = Some(cp);
+        if checkpoint && self.chain.seq() > self.checkpointed_seq {
+            match self
+                .chain
+                .checkpoint()
+                .and_then(|cp| cp.map(|cp| to_line(&cp).map(|l| (cp, l))).transpose())
+            {
+                Ok(Some((cp, line))) => {
+                    buffer.extend_from_slice(line.as_bytes());
+                    self.checkpointed_seq = cp.seq;
+                    self.last_checkpoint = Instant::now();
+                    pending.checkpoint = Some(cp);
+                }
+                Ok(None) => {}
+                Err(e) => encode_error = Some(e.to_string()),
+            }
         }
-        if buffer.is_empty() {
-            return Ok(records);
+        let written = match encode_error {
+            Some(e) => Err(e),
+            None => (&*self.file)
+                .write_all(&buffer)
+                .map_err(|e| format!("writing {}: {e}", self.path.display())),
+        };
+        if let Err(reason) = written {
+            tracing::error!(error = %reason, "audit log write failed; refusing further records");
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+            fail(pending, Vec::new(), &reason);
+            return;
         }
-        self.file.write_all(&buffer).map_err(Error::io(&self.path))?;
-        self.file.sync_data().map_err(Error::io(&self.path))?;
         self.bytes += buffer.len() as u64;
-        if let Some(cp) = new_checkpoint {
-            self.checkpointed_seq = cp.seq;
-            self.last_checkpoint = Instant::now();
-            *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(cp);
+        let _ = self.syncer.send(pending);
+        if self.bytes >= self.config.segment_max_bytes
+            && let Err(e) = self.rotate()
+        {
+            let reason = e.to_string();
+            tracing::error!(error = %reason, "audit segment rotation failed; refusing further records");
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         }
-        if self.bytes >= self.config.segment_max_bytes {
-            self.rotate()?;
-        }
-        Ok(records)
     }
 
     fn rotate(&mut self) -> Result<()> {
         let number = self.number + 1;
         let path = segment_path(&self.dir, number);
         let file = open_segment(&path)?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(Error::io(&self.dir))?;
-        self.file = file;
+        self.file = Arc::new(file);
         self.path = path;
         self.number = number;
         self.bytes = 0;
         Ok(())
+    }
+}
+
+/// Answers everything in `pending` (and `extra` appends) with the failure.
+fn fail(pending: Pending, extra: Vec<oneshot::Sender<Result<AuditRecord>>>, reason: &str) {
+    let err = || Error::Unavailable(format!("an audit write failed ({reason}); reopen the log"));
+    for (reply, _) in pending.records {
+        let _ = reply.send(Err(err()));
+    }
+    for reply in extra {
+        let _ = reply.send(Err(err()));
+    }
+    for reply in pending.checkpoint_replies {
+        let _ = reply.send(Err(err()));
+    }
+    if let Some(reply) = pending.close {
+        let _ = reply.send(Err(err()));
+    }
+}
+
+/// The syncing stage: one fdatasync for everything written since the last, then the answers.
+fn sync_loop(
+    receiver: mpsc::Receiver<Pending>,
+    latest: Arc<Mutex<Option<Checkpoint>>>,
+    failed: Failed,
+) {
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            group.push(more);
+        }
+        let mut result = failure(&failed).map_or(Ok(()), Err);
+        if result.is_ok() {
+            // Sync each distinct segment once, oldest first (a rotation may fall in the group).
+            let mut synced: Vec<*const File> = Vec::new();
+            for p in &group {
+                let key = Arc::as_ptr(&p.file);
+                if synced.contains(&key) {
+                    continue;
+                }
+                if let Err(e) = p.file.sync_data() {
+                    result = Err(format!("syncing {}: {e}", p.path.display()));
+                    break;
+                }
+                synced.push(key);
+            }
+        }
+        match result {
+            Ok(()) => {
+                let mut latest_now = latest.lock().unwrap_or_else(|p| p.into_inner());
+                for p in &group {
+                    if let Some(cp) = &p.checkpoint {
+                        *latest_now = Some(cp.clone());
+                    }
+                }
+                let current = latest_now.clone();
+                drop(latest_now);
+                for p in group {
+                    for (reply, record) in p.records {
+                        let _ = reply.send(Ok(record));
+                    }
+                    for reply in p.checkpoint_replies {
+                        let _ = reply.send(Ok(current.clone()));
+                    }
+                    if let Some(reply) = p.close {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            Err(reason) => {
+                tracing::error!(error = %reason, "audit log sync failed; refusing further records");
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+                for p in group {
+                    fail(p, Vec::new(), &reason);
+                }
+            }
+        }
     }
 }
 

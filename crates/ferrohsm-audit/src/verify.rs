@@ -160,6 +160,36 @@ pub struct Report {
     pub latest_checkpoint: Option<Checkpoint>,
 }
 
+/// How many lines are parsed and hashed together.
+const BLOCK_LINES: usize = 8192;
+
+/// One line after the independent checks.
+enum Checked {
+    Blank,
+    Malformed(String),
+    /// The record, whether its hash matches its contents, and whether its HMAC verifies (true
+    /// when no key was given).
+    Record(Box<AuditRecord>, bool, bool),
+    Checkpoint(Checkpoint),
+}
+
+fn check_line(verifier: &Verifier, line: &[u8], scratch: &mut Vec<u8>) -> Checked {
+    if line.is_empty() {
+        return Checked::Blank;
+    }
+    match parse_line(line) {
+        Err(e) => Checked::Malformed(e),
+        Ok(Line::Checkpoint(cp)) => Checked::Checkpoint(cp),
+        Ok(Line::Record(record)) => {
+            record.canonical_into(scratch);
+            let hash_ok = verifier.provider.sha256(scratch) == record.hash;
+            let hmac_ok =
+                verifier.hmac.as_ref().is_none_or(|k| k.verify(&record.hash, &record.hmac));
+            Checked::Record(Box::new(record), hash_ok, hmac_ok)
+        }
+    }
+}
+
 /// Verifies logs. Configure it with the keys and checkpoint the auditor holds.
 #[derive(Debug)]
 pub struct Verifier {
@@ -216,7 +246,6 @@ impl Verifier {
             signatures: 0,
             latest: None,
             trusted_seen: false,
-            scratch: Vec::with_capacity(512),
         }
     }
 
@@ -240,49 +269,114 @@ pub struct Verification<'v> {
     signatures: u64,
     latest: Option<Checkpoint>,
     trusted_seen: bool,
-    scratch: Vec<u8>,
 }
 
 impl Verification<'_> {
     /// Checks every line of `reader`.
+    ///
+    /// Lines are read in blocks; within a block, parsing, hashing and HMAC checks run on all
+    /// cores (they are independent per record), then the ordered checks — sequence, links,
+    /// checkpoints — run in line order, so the failure reported is always the first bad line.
     pub fn feed(&mut self, source: &str, mut reader: impl BufRead) -> Result<(), Failure> {
-        let mut line = Vec::with_capacity(512);
         let mut number = 0u64;
         loop {
-            line.clear();
-            let fail = |number: u64, seq: Option<u64>, kind: FailureKind| Failure {
-                source: source.to_owned(),
-                line: number,
-                seq,
-                kind,
-            };
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| fail(number + 1, None, FailureKind::Malformed(e.to_string())))?;
-            if n == 0 {
+            let mut block: Vec<Vec<u8>> = Vec::with_capacity(BLOCK_LINES);
+            let mut read_error = None;
+            while block.len() < BLOCK_LINES {
+                let mut line = Vec::with_capacity(400);
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        block.push(line);
+                    }
+                    Err(e) => {
+                        read_error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            let done = block.len() < BLOCK_LINES;
+            let checked = self.check_block(&block);
+            for item in checked {
+                number += 1;
+                let fail = |seq: Option<u64>, kind: FailureKind| Failure {
+                    source: source.to_owned(),
+                    line: number,
+                    seq,
+                    kind,
+                };
+                match item {
+                    Checked::Blank => {}
+                    Checked::Malformed(e) => return Err(fail(None, FailureKind::Malformed(e))),
+                    Checked::Record(record, hash_ok, hmac_ok) => {
+                        let seq = record.seq;
+                        self.record(*record, hash_ok, hmac_ok)
+                            .map_err(|kind| fail(Some(seq), kind))?
+                    }
+                    Checked::Checkpoint(cp) => {
+                        let seq = cp.seq;
+                        self.checkpoint(cp).map_err(|kind| fail(Some(seq), kind))?
+                    }
+                }
+            }
+            if let Some(e) = read_error {
+                return Err(Failure {
+                    source: source.to_owned(),
+                    line: number + 1,
+                    seq: None,
+                    kind: FailureKind::Malformed(e),
+                });
+            }
+            if done {
                 return Ok(());
-            }
-            number += 1;
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            if line.is_empty() {
-                continue;
-            }
-            match parse_line(&line).map_err(|e| fail(number, None, FailureKind::Malformed(e)))? {
-                Line::Record(record) => {
-                    let seq = record.seq;
-                    self.record(record).map_err(|kind| fail(number, Some(seq), kind))?
-                }
-                Line::Checkpoint(cp) => {
-                    let seq = cp.seq;
-                    self.checkpoint(cp).map_err(|kind| fail(number, Some(seq), kind))?
-                }
             }
         }
     }
 
-    fn record(&mut self, record: AuditRecord) -> Result<(), FailureKind> {
+    /// Parses and hashes a block of lines on every available core.
+    fn check_block(&self, block: &[Vec<u8>]) -> Vec<Checked> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        if workers == 1 || block.len() < 256 {
+            let mut scratch = Vec::with_capacity(512);
+            return block
+                .iter()
+                .map(|line| check_line(self.verifier, line, &mut scratch))
+                .collect();
+        }
+        let chunk = block.len().div_ceil(workers);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = block
+                .chunks(chunk)
+                .map(|lines| {
+                    scope.spawn(move || {
+                        let mut scratch = Vec::with_capacity(512);
+                        lines
+                            .iter()
+                            .map(|line| check_line(self.verifier, line, &mut scratch))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Checked::Malformed("verifier thread failed".into())]
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn record(
+        &mut self,
+        record: AuditRecord,
+        hash_ok: bool,
+        hmac_ok: bool,
+    ) -> Result<(), FailureKind> {
         if record.v != FORMAT_VERSION {
             return Err(FailureKind::UnknownVersion(record.v));
         }
@@ -298,13 +392,10 @@ impl Verification<'_> {
         if record.prev_hash != self.head {
             return Err(FailureKind::BrokenLink);
         }
-        record.canonical_into(&mut self.scratch);
-        if self.verifier.provider.sha256(&self.scratch) != record.hash {
+        if !hash_ok {
             return Err(FailureKind::HashMismatch);
         }
-        if let Some(hmac) = &self.verifier.hmac
-            && !hmac.verify(&record.hash, &record.hmac)
-        {
+        if !hmac_ok {
             return Err(FailureKind::HmacMismatch);
         }
         if let Some(trusted) = &self.verifier.trusted

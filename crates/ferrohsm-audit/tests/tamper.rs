@@ -323,3 +323,21 @@ proptest! {
         prop_assert_eq!(failure.seq, Some(expected_seq), "{}", failure);
     }
 }
+
+#[test]
+fn in_large_logs_the_first_bad_record_is_named() {
+    // Large enough that blocks are checked on several threads.
+    let mut lines = log(20_000);
+    verify(&lines).unwrap();
+    for seq in [17_000u64, 300] {
+        let i = at(&lines, seq);
+        lines[i] = lines[i].replace("req-", "REQ-");
+    }
+    let failure = verify(&lines).unwrap_err();
+    assert_eq!((failure.seq, failure.kind), (Some(300), FailureKind::HashMismatch));
+    let i = at(&lines, 300);
+    lines[i] = lines[i].replace("REQ-", "req-");
+    let failure = verify(&lines).unwrap_err();
+    assert_eq!((failure.seq, failure.kind), (Some(17_000), FailureKind::HashMismatch));
+    assert_eq!(failure.line, at(&lines, 17_000) as u64 + 1);
+}
