@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use ferrohsm_crypto::CryptoProvider;
 
 use crate::chain::Chain;
-use crate::{AuditEntry, AuditKeys, AuditRecord, Checkpoint, Error, Result};
+use crate::{AuditEntry, AuditKeys, AuditRecord, Checkpoint, Error, Line, Result};
 
 /// Where audit records go. An append returns only once its record is durable (for durable
 /// sinks), so a caller that waits for it never acknowledges an unrecorded operation.
@@ -43,7 +43,8 @@ pub struct MemoryAuditSink {
 #[derive(Debug)]
 struct MemoryState {
     chain: Chain,
-    lines: Vec<String>,
+    /// Kept as values; encoded only on export, to keep appends cheap for embedders.
+    lines: Vec<Line>,
     latest: Option<Checkpoint>,
     checkpointed_seq: u64,
     closed: bool,
@@ -75,7 +76,7 @@ impl MemoryState {
         if self.chain.seq() > self.checkpointed_seq
             && let Some(cp) = self.chain.checkpoint()?
         {
-            self.lines.push(to_line(&cp)?);
+            self.lines.push(Line::Checkpoint(cp.clone()));
             self.checkpointed_seq = cp.seq;
             self.latest = Some(cp);
         }
@@ -95,8 +96,7 @@ impl AuditSink for MemoryAuditSink {
             return Err(Error::Unavailable("the audit log is closed".into()));
         }
         let record = state.chain.seal(entry);
-        let line = to_line(&record)?;
-        state.lines.push(line);
+        state.lines.push(Line::Record(record.clone()));
         Ok(record)
     }
 
@@ -111,7 +111,11 @@ impl AuditSink for MemoryAuditSink {
     async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
         let lines = self.lock().lines.clone();
         for line in &lines {
-            out.write_all(line.as_bytes()).map_err(Error::io("export"))?;
+            let text = match line {
+                Line::Record(r) => to_line(r)?,
+                Line::Checkpoint(c) => to_line(c)?,
+            };
+            out.write_all(text.as_bytes()).map_err(Error::io("export"))?;
         }
         Ok(lines.len() as u64)
     }

@@ -421,15 +421,18 @@ impl Verification<'_> {
         if cp.seq != self.seq || cp.hash != self.head || self.records == 0 {
             return Err(FailureKind::CheckpointMismatch);
         }
-        self.check_signature(&cp)?;
+        if self.check_signature(&cp)? {
+            self.signatures += 1;
+        }
         self.checkpoints += 1;
         self.latest = Some(cp);
         Ok(())
     }
 
-    fn check_signature(&mut self, cp: &Checkpoint) -> Result<(), FailureKind> {
+    /// Checks a checkpoint's signature when keys were given; returns whether it was checked.
+    fn check_signature(&self, cp: &Checkpoint) -> Result<bool, FailureKind> {
         if self.verifier.keys.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let key = self
             .verifier
@@ -446,12 +449,11 @@ impl Verification<'_> {
         if !valid {
             return Err(FailureKind::BadSignature);
         }
-        self.signatures += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// Finishes: the log must hold records, and reach the trusted checkpoint if one was given.
-    pub fn finish(mut self) -> Result<Report, Failure> {
+    pub fn finish(self) -> Result<Report, Failure> {
         let whole = |kind| Failure { source: "log".into(), line: 0, seq: None, kind };
         let Some(first_seq) = self.first_seq else { return Err(whole(FailureKind::Empty)) };
         if let Some(trusted) = self.verifier.trusted.clone() {

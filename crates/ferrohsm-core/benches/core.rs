@@ -1,6 +1,7 @@
 //! The embedded core's costs (SPEC §10): encrypt/decrypt at 32 B, 1 KiB and 64 KiB, sign and
 //! verify per algorithm, key creation per algorithm, and listing 5,000 keys with integrity
-//! checks. Compare `core/encrypt/1KiB` with `crypto/aes-256-gcm-encrypt/1KiB` for the overhead.
+//! checks. Compare `core/encrypt/1KiB` (in-memory audit) with `crypto/aes-256-gcm-encrypt/1KiB`
+//! for the overhead; `core/encrypt-durable-audit/1KiB` fsyncs each record to a file log.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ferrohsm_core::{
-    Algorithm, CreateKey, Hsm, KeyRef, ListQuery, MasterKey, MemoryKeyStore, RequestContext,
-    SignInput,
+    Algorithm, AwsLcProvider, CreateKey, CryptoProvider, FileAuditConfig, FileAuditSink, Hsm,
+    KeyRef, ListQuery, MasterKey, MemoryKeyStore, RequestContext, SignInput, derive_audit_keys,
 };
 
 const SIZES: [(usize, &str); 3] = [(32, "32B"), (1024, "1KiB"), (65536, "64KiB")];
@@ -18,6 +19,20 @@ async fn new_hsm() -> Option<Hsm> {
     Hsm::builder()
         .store(Arc::new(MemoryKeyStore::new()))
         .master_key(MasterKey::from_bytes(&[1u8; 32]).ok()?)
+        .build()
+        .await
+        .ok()
+}
+
+async fn durable_hsm(dir: &std::path::Path) -> Option<Hsm> {
+    let provider: Arc<dyn CryptoProvider> = Arc::new(AwsLcProvider);
+    let master = MasterKey::from_bytes(&[1u8; 32]).ok()?;
+    let keys = Arc::new(derive_audit_keys(provider.as_ref(), &master).ok()?);
+    let sink = FileAuditSink::open(FileAuditConfig::new(dir), provider, keys).ok()?;
+    Hsm::builder()
+        .store(Arc::new(MemoryKeyStore::new()))
+        .audit(Arc::new(sink))
+        .master_key(master)
         .build()
         .await
         .ok()
@@ -98,6 +113,19 @@ fn core(c: &mut Criterion) {
         });
     }
     group.sample_size(20).measurement_time(Duration::from_secs(3));
+
+    // The same encryption with every record fsynced to a file audit log before the answer.
+    let Ok(dir) = tempfile::tempdir() else { return };
+    if let Some(durable) = rt.block_on(durable_hsm(dir.path()))
+        && let Ok(key) = rt.block_on(durable.create_key(&ctx, CreateKey::new(Algorithm::Aes256Gcm)))
+    {
+        let key = KeyRef::Id(key.id);
+        let plaintext = vec![0x5au8; 1024];
+        group.sample_size(20).measurement_time(Duration::from_secs(3));
+        group.bench_function("encrypt-durable-audit/1KiB", |b| {
+            b.iter(|| rt.block_on(durable.encrypt(&ctx, &key, black_box(&plaintext), b"aad")))
+        });
+    }
 
     let Some(listing) = rt.block_on(new_hsm()) else { return };
     for _ in 0..5_000 {

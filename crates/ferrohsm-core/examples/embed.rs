@@ -2,7 +2,8 @@
 //!
 //! Run it with `cargo run -p ferrohsm-core --example embed`. It prints a ciphertext and its
 //! decryption, and a signature and whether it verifies. Swap `MemoryKeyStore` for
-//! `FileKeyStore::open("./ferrohsm-data").await?` to keep the keys on disk.
+//! `FileKeyStore::open("./ferrohsm-data").await?` to keep the keys on disk, and pass a
+//! `FileAuditSink` to `.audit(…)` to keep the audit log (it is in memory by default).
 
 use std::sync::Arc;
 

@@ -110,6 +110,10 @@ pub enum Operation {
     Unwrap,
     /// Export a public key.
     ExportPublicKey,
+    /// Write a signed audit checkpoint now.
+    CheckpointAudit,
+    /// Export the audit log.
+    ExportAudit,
 }
 
 impl Operation {
@@ -132,6 +136,8 @@ impl Operation {
             Operation::Wrap => "wrap",
             Operation::Unwrap => "unwrap",
             Operation::ExportPublicKey => "export_public_key",
+            Operation::CheckpointAudit => "checkpoint_audit",
+            Operation::ExportAudit => "export_audit",
         }
     }
 }

@@ -80,6 +80,9 @@ pub enum Error {
     /// store was created with.
     #[error("the master key does not match this key store")]
     MasterKeyMismatch,
+    /// The audit record of the operation could not be written, so its result is withheld.
+    #[error("the audit log is unavailable")]
+    AuditUnavailable(#[source] ferrohsm_audit::Error),
     /// The storage backend failed.
     #[error("key store error")]
     Store(#[source] ferrohsm_store::Error),
@@ -110,7 +113,19 @@ impl Error {
                 | "unavailable") => code,
                 _ => "internal",
             },
+            Error::AuditUnavailable(_) => "unavailable",
             Error::Crypto(_) | Error::Setup(_) => "internal",
+        }
+    }
+
+    /// The key (and version) the error concerns, when known: for audit records.
+    pub fn key(&self) -> Option<(KeyId, Option<u32>)> {
+        match self {
+            Error::VersionNotFound { key, version } => Some((*key, Some(*version))),
+            Error::InvalidState { key, .. }
+            | Error::UsageNotAllowed { key, .. }
+            | Error::Integrity(key) => Some((*key, None)),
+            _ => None,
         }
     }
 }

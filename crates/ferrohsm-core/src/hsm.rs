@@ -4,8 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ferrohsm_crypto::{
-    Algorithm, AwsLcProvider, CryptoProvider, KeyMaterial, SignInput, SignatureScheme, Usage,
-    public_key_pem,
+    Algorithm, AwsLcProvider, CryptoProvider, KeyMaterial, SecretBytes, SignInput, SignatureScheme,
+    Usage, public_key_pem,
 };
 use ferrohsm_seal::{Binding, MasterKey, Sealer};
 use ferrohsm_store::{
@@ -15,6 +15,10 @@ use ferrohsm_store::{
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument as _;
 
+use ferrohsm_audit::{AuditEntry, AuditSink, Checkpoint, MemoryAuditSink, Outcome};
+use zeroize::Zeroizing;
+
+use crate::audit::{Audited, Purged, derive_audit_hmac_key, derive_audit_keys};
 use crate::cache::{KeyCache, VerifiedKey};
 use crate::wire::{
     CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,
@@ -43,16 +47,21 @@ struct Inner {
     provider: Arc<dyn CryptoProvider>,
     sealer: Sealer,
     store: Arc<dyn KeyStore>,
+    audit: Arc<dyn AuditSink>,
+    audit_hmac_key: Zeroizing<[u8; 32]>,
+    audit_public_pem: String,
     cache: KeyCache,
     max_payload: usize,
     destruction_grace: Duration,
 }
 
-/// Builds an [`Hsm`]. A store and a master key are required.
+/// Builds an [`Hsm`]. A store and a master key are required; without an audit sink, records
+/// go to an in-memory sink (fine for tests and short-lived embedding, lost at exit).
 #[derive(Debug)]
 pub struct HsmBuilder {
     provider: Arc<dyn CryptoProvider>,
     store: Option<Arc<dyn KeyStore>>,
+    audit: Option<Arc<dyn AuditSink>>,
     master_key: Option<MasterKey>,
     max_payload: usize,
     destruction_grace: Duration,
@@ -69,6 +78,13 @@ impl HsmBuilder {
     /// The key store.
     pub fn store(mut self, store: Arc<dyn KeyStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// The audit sink. Open durable sinks with [`crate::derive_audit_keys`] so that the keys
+    /// this HSM exports for auditors are the ones that seal its records.
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
         self
     }
 
@@ -106,11 +122,20 @@ impl HsmBuilder {
             .master_key
             .ok_or_else(|| Error::InvalidRequest("an Hsm needs a master key".into()))?;
         let sealer = Sealer::new(self.provider.clone(), &master_key).map_err(Error::Setup)?;
+        let audit_keys = Arc::new(derive_audit_keys(self.provider.as_ref(), &master_key)?);
+        let audit_hmac_key = derive_audit_hmac_key(self.provider.as_ref(), &master_key)?;
+        let audit = match self.audit {
+            Some(sink) => sink,
+            None => Arc::new(MemoryAuditSink::new(self.provider.clone(), audit_keys.clone())),
+        };
         let hsm = Hsm {
             inner: Arc::new(Inner {
                 provider: self.provider,
                 sealer,
                 store,
+                audit,
+                audit_hmac_key,
+                audit_public_pem: audit_keys.public_key_pem(),
                 cache: KeyCache::new(self.cache_capacity),
                 max_payload: self.max_payload,
                 destruction_grace: self.destruction_grace,
@@ -132,6 +157,7 @@ impl Hsm {
         HsmBuilder {
             provider: Arc::new(AwsLcProvider),
             store: None,
+            audit: None,
             master_key: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             destruction_grace: DEFAULT_DESTRUCTION_GRACE,
@@ -376,7 +402,7 @@ impl Hsm {
         Ok(purged)
     }
 
-    async fn purge(&self, id: KeyId, now: OffsetDateTime) -> Result<()> {
+    async fn purge(&self, id: KeyId, now: OffsetDateTime) -> Result<Purged> {
         let verified = self.load(&KeyRef::Id(id)).await?;
         let old = &verified.record;
         require_state(old, Operation::PurgeKey, &[KeyState::PendingDestruction])?;
@@ -391,10 +417,11 @@ impl Hsm {
             v.state = VersionState::Destroyed;
             v.sealed = None;
         }
+        let versions = u32::try_from(next.versions.len()).unwrap_or(u32::MAX);
         self.inner.cache.remove(&id);
         self.inner.store.purge(self.tagged(next)).await?;
         self.inner.cache.remove(&id);
-        Ok(())
+        Ok(Purged { key_id: id, versions })
     }
 
     // ----- Cryptographic operations --------------------------------------------------------
@@ -578,11 +605,52 @@ impl Hsm {
         .await
     }
 
+    // ----- Audit ---------------------------------------------------------------------------
+
+    /// Writes a signed checkpoint of the audit chain now and returns the latest checkpoint.
+    pub async fn checkpoint_audit(&self, ctx: &RequestContext) -> Result<Option<Checkpoint>> {
+        self.run(ctx, Operation::CheckpointAudit, None, async {
+            self.inner.audit.checkpoint().await.map_err(Error::AuditUnavailable)
+        })
+        .await
+    }
+
+    /// Writes the whole audit log as NDJSON (what `ferrohsm-audit-verify` checks) and returns
+    /// the number of lines. The export's own record follows it, so the next export holds it.
+    pub async fn export_audit(
+        &self,
+        ctx: &RequestContext,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64> {
+        self.run(ctx, Operation::ExportAudit, None, async {
+            self.inner.audit.export(out).await.map_err(Error::AuditUnavailable)
+        })
+        .await
+    }
+
+    /// The public key that verifies audit checkpoints (PEM), for auditors.
+    pub fn audit_public_key_pem(&self) -> &str {
+        &self.inner.audit_public_pem
+    }
+
+    /// The audit HMAC key, for an auditor who verifies record HMACs offline. Anyone holding it
+    /// can forge records that pass the HMAC check (but not checkpoint signatures).
+    pub fn danger_audit_hmac_key(&self) -> SecretBytes {
+        SecretBytes::copy_from(self.inner.audit_hmac_key.as_ref())
+    }
+
+    /// Checkpoints and closes the audit sink. Every later operation fails with `unavailable`.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner.audit.close().await.map_err(Error::AuditUnavailable)
+    }
+
     // ----- Internals -----------------------------------------------------------------------
 
-    /// The one path every public operation takes: a span with the caller and key, and the
-    /// outcome logged. Policy decisions and audit records attach here.
-    async fn run<T>(
+    /// The one path every public operation takes: a span with the caller and key, then one
+    /// audit record of the outcome, durable before the caller gets the answer. If the record
+    /// cannot be written, the answer is withheld and the caller gets `unavailable`. Policy
+    /// decisions attach here too (a later issue).
+    async fn run<T: Audited>(
         &self,
         ctx: &RequestContext,
         operation: Operation,
@@ -597,10 +665,43 @@ impl Hsm {
             key = key.map(tracing::field::display),
         );
         let result = work.instrument(span.clone()).await;
-        if let Err(e) = &result {
-            tracing::info!(parent: &span, code = e.code(), error = %e, "operation refused");
+        let named = match key {
+            Some(KeyRef::Id(id)) => Some(*id),
+            _ => None,
+        };
+        let (outcome, key_id, key_version, message) = match &result {
+            Ok(value) => (Outcome::Success, value.key().or(named), value.version(), value.note()),
+            Err(e) => {
+                tracing::info!(parent: &span, code = e.code(), error = %e, "operation refused");
+                let (key_id, version) = e.key().map_or((named, None), |(k, v)| (Some(k), v));
+                let mut message = format!("{}: {e}", e.code());
+                if key_id.is_none()
+                    && let Some(key) = key
+                {
+                    message.push_str(&format!(" (key {key})"));
+                }
+                (Outcome::Error, key_id, version, Some(message))
+            }
+        };
+        let entry = AuditEntry {
+            actor: ctx.actor.clone(),
+            action: operation.as_str().to_owned(),
+            key_id: key_id.map(|k| k.to_string()),
+            key_version,
+            outcome,
+            request_id: ctx.request_id.clone(),
+            session: ctx.session.clone(),
+            client_fingerprint: ctx.client_fingerprint.clone(),
+            source_ip: ctx.source_ip.map(|ip| ip.to_string()),
+            message,
+        };
+        match self.inner.audit.append(entry).await {
+            Ok(_) => result,
+            Err(e) => {
+                tracing::error!(parent: &span, error = %e, "audit record not written; withholding the result");
+                Err(Error::AuditUnavailable(e))
+            }
         }
-        result
     }
 
     /// Reads and integrity-checks a key.

@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod audit;
 mod cache;
 mod context;
 mod error;
@@ -41,8 +42,10 @@ mod validate;
 pub mod wire;
 
 // Public interface:
+pub use audit::derive_audit_keys;
 pub use context::{KeyRef, Operation, RequestContext};
 pub use error::{Error, Result};
+pub use ferrohsm_audit::{AuditSink, Checkpoint, FileAuditConfig, FileAuditSink, MemoryAuditSink};
 pub use ferrohsm_crypto::b64;
 pub use ferrohsm_crypto::{
     Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, SecretBytes, SignInput,

@@ -1,0 +1,135 @@
+//! How the core audits: the audit keys it derives from the master key, and what each
+//! operation's result contributes to its record.
+
+use ferrohsm_audit::AuditKeys;
+use ferrohsm_crypto::CryptoProvider;
+use ferrohsm_seal::MasterKey;
+use ferrohsm_store::KeyId;
+use zeroize::Zeroizing;
+
+use crate::wire::{
+    Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified, Wrapped,
+};
+use crate::{Error, Result};
+
+/// The HKDF purpose of the audit HMAC key.
+const AUDIT_HMAC_PURPOSE: &str = "audit-hmac/1";
+/// The HKDF purpose of the checkpoint signing seed (the number is the key's generation).
+const AUDIT_CHECKPOINT_PURPOSE: &str = "audit-checkpoint/1";
+
+/// The audit keys derived from the master key: what an [`crate::Hsm`] uses when it creates its
+/// own sink, and what a frontend passes to a sink it opens (such as a file sink).
+pub fn derive_audit_keys(provider: &dyn CryptoProvider, master: &MasterKey) -> Result<AuditKeys> {
+    let hmac = derive_audit_hmac_key(provider, master)?;
+    let seed = master.derive(provider, AUDIT_CHECKPOINT_PURPOSE).map_err(Error::Setup)?;
+    AuditKeys::new(provider, &hmac, &seed).map_err(Error::AuditUnavailable)
+}
+
+pub(crate) fn derive_audit_hmac_key(
+    provider: &dyn CryptoProvider,
+    master: &MasterKey,
+) -> Result<Zeroizing<[u8; 32]>> {
+    master.derive(provider, AUDIT_HMAC_PURPOSE).map_err(Error::Setup)
+}
+
+/// What a result puts in its audit record: the key, its version, and a short note.
+pub(crate) trait Audited {
+    fn key(&self) -> Option<KeyId> {
+        None
+    }
+    fn version(&self) -> Option<u32> {
+        None
+    }
+    fn note(&self) -> Option<String> {
+        None
+    }
+}
+
+macro_rules! audited_key_version {
+    ($($ty:ty),+) => {
+        $(impl Audited for $ty {
+            fn key(&self) -> Option<KeyId> {
+                Some(self.key_id)
+            }
+            fn version(&self) -> Option<u32> {
+                Some(self.key_version)
+            }
+        })+
+    };
+}
+audited_key_version!(Encrypted, Decrypted, Wrapped, Unwrapped, PublicKeyInfo);
+
+impl Audited for Signed {
+    fn key(&self) -> Option<KeyId> {
+        Some(self.key_id)
+    }
+    fn version(&self) -> Option<u32> {
+        Some(self.key_version)
+    }
+    fn note(&self) -> Option<String> {
+        Some(format!("scheme {}", self.algorithm))
+    }
+}
+
+impl Audited for Verified {
+    fn key(&self) -> Option<KeyId> {
+        Some(self.key_id)
+    }
+    fn version(&self) -> Option<u32> {
+        Some(self.key_version)
+    }
+    fn note(&self) -> Option<String> {
+        Some(format!(
+            "scheme {}, signature {}",
+            self.algorithm,
+            if self.valid { "valid" } else { "invalid" }
+        ))
+    }
+}
+
+impl Audited for KeyInfo {
+    fn key(&self) -> Option<KeyId> {
+        Some(self.id)
+    }
+    fn version(&self) -> Option<u32> {
+        Some(self.current_version)
+    }
+    fn note(&self) -> Option<String> {
+        Some(format!("state {}", self.state))
+    }
+}
+
+impl Audited for KeyList {
+    fn note(&self) -> Option<String> {
+        Some(format!("{} keys", self.keys.len()))
+    }
+}
+
+impl Audited for Option<ferrohsm_audit::Checkpoint> {
+    fn note(&self) -> Option<String> {
+        self.as_ref().map(|cp| format!("checkpoint at record {}", cp.seq))
+    }
+}
+
+/// An export's line count.
+impl Audited for u64 {
+    fn note(&self) -> Option<String> {
+        Some(format!("{self} lines exported"))
+    }
+}
+
+/// A key purged by the destruction scheduler: the record is the purge attestation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Purged {
+    pub(crate) key_id: KeyId,
+    pub(crate) versions: u32,
+}
+
+impl Audited for Purged {
+    fn key(&self) -> Option<KeyId> {
+        Some(self.key_id)
+    }
+    fn note(&self) -> Option<String> {
+        Some(format!("purge attestation: sealed material of versions 1-{} wiped", self.versions))
+    }
+}
