@@ -314,3 +314,21 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn a_quiet_log_is_checkpointed_after_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        FileAuditConfig::new(dir.path()).checkpoint_every(std::time::Duration::from_millis(100));
+    let sink = open(config);
+    sink.append(entry(1)).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sink.latest_checkpoint().await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint was written after the interval"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(sink.latest_checkpoint().await.unwrap().map(|c| c.seq), Some(1));
+}
