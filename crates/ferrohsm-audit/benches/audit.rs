@@ -37,6 +37,10 @@ fn audit(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("audit");
     group.throughput(Throughput::Elements(1));
+    // The in-memory sink: the cost an embedded HSM pays per operation.
+    let memory = MemoryAuditSink::new(provider.clone(), keys.clone());
+    group.bench_function("append-memory", |b| b.iter(|| rt.block_on(memory.append(entry(1)))));
+    drop(memory);
     for writers in [1u64, 8, 64] {
         group.bench_function(
             BenchmarkId::new("append-durable", format!("{writers}-writers")),

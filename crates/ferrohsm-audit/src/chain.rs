@@ -17,6 +17,9 @@ pub(crate) struct Chain {
     seq: u64,
     head: [u8; 32],
     scratch: Vec<u8>,
+    /// Random bits drawn once; record ids mix them with the sequence number, so ids are unique
+    /// without a system call per record.
+    id_seed: [u8; 10],
 }
 
 impl Chain {
@@ -27,7 +30,10 @@ impl Chain {
         seq: u64,
         head: [u8; 32],
     ) -> Self {
-        Chain { provider, keys, seq, head, scratch: Vec::with_capacity(512) }
+        let mut id_seed = [0u8; 10];
+        // A failed draw leaves zeros; ids stay unique through the sequence number and time.
+        let _ = provider.fill_random(&mut id_seed);
+        Chain { provider, keys, seq, head, scratch: Vec::with_capacity(512), id_seed }
     }
 
     pub(crate) fn new(provider: Arc<dyn CryptoProvider>, keys: Arc<AuditKeys>) -> Self {
@@ -44,7 +50,7 @@ impl Chain {
             kind: RecordTag,
             v: FORMAT_VERSION,
             seq: self.seq + 1,
-            id: uuid::Uuid::now_v7(),
+            id: self.next_id(),
             ts: now(),
             actor: entry.actor,
             action: entry.action,
@@ -66,6 +72,18 @@ impl Chain {
         self.seq = record.seq;
         self.head = record.hash;
         record
+    }
+
+    /// A UUIDv7 for the next record: the current time in milliseconds, then the seed with the
+    /// next sequence number folded into it.
+    fn next_id(&self) -> uuid::Uuid {
+        let mut random = self.id_seed;
+        for (byte, seq) in random[2..].iter_mut().zip((self.seq + 1).to_be_bytes()) {
+            *byte ^= seq;
+        }
+        let millis = u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .unwrap_or(0);
+        uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
     }
 
     /// A signed checkpoint of the current head, or `None` for an empty log.

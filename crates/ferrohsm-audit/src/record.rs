@@ -9,6 +9,7 @@
 //! `hmac` = HMAC-SHA256 of `hash` under the audit key. A checkpoint signs, with Ed25519, the
 //! domain string `ferrohsm-audit-checkpoint-v1\0`, `seq`, `hash`, `ts` and `key_id`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -172,15 +173,118 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// Writes the canonical encoding that `hash` covers into `out` (cleared first).
     pub fn canonical_into(&self, out: &mut Vec<u8>) {
+        Fields {
+            v: self.v,
+            seq: self.seq,
+            id: &self.id,
+            ts: &self.ts,
+            actor: &self.actor,
+            action: &self.action,
+            key_id: self.key_id.as_deref(),
+            key_version: self.key_version,
+            outcome: self.outcome,
+            request_id: &self.request_id,
+            session: self.session.as_deref(),
+            client_fingerprint: self.client_fingerprint.as_deref(),
+            source_ip: self.source_ip.as_deref(),
+            message: self.message.as_deref(),
+            prev_hash: &self.prev_hash,
+        }
+        .encode(out);
+    }
+}
+
+/// A record parsed without copying its strings (they borrow from the line unless escaped),
+/// for fast verification.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecordView<'a> {
+    #[serde(rename = "type")]
+    _kind: RecordTag,
+    pub(crate) v: u8,
+    pub(crate) seq: u64,
+    id: Uuid,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    actor: Cow<'a, str>,
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    #[serde(borrow)]
+    key_id: Option<Cow<'a, str>>,
+    key_version: Option<u32>,
+    outcome: Outcome,
+    #[serde(borrow)]
+    request_id: Cow<'a, str>,
+    #[serde(borrow)]
+    session: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    client_fingerprint: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    source_ip: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(with = "hex32")]
+    pub(crate) prev_hash: [u8; 32],
+    #[serde(with = "hex32")]
+    pub(crate) hash: [u8; 32],
+    #[serde(with = "hex32")]
+    pub(crate) hmac: [u8; 32],
+}
+
+impl RecordView<'_> {
+    pub(crate) fn canonical_into(&self, out: &mut Vec<u8>) {
+        Fields {
+            v: self.v,
+            seq: self.seq,
+            id: &self.id,
+            ts: &self.ts,
+            actor: &self.actor,
+            action: &self.action,
+            key_id: self.key_id.as_deref(),
+            key_version: self.key_version,
+            outcome: self.outcome,
+            request_id: &self.request_id,
+            session: self.session.as_deref(),
+            client_fingerprint: self.client_fingerprint.as_deref(),
+            source_ip: self.source_ip.as_deref(),
+            message: self.message.as_deref(),
+            prev_hash: &self.prev_hash,
+        }
+        .encode(out);
+    }
+}
+
+/// The hashed fields of a record, borrowed: the one place the canonical encoding is written.
+struct Fields<'a> {
+    v: u8,
+    seq: u64,
+    id: &'a Uuid,
+    ts: &'a str,
+    actor: &'a str,
+    action: &'a str,
+    key_id: Option<&'a str>,
+    key_version: Option<u32>,
+    outcome: Outcome,
+    request_id: &'a str,
+    session: Option<&'a str>,
+    client_fingerprint: Option<&'a str>,
+    source_ip: Option<&'a str>,
+    message: Option<&'a str>,
+    prev_hash: &'a [u8; 32],
+}
+
+impl Fields<'_> {
+    fn encode(&self, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(RECORD_DOMAIN);
         out.push(self.v);
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(self.id.as_bytes());
-        put_str(out, &self.ts);
-        put_str(out, &self.actor);
-        put_str(out, &self.action);
-        put_opt_str(out, self.key_id.as_deref());
+        put_str(out, self.ts);
+        put_str(out, self.actor);
+        put_str(out, self.action);
+        put_opt_str(out, self.key_id);
         match self.key_version {
             None => out.push(0),
             Some(v) => {
@@ -189,12 +293,12 @@ impl AuditRecord {
             }
         }
         put_str(out, self.outcome.as_str());
-        put_str(out, &self.request_id);
-        put_opt_str(out, self.session.as_deref());
-        put_opt_str(out, self.client_fingerprint.as_deref());
-        put_opt_str(out, self.source_ip.as_deref());
-        put_opt_str(out, self.message.as_deref());
-        out.extend_from_slice(&self.prev_hash);
+        put_str(out, self.request_id);
+        put_opt_str(out, self.session);
+        put_opt_str(out, self.client_fingerprint);
+        put_opt_str(out, self.source_ip);
+        put_opt_str(out, self.message);
+        out.extend_from_slice(self.prev_hash);
     }
 }
 
@@ -276,20 +380,33 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Parses 64 lowercase hex digits.
 pub fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    /// The value of each lowercase hex digit; 0xff for every other byte.
+    const VALUE: [u8; 256] = {
+        let mut table = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            table[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            table[b'a' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        table
+    };
     let bytes = text.as_bytes();
     if bytes.len() != 64 {
         return None;
     }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
     let mut out = [0u8; 32];
+    let mut bad = 0u8;
     for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = (digit(pair[0])? << 4) | digit(pair[1])?;
+        let (hi, lo) = (VALUE[usize::from(pair[0])], VALUE[usize::from(pair[1])]);
+        bad |= (hi | lo) & 0xf0;
+        out[i] = (hi << 4) | (lo & 0x0f);
     }
-    Some(out)
+    (bad == 0).then_some(out)
 }
 
 mod hex32 {

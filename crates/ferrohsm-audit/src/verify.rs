@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ferrohsm_crypto::{Algorithm, CryptoProvider, HmacKey, PublicKey, SignInput, SignatureScheme};
 
 use crate::keys::key_id_of;
-use crate::record::{FORMAT_VERSION, GENESIS_HASH, hex};
+use crate::record::{FORMAT_VERSION, GENESIS_HASH, RecordView, hex};
 use crate::{AuditRecord, Checkpoint};
 
 /// One parsed line of a log.
@@ -167,25 +167,48 @@ const BLOCK_LINES: usize = 8192;
 enum Checked {
     Blank,
     Malformed(String),
-    /// The record, whether its hash matches its contents, and whether its HMAC verifies (true
-    /// when no key was given).
-    Record(Box<AuditRecord>, bool, bool),
+    /// What the ordered checks need of a record, whether its hash matches its contents, and
+    /// whether its HMAC verifies (true when no key was given).
+    Record(RecordFacts, bool, bool),
     Checkpoint(Checkpoint),
+}
+
+/// The fields of a record that the ordered checks use.
+struct RecordFacts {
+    v: u8,
+    seq: u64,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
 }
 
 fn check_line(verifier: &Verifier, line: &[u8], scratch: &mut Vec<u8>) -> Checked {
     if line.is_empty() {
         return Checked::Blank;
     }
+    if line.starts_with(RECORD_PREFIX) {
+        // The borrowing view avoids copying every string of every record.
+        return match serde_json::from_slice::<RecordView<'_>>(line) {
+            Err(e) => Checked::Malformed(e.to_string()),
+            Ok(record) => {
+                record.canonical_into(scratch);
+                let hash_ok = verifier.provider.sha256(scratch) == record.hash;
+                let hmac_ok =
+                    verifier.hmac.as_ref().is_none_or(|k| k.verify(&record.hash, &record.hmac));
+                let facts = RecordFacts {
+                    v: record.v,
+                    seq: record.seq,
+                    prev_hash: record.prev_hash,
+                    hash: record.hash,
+                };
+                Checked::Record(facts, hash_ok, hmac_ok)
+            }
+        };
+    }
     match parse_line(line) {
         Err(e) => Checked::Malformed(e),
         Ok(Line::Checkpoint(cp)) => Checked::Checkpoint(cp),
-        Ok(Line::Record(record)) => {
-            record.canonical_into(scratch);
-            let hash_ok = verifier.provider.sha256(scratch) == record.hash;
-            let hmac_ok =
-                verifier.hmac.as_ref().is_none_or(|k| k.verify(&record.hash, &record.hmac));
-            Checked::Record(Box::new(record), hash_ok, hmac_ok)
+        Ok(Line::Record(_)) => {
+            Checked::Malformed("a record line must start with the record prefix".into())
         }
     }
 }
@@ -280,17 +303,21 @@ impl Verification<'_> {
     pub fn feed(&mut self, source: &str, mut reader: impl BufRead) -> Result<(), Failure> {
         let mut number = 0u64;
         loop {
-            let mut block: Vec<Vec<u8>> = Vec::with_capacity(BLOCK_LINES);
+            // One buffer per block, and the range of each line in it.
+            let mut buffer: Vec<u8> = Vec::with_capacity(BLOCK_LINES * 400);
+            let mut spans: Vec<std::ops::Range<usize>> = Vec::with_capacity(BLOCK_LINES);
             let mut read_error = None;
-            while block.len() < BLOCK_LINES {
-                let mut line = Vec::with_capacity(400);
-                match reader.read_until(b'\n', &mut line) {
+            while spans.len() < BLOCK_LINES {
+                let start = buffer.len();
+                match reader.read_until(b'\n', &mut buffer) {
                     Ok(0) => break,
                     Ok(_) => {
-                        if line.last() == Some(&b'\n') {
-                            line.pop();
-                        }
-                        block.push(line);
+                        let end = if buffer.last() == Some(&b'\n') {
+                            buffer.len() - 1
+                        } else {
+                            buffer.len()
+                        };
+                        spans.push(start..end);
                     }
                     Err(e) => {
                         read_error = Some(e.to_string());
@@ -298,6 +325,7 @@ impl Verification<'_> {
                     }
                 }
             }
+            let block: Vec<&[u8]> = spans.iter().map(|r| &buffer[r.clone()]).collect();
             let done = block.len() < BLOCK_LINES;
             let checked = self.check_block(&block);
             for item in checked {
@@ -313,7 +341,7 @@ impl Verification<'_> {
                     Checked::Malformed(e) => return Err(fail(None, FailureKind::Malformed(e))),
                     Checked::Record(record, hash_ok, hmac_ok) => {
                         let seq = record.seq;
-                        self.record(*record, hash_ok, hmac_ok)
+                        self.record(record, hash_ok, hmac_ok)
                             .map_err(|kind| fail(Some(seq), kind))?
                     }
                     Checked::Checkpoint(cp) => {
@@ -337,7 +365,7 @@ impl Verification<'_> {
     }
 
     /// Parses and hashes a block of lines on every available core.
-    fn check_block(&self, block: &[Vec<u8>]) -> Vec<Checked> {
+    fn check_block(&self, block: &[&[u8]]) -> Vec<Checked> {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
         if workers == 1 || block.len() < 256 {
             let mut scratch = Vec::with_capacity(512);
@@ -373,7 +401,7 @@ impl Verification<'_> {
 
     fn record(
         &mut self,
-        record: AuditRecord,
+        record: RecordFacts,
         hash_ok: bool,
         hmac_ok: bool,
     ) -> Result<(), FailureKind> {
