@@ -135,8 +135,7 @@ struct RawRateLimit {
     capacity: Spanned<u32>,
     refill_per_second: Spanned<f64>,
     max_actors: Option<Spanned<u64>>,
-    #[serde(default)]
-    weights: Spanned<BTreeMap<String, u32>>,
+    weights: Option<Spanned<BTreeMap<String, u32>>>,
 }
 
 impl Policy {
@@ -199,6 +198,13 @@ impl Policy {
                             d.operations.span(),
                             f("operations"),
                             "list at least one operation".into(),
+                        ));
+                    }
+                    if operations.contains(&Operation::PurgeKey) {
+                        return Err(at(
+                            d.operations.span(),
+                            f("operations"),
+                            "purges run unattended when the grace period ends; put schedule_destruction under dual control instead".into(),
                         ));
                     }
                     if let Some(op) = operations.iter().find(|o| !o.targets_key()) {
@@ -298,11 +304,13 @@ impl Policy {
                         })?,
                 };
                 let mut weights = HashMap::new();
-                for (op, weight) in r.weights.get_ref() {
-                    let op = op.parse::<Operation>().map_err(|e| {
-                        at(r.weights.span(), "rate_limit.weights".into(), e.message)
-                    })?;
-                    weights.insert(op, *weight);
+                if let Some(listed) = &r.weights {
+                    for (op, weight) in listed.get_ref() {
+                        let op = op.parse::<Operation>().map_err(|e| {
+                            at(listed.span(), "rate_limit.weights".into(), e.message)
+                        })?;
+                        weights.insert(op, *weight);
+                    }
                 }
                 RateLimitConfig { capacity, refill_per_second: refill, max_actors, weights }
             }

@@ -472,3 +472,14 @@ fn policy_file_errors_name_the_line_and_field() {
     }
     Policy::from_toml(EXAMPLE).unwrap();
 }
+
+#[test]
+fn purges_cannot_be_dual_controlled() {
+    let text = "version = 1\n[[tag_policy]]\nname = \"a\"\nmatch = { env = \"prod\" }\n[tag_policy.dual_control]\noperations = [\"purge_key\"]\nquorum = 1\napprover_roles = [\"admin\"]\nexpires_after = \"1h\"";
+    let err = Policy::from_toml(text).unwrap_err();
+    assert_eq!(
+        (err.line, err.field.as_deref()),
+        (Some(6), Some("tag_policy[0].dual_control.operations"))
+    );
+    assert!(err.message.contains("schedule_destruction"), "{err}");
+}
