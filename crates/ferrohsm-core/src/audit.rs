@@ -118,6 +118,28 @@ impl Audited for u64 {
     }
 }
 
+impl Audited for ferrohsm_policy::Approval {
+    fn key(&self) -> Option<KeyId> {
+        self.key_id.parse().ok()
+    }
+    fn note(&self) -> Option<String> {
+        Some(format!(
+            "approval {} for {}: {} ({} of {} approvals)",
+            self.id,
+            self.operation,
+            self.state.as_str(),
+            self.approvals(),
+            self.quorum
+        ))
+    }
+}
+
+impl Audited for Vec<ferrohsm_policy::Approval> {
+    fn note(&self) -> Option<String> {
+        Some(format!("{} approvals", self.len()))
+    }
+}
+
 /// A key purged by the destruction scheduler: the record is the purge attestation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Purged {

@@ -24,14 +24,32 @@ pub struct RequestContext {
     pub source_ip: Option<IpAddr>,
     /// The correlation id (from `X-Request-Id`, or generated).
     pub request_id: String,
+    /// The approval that authorizes this request (`X-Approval-Id`), for dual-controlled
+    /// operations.
+    pub approval_id: Option<uuid::Uuid>,
+    /// Whether the caller came over the network: only remote callers are rate limited.
+    pub remote: bool,
 }
 
 impl RequestContext {
-    /// A context for an in-process caller, such as an embedding program or a scheduler.
+    /// A context for the in-process program that embeds the HSM (or its scheduler): it holds
+    /// the `admin` role, since it holds the master key anyway, and is not rate limited.
     pub fn local(actor: impl Into<String>) -> Self {
         RequestContext {
             actor: actor.into(),
+            roles: vec!["admin".into()],
             request_id: uuid::Uuid::now_v7().to_string(),
+            ..RequestContext::default()
+        }
+    }
+
+    /// A context for a remote caller with these roles (frontends fill in the rest).
+    pub fn remote(actor: impl Into<String>, roles: &[&str]) -> Self {
+        RequestContext {
+            actor: actor.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            remote: true,
             ..RequestContext::default()
         }
     }
@@ -71,79 +89,5 @@ impl fmt::Display for KeyRef {
             KeyRef::Id(id) => id.fmt(f),
             KeyRef::Name(name) => name.fmt(f),
         }
-    }
-}
-
-/// Every operation the core performs; policy and audit records name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Operation {
-    /// Create a key.
-    CreateKey,
-    /// List keys.
-    ListKeys,
-    /// Read a key's metadata.
-    DescribeKey,
-    /// Add a version and make it current.
-    RotateKey,
-    /// Make an older version current.
-    RollbackKey,
-    /// Revoke a key.
-    RevokeKey,
-    /// Schedule destruction after a grace period.
-    ScheduleDestruction,
-    /// Cancel a scheduled destruction.
-    CancelDestruction,
-    /// Wipe a key whose grace period has passed.
-    PurgeKey,
-    /// Encrypt data.
-    Encrypt,
-    /// Decrypt data.
-    Decrypt,
-    /// Sign a message or digest.
-    Sign,
-    /// Verify a signature.
-    Verify,
-    /// Wrap key material.
-    Wrap,
-    /// Unwrap key material.
-    Unwrap,
-    /// Export a public key.
-    ExportPublicKey,
-    /// Write a signed audit checkpoint now.
-    CheckpointAudit,
-    /// Export the audit log.
-    ExportAudit,
-}
-
-impl Operation {
-    /// The stable name used in policy files and audit records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::CreateKey => "create_key",
-            Operation::ListKeys => "list_keys",
-            Operation::DescribeKey => "describe_key",
-            Operation::RotateKey => "rotate_key",
-            Operation::RollbackKey => "rollback_key",
-            Operation::RevokeKey => "revoke_key",
-            Operation::ScheduleDestruction => "schedule_destruction",
-            Operation::CancelDestruction => "cancel_destruction",
-            Operation::PurgeKey => "purge_key",
-            Operation::Encrypt => "encrypt",
-            Operation::Decrypt => "decrypt",
-            Operation::Sign => "sign",
-            Operation::Verify => "verify",
-            Operation::Wrap => "wrap",
-            Operation::Unwrap => "unwrap",
-            Operation::ExportPublicKey => "export_public_key",
-            Operation::CheckpointAudit => "checkpoint_audit",
-            Operation::ExportAudit => "export_audit",
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }

@@ -3,7 +3,7 @@
 use ferrohsm_crypto::{Algorithm, Usage};
 use ferrohsm_store::{KeyId, KeyState};
 
-use crate::Operation;
+use ferrohsm_policy::{Approval, ApprovalError, Operation, PolicyError};
 
 /// Everything an [`crate::Hsm`] operation can refuse or fail with.
 ///
@@ -80,6 +80,28 @@ pub enum Error {
     /// store was created with.
     #[error("the master key does not match this key store")]
     MasterKeyMismatch,
+    /// Policy refuses the operation to this caller.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The operation is under dual control: an approval was opened and must reach its quorum
+    /// before the requester repeats the request with its id.
+    #[error("approval {} required: {} of {} approvals (policy {})", .0.id, .0.approvals(), .0.quorum, .0.policy)]
+    ApprovalRequired(Box<Approval>),
+    /// An approval step was refused.
+    #[error("{0}")]
+    Approval(ApprovalError),
+    /// No approval has this id.
+    #[error("approval {0} not found")]
+    ApprovalNotFound(uuid::Uuid),
+    /// The caller exceeded its rate limit.
+    #[error("rate limited; retry after {} ms", .retry_after.as_millis())]
+    RateLimited {
+        /// How long until the request would be accepted.
+        retry_after: std::time::Duration,
+    },
+    /// A policy file did not load (the previous policy stays in force).
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(PolicyError),
     /// The audit record of the operation could not be written, so its result is withheld.
     #[error("the audit log is unavailable")]
     AuditUnavailable(#[source] ferrohsm_audit::Error),
@@ -114,7 +136,25 @@ impl Error {
                 _ => "internal",
             },
             Error::AuditUnavailable(_) => "unavailable",
+            Error::Forbidden(_) => "forbidden",
+            Error::ApprovalRequired(_) => "approval_required",
+            Error::Approval(e) => e.code(),
+            Error::ApprovalNotFound(_) => "not_found",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::InvalidPolicy(_) => "invalid_request",
             Error::Crypto(_) | Error::Setup(_) => "internal",
+        }
+    }
+
+    /// How an audit record classifies the error: a policy refusal is `denied`, anything else
+    /// an `error`.
+    pub fn outcome(&self) -> ferrohsm_audit::Outcome {
+        match self {
+            Error::Forbidden(_)
+            | Error::ApprovalRequired(_)
+            | Error::Approval(_)
+            | Error::RateLimited { .. } => ferrohsm_audit::Outcome::Denied,
+            _ => ferrohsm_audit::Outcome::Error,
         }
     }
 

@@ -15,11 +15,17 @@ use ferrohsm_store::{
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument as _;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use ferrohsm_audit::{AuditEntry, AuditSink, Checkpoint, MemoryAuditSink, Outcome};
+use ferrohsm_policy::{Approval, ApprovalError, Decision, Policy, PolicyEngine, PolicyRequest};
+use ferrohsm_store::{ApprovalStore, MemoryApprovalStore};
 use zeroize::Zeroizing;
 
 use crate::audit::{Audited, Purged, derive_audit_hmac_key, derive_audit_keys};
 use crate::cache::{KeyCache, VerifiedKey};
+use crate::policy::PolicyHandle;
 use crate::wire::{
     CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,
     Wrapped,
@@ -50,6 +56,8 @@ struct Inner {
     audit: Arc<dyn AuditSink>,
     audit_hmac_key: Zeroizing<[u8; 32]>,
     audit_public_pem: String,
+    policy: PolicyHandle,
+    approvals: Arc<dyn ApprovalStore>,
     cache: KeyCache,
     max_payload: usize,
     destruction_grace: Duration,
@@ -62,6 +70,10 @@ pub struct HsmBuilder {
     provider: Arc<dyn CryptoProvider>,
     store: Option<Arc<dyn KeyStore>>,
     audit: Option<Arc<dyn AuditSink>>,
+    policy: Option<Policy>,
+    policy_file: Option<PathBuf>,
+    policy_poll: std::time::Duration,
+    approvals: Option<Arc<dyn ApprovalStore>>,
     master_key: Option<MasterKey>,
     max_payload: usize,
     destruction_grace: Duration,
@@ -85,6 +97,26 @@ impl HsmBuilder {
     /// this HSM exports for auditors are the ones that seal its records.
     pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
         self.audit = Some(sink);
+        self
+    }
+
+    /// A fixed policy (the role matrix alone when neither this nor a file is given).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// A policy file (TOML, see `docs/policy.md`), which must load now, and is reloaded when it
+    /// changes (checked every `poll`; zero disables the check, leaving [`Hsm::reload_policy`]).
+    pub fn policy_file(mut self, path: impl Into<PathBuf>, poll: std::time::Duration) -> Self {
+        self.policy_file = Some(path.into());
+        self.policy_poll = poll;
+        self
+    }
+
+    /// Where dual-control approvals persist (in memory when not given).
+    pub fn approvals(mut self, store: Arc<dyn ApprovalStore>) -> Self {
+        self.approvals = Some(store);
         self
     }
 
@@ -128,6 +160,12 @@ impl HsmBuilder {
             Some(sink) => sink,
             None => Arc::new(MemoryAuditSink::new(self.provider.clone(), audit_keys.clone())),
         };
+        let policy = match (&self.policy_file, self.policy) {
+            (Some(path), _) => PolicyHandle::from_file(path).map_err(Error::InvalidPolicy)?,
+            (None, Some(policy)) => PolicyHandle::fixed(policy),
+            (None, None) => PolicyHandle::fixed(Policy::default()),
+        };
+        let approvals = self.approvals.unwrap_or_else(|| Arc::new(MemoryApprovalStore::new()));
         let hsm = Hsm {
             inner: Arc::new(Inner {
                 provider: self.provider,
@@ -136,6 +174,8 @@ impl HsmBuilder {
                 audit,
                 audit_hmac_key,
                 audit_public_pem: audit_keys.public_key_pem(),
+                policy,
+                approvals,
                 cache: KeyCache::new(self.cache_capacity),
                 max_payload: self.max_payload,
                 destruction_grace: self.destruction_grace,
@@ -146,6 +186,18 @@ impl HsmBuilder {
             sample.keys.iter().any(|r| hsm.inner.cache.check(&hsm.inner.sealer, r).is_ok());
         if !sample.keys.is_empty() && !any_verifies {
             return Err(Error::MasterKeyMismatch);
+        }
+        if hsm.inner.policy.has_file() && !self.policy_poll.is_zero() {
+            // Reload on change; the task ends when the last handle to the HSM is dropped.
+            let weak = Arc::downgrade(&hsm.inner);
+            let poll = self.policy_poll;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(poll).await;
+                    let Some(inner) = weak.upgrade() else { break };
+                    let _ = inner.policy.reload_if_changed();
+                }
+            });
         }
         Ok(hsm)
     }
@@ -158,6 +210,10 @@ impl Hsm {
             provider: Arc::new(AwsLcProvider),
             store: None,
             audit: None,
+            policy: None,
+            policy_file: None,
+            policy_poll: std::time::Duration::from_secs(2),
+            approvals: None,
             master_key: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             destruction_grace: DEFAULT_DESTRUCTION_GRACE,
@@ -189,6 +245,11 @@ impl Hsm {
             let description = validate::description(request.description.as_deref())?;
             validate::tags(&request.tags)?;
             let usages = validate::usages(request.algorithm, request.usages.as_deref())?;
+            let params = format!(
+                "{:?}|{:?}|{:?}|{:?}",
+                request.algorithm, request.name, request.tags, usages
+            );
+            self.authorize(ctx, Operation::CreateKey, None, Some(&request.tags), &params).await?;
             if let Some(name) = &name
                 && self.inner.store.find_by_name(name).await?.is_some()
             {
@@ -225,6 +286,7 @@ impl Hsm {
     /// One page of keys, each integrity-checked.
     pub async fn list_keys(&self, ctx: &RequestContext, query: &ListQuery) -> Result<KeyList> {
         self.run(ctx, Operation::ListKeys, None, async {
+            self.authorize(ctx, Operation::ListKeys, None, None, "").await?;
             let page = self.inner.store.list(query).await?;
             let mut keys = Vec::with_capacity(page.keys.len());
             for record in &page.keys {
@@ -239,7 +301,9 @@ impl Hsm {
     /// A key's metadata.
     pub async fn describe_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
         self.run(ctx, Operation::DescribeKey, Some(key), async {
-            Ok(KeyInfo::from(self.load(key).await?.record.as_ref()))
+            let verified = self.load(key).await?;
+            self.authorize(ctx, Operation::DescribeKey, Some(&verified.record), None, "").await?;
+            Ok(KeyInfo::from(verified.record.as_ref()))
         })
         .await
     }
@@ -247,7 +311,9 @@ impl Hsm {
     /// Adds a version with fresh material and makes it current. The key must be active.
     pub async fn rotate_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
         self.run(ctx, Operation::RotateKey, Some(key), async {
-            let algorithm = self.load(key).await?.record.algorithm;
+            let verified = self.load(key).await?;
+            self.authorize(ctx, Operation::RotateKey, Some(&verified.record), None, "").await?;
+            let algorithm = verified.record.algorithm;
             let (material, public_key) = self.generate(algorithm).await?;
             self.modify(key, |old, next| {
                 require_state(old, Operation::RotateKey, &[KeyState::Active])?;
@@ -277,6 +343,15 @@ impl Hsm {
         version: u32,
     ) -> Result<KeyInfo> {
         self.run(ctx, Operation::RollbackKey, Some(key), async {
+            let verified = self.load(key).await?;
+            self.authorize(
+                ctx,
+                Operation::RollbackKey,
+                Some(&verified.record),
+                None,
+                &version.to_string(),
+            )
+            .await?;
             self.modify(key, |old, next| {
                 require_state(old, Operation::RollbackKey, &[KeyState::Active])?;
                 let target =
@@ -305,6 +380,10 @@ impl Hsm {
             if let Some(c) = &comment {
                 validate::description(Some(c))?;
             }
+            let verified = self.load(key).await?;
+            let params = format!("{reason}|{comment:?}");
+            self.authorize(ctx, Operation::RevokeKey, Some(&verified.record), None, &params)
+                .await?;
             self.modify(key, |old, next| {
                 let escalation = old.state == KeyState::Revoked
                     && reason == RevocationReason::Compromised
@@ -335,18 +414,32 @@ impl Hsm {
         grace: Option<Duration>,
     ) -> Result<KeyInfo> {
         self.run(ctx, Operation::ScheduleDestruction, Some(key), async {
-            let grace = grace.unwrap_or(self.inner.destruction_grace);
-            if grace.is_negative() {
+            if grace.is_some_and(|g| g.is_negative()) {
                 return Err(Error::InvalidRequest(
                     "the destruction grace period cannot be negative".into(),
                 ));
             }
+            let verified = self.load(key).await?;
+            let params = format!("{grace:?}");
+            self.authorize(
+                ctx,
+                Operation::ScheduleDestruction,
+                Some(&verified.record),
+                None,
+                &params,
+            )
+            .await?;
+            let engine = self.inner.policy.engine();
             self.modify(key, |old, next| {
                 require_state(
                     old,
                     Operation::ScheduleDestruction,
                     &[KeyState::Active, KeyState::Revoked],
                 )?;
+                // The request's grace, else the key's tag policy, else the configured default.
+                let grace = grace
+                    .or_else(|| engine.destruction_grace(&old.tags))
+                    .unwrap_or(self.inner.destruction_grace);
                 next.state = KeyState::PendingDestruction;
                 next.destroy_after = Some(next.updated_at + grace);
                 Ok(())
@@ -359,6 +452,9 @@ impl Hsm {
     /// Cancels a scheduled destruction, returning the key to the state it had.
     pub async fn cancel_destruction(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
         self.run(ctx, Operation::CancelDestruction, Some(key), async {
+            let verified = self.load(key).await?;
+            self.authorize(ctx, Operation::CancelDestruction, Some(&verified.record), None, "")
+                .await?;
             self.modify(key, |old, next| {
                 require_state(old, Operation::CancelDestruction, &[KeyState::PendingDestruction])?;
                 next.state =
@@ -374,6 +470,17 @@ impl Hsm {
     /// Purges every key whose destruction grace period ended at or before `now`: its material
     /// is wiped and a tombstone with its metadata remains. Returns the purged ids.
     pub async fn purge_due(&self, ctx: &RequestContext, now: OffsetDateTime) -> Result<Vec<KeyId>> {
+        // Refuse (and record) a caller who may not purge at all, even when nothing is due.
+        let roles_only = PolicyRequest {
+            actor: &ctx.actor,
+            roles: &ctx.roles,
+            operation: Operation::PurgeKey,
+            key_tags: None,
+        };
+        if let Decision::Deny(reason) = self.inner.policy.engine().decide(&roles_only) {
+            let refused = async { Err::<Purged, _>(Error::Forbidden(reason)) };
+            return self.run(ctx, Operation::PurgeKey, None, refused).await.map(|_| Vec::new());
+        }
         let mut due = Vec::new();
         let mut query = ListQuery {
             limit: ferrohsm_store::MAX_LIST_LIMIT,
@@ -396,15 +503,16 @@ impl Hsm {
         let mut purged = Vec::with_capacity(due.len());
         for id in due {
             let key = KeyRef::Id(id);
-            self.run(ctx, Operation::PurgeKey, Some(&key), self.purge(id, now)).await?;
+            self.run(ctx, Operation::PurgeKey, Some(&key), self.purge(ctx, id, now)).await?;
             purged.push(id);
         }
         Ok(purged)
     }
 
-    async fn purge(&self, id: KeyId, now: OffsetDateTime) -> Result<Purged> {
+    async fn purge(&self, ctx: &RequestContext, id: KeyId, now: OffsetDateTime) -> Result<Purged> {
         let verified = self.load(&KeyRef::Id(id)).await?;
         let old = &verified.record;
+        self.authorize(ctx, Operation::PurgeKey, Some(old), None, "").await?;
         require_state(old, Operation::PurgeKey, &[KeyState::PendingDestruction])?;
         if old.destroy_after.is_none_or(|t| t > now) {
             return Err(invalid_state(old, Operation::PurgeKey));
@@ -437,8 +545,9 @@ impl Hsm {
         self.run(ctx, Operation::Encrypt, Some(key), async {
             self.limit("plaintext", plaintext.len())?;
             self.limit("aad", aad.len())?;
+            let params = digest_hex(self.inner.provider.as_ref(), &[plaintext, aad]);
             let (verified, version) =
-                self.usable(key, Operation::Encrypt, Usage::Encrypt, None).await?;
+                self.usable(ctx, key, Operation::Encrypt, Usage::Encrypt, None, &params).await?;
             let secret = self.secret(&verified, version)?;
             let body = secret.encrypt(plaintext, aad).map_err(crypto_error(Operation::Encrypt))?;
             Ok(Encrypted {
@@ -462,8 +571,10 @@ impl Hsm {
             self.limit("ciphertext", ciphertext.len() / 4 * 3)?;
             self.limit("aad", aad.len())?;
             let (version, body) = format::parse(ciphertext)?;
-            let (verified, version) =
-                self.usable(key, Operation::Decrypt, Usage::Decrypt, Some(version)).await?;
+            let params = digest_hex(self.inner.provider.as_ref(), &[ciphertext.as_bytes(), aad]);
+            let (verified, version) = self
+                .usable(ctx, key, Operation::Decrypt, Usage::Decrypt, Some(version), &params)
+                .await?;
             let secret = self.secret(&verified, version)?;
             let plaintext = secret.decrypt(&body, aad).map_err(|_| {
                 Error::InvalidCiphertext("it does not decrypt under this key and associated data")
@@ -484,7 +595,9 @@ impl Hsm {
     ) -> Result<Signed> {
         self.run(ctx, Operation::Sign, Some(key), async {
             self.limit_input(input)?;
-            let (verified, version) = self.usable(key, Operation::Sign, Usage::Sign, None).await?;
+            let params = sign_params(self.inner.provider.as_ref(), input, scheme);
+            let (verified, version) =
+                self.usable(ctx, key, Operation::Sign, Usage::Sign, None, &params).await?;
             let scheme = scheme_for(&verified.record, scheme)?;
             let secret = self.secret(&verified, version)?;
             let signature = secret.sign(scheme, input).map_err(crypto_error(Operation::Sign))?;
@@ -512,8 +625,9 @@ impl Hsm {
         self.run(ctx, Operation::Verify, Some(key), async {
             self.limit_input(input)?;
             self.limit("signature", signature.len())?;
+            let params = sign_params(self.inner.provider.as_ref(), input, scheme);
             let (verified, version) =
-                self.usable(key, Operation::Verify, Usage::Verify, version).await?;
+                self.usable(ctx, key, Operation::Verify, Usage::Verify, version, &params).await?;
             let scheme = scheme_for(&verified.record, scheme)?;
             let public = verified.public(self.inner.provider.as_ref(), version)?;
             let valid =
@@ -540,7 +654,9 @@ impl Hsm {
             if key_material.is_empty() {
                 return Err(Error::InvalidRequest("key material to wrap cannot be empty".into()));
             }
-            let (verified, version) = self.usable(key, Operation::Wrap, Usage::Wrap, None).await?;
+            let params = digest_hex(self.inner.provider.as_ref(), &[key_material]);
+            let (verified, version) =
+                self.usable(ctx, key, Operation::Wrap, Usage::Wrap, None, &params).await?;
             let secret = self.secret(&verified, version)?;
             let body = secret.wrap(key_material).map_err(crypto_error(Operation::Wrap))?;
             Ok(Wrapped {
@@ -562,8 +678,10 @@ impl Hsm {
         self.run(ctx, Operation::Unwrap, Some(key), async {
             self.limit("wrapped key", wrapped.len() / 4 * 3)?;
             let (version, body) = format::parse(wrapped)?;
-            let (verified, version) =
-                self.usable(key, Operation::Unwrap, Usage::Unwrap, Some(version)).await?;
+            let params = digest_hex(self.inner.provider.as_ref(), &[wrapped.as_bytes()]);
+            let (verified, version) = self
+                .usable(ctx, key, Operation::Unwrap, Usage::Unwrap, Some(version), &params)
+                .await?;
             let secret = self.secret(&verified, version)?;
             let key_material = secret
                 .unwrap(&body)
@@ -583,6 +701,14 @@ impl Hsm {
         self.run(ctx, Operation::ExportPublicKey, Some(key), async {
             let verified = self.load(key).await?;
             let record = &verified.record;
+            self.authorize(
+                ctx,
+                Operation::ExportPublicKey,
+                Some(record),
+                None,
+                &format!("{version:?}"),
+            )
+            .await?;
             if record.algorithm.is_symmetric() {
                 return Err(Error::Unsupported {
                     operation: Operation::ExportPublicKey,
@@ -605,11 +731,211 @@ impl Hsm {
         .await
     }
 
+    // ----- Dual control and policy ----------------------------------------------------------
+
+    /// Up to `limit` approvals, newest first, with their effective state.
+    pub async fn list_approvals(
+        &self,
+        ctx: &RequestContext,
+        limit: usize,
+    ) -> Result<Vec<Approval>> {
+        self.run(ctx, Operation::ListApprovals, None, async {
+            self.authorize(ctx, Operation::ListApprovals, None, None, "").await?;
+            let now = OffsetDateTime::now_utc();
+            let mut list =
+                self.inner.approvals.list(limit.clamp(1, ferrohsm_store::MAX_LIST_LIMIT)).await?;
+            for a in &mut list {
+                self.check_approval(a)?;
+                a.state = a.state_at(now);
+            }
+            Ok(list)
+        })
+        .await
+    }
+
+    /// One approval, with its effective state.
+    pub async fn describe_approval(
+        &self,
+        ctx: &RequestContext,
+        id: uuid::Uuid,
+    ) -> Result<Approval> {
+        self.run(ctx, Operation::DescribeApproval, None, async {
+            self.authorize(ctx, Operation::DescribeApproval, None, None, "").await?;
+            let mut a = self.load_approval(id).await?;
+            a.state = a.state_at(OffsetDateTime::now_utc());
+            Ok(a)
+        })
+        .await
+    }
+
+    /// Approves a pending request. The caller must hold an approver role and must not be the
+    /// requester; each approver counts once.
+    pub async fn approve(
+        &self,
+        ctx: &RequestContext,
+        id: uuid::Uuid,
+        comment: Option<String>,
+    ) -> Result<Approval> {
+        self.run(ctx, Operation::Approve, None, self.vote(ctx, id, comment, true)).await
+    }
+
+    /// Denies a pending request (one denial rejects it).
+    pub async fn deny(
+        &self,
+        ctx: &RequestContext,
+        id: uuid::Uuid,
+        comment: Option<String>,
+    ) -> Result<Approval> {
+        self.run(ctx, Operation::DenyApproval, None, self.vote(ctx, id, comment, false)).await
+    }
+
+    async fn vote(
+        &self,
+        ctx: &RequestContext,
+        id: uuid::Uuid,
+        comment: Option<String>,
+        approve: bool,
+    ) -> Result<Approval> {
+        let operation = if approve { Operation::Approve } else { Operation::DenyApproval };
+        self.authorize(ctx, operation, None, None, "").await?;
+        if let Some(c) = &comment {
+            validate::description(Some(c))?;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut a = self.load_approval(id).await?;
+            let now = OffsetDateTime::now_utc();
+            let voted = if approve {
+                a.approve(&ctx.actor, &ctx.roles, comment.clone(), now)
+            } else {
+                a.deny(&ctx.actor, &ctx.roles, comment.clone(), now)
+            };
+            voted.map_err(Error::Approval)?;
+            match self.inner.approvals.update(self.tag_approval(a.clone())).await {
+                Ok(()) => return Ok(a),
+                Err(ferrohsm_store::Error::ApprovalConflict(_)) if attempt < WRITE_ATTEMPTS => {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reloads the policy file now. On error the previous policy stays in force.
+    pub fn reload_policy(&self) -> Result<()> {
+        self.inner.policy.reload().map_err(Error::InvalidPolicy)
+    }
+
+    /// Why the policy file was last rejected, while it stays broken.
+    pub fn policy_error(&self) -> Option<String> {
+        self.inner.policy.last_error()
+    }
+
+    /// Applies the policy to one request. A dual-controlled operation without an approval id
+    /// opens an approval and fails with `ApprovalRequired`; with an approved approval bound to
+    /// the same operation, key and parameters, the approval is consumed (persisted as executed
+    /// before the operation runs, so it can never run twice).
+    async fn authorize(
+        &self,
+        ctx: &RequestContext,
+        operation: Operation,
+        key: Option<&KeyRecord>,
+        tags: Option<&BTreeMap<String, String>>,
+        params: &str,
+    ) -> Result<()> {
+        let engine = self.inner.policy.engine();
+        let request = PolicyRequest {
+            actor: &ctx.actor,
+            roles: &ctx.roles,
+            operation,
+            key_tags: key.map(|k| &k.tags).or(tags),
+        };
+        let rule = match engine.decide(&request) {
+            Decision::Allow => return Ok(()),
+            Decision::Deny(reason) => return Err(Error::Forbidden(reason)),
+            Decision::RequireApproval(rule) => rule,
+            _ => return Err(Error::Forbidden("the policy engine gave no decision".into())),
+        };
+        let key_id = key.map(|k| k.id.to_string()).unwrap_or_default();
+        let digest = digest_hex(
+            self.inner.provider.as_ref(),
+            &[operation.as_str().as_bytes(), key_id.as_bytes(), params.as_bytes()],
+        );
+        let now = OffsetDateTime::now_utc();
+        let Some(id) = ctx.approval_id else {
+            let approval = self.tag_approval(Approval::new(
+                &rule,
+                operation,
+                key_id,
+                digest,
+                ctx.actor.clone(),
+                now,
+            ));
+            self.inner.approvals.create(approval.clone()).await?;
+            return Err(Error::ApprovalRequired(Box::new(approval)));
+        };
+        let mut approval = self.load_approval(id).await?;
+        approval.execute(&ctx.actor, operation, &key_id, &digest, now).map_err(Error::Approval)?;
+        match self.inner.approvals.update(self.tag_approval(approval)).await {
+            Ok(()) => Ok(()),
+            // Someone executed it in between.
+            Err(ferrohsm_store::Error::ApprovalConflict(_)) => {
+                Err(Error::Approval(ApprovalError::AlreadyExecuted))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn rate_limit(&self, ctx: &RequestContext, operation: Operation) -> Result<()> {
+        if !ctx.remote {
+            return Ok(());
+        }
+        let key = match (ctx.actor.is_empty(), ctx.source_ip) {
+            (false, _) => format!("actor:{}", ctx.actor),
+            (true, Some(ip)) => format!("ip:{ip}"),
+            (true, None) => "anonymous".to_owned(),
+        };
+        self.inner
+            .policy
+            .limiter
+            .check(&key, operation, std::time::Instant::now())
+            .map_err(|retry_after| Error::RateLimited { retry_after })
+    }
+
+    fn tag_approval(&self, mut approval: Approval) -> Approval {
+        approval.tag = None;
+        let tag = self.inner.sealer.authenticate(&approval.canonical_bytes());
+        approval.tag = Some(ferrohsm_crypto::b64::encode(&tag.0));
+        approval
+    }
+
+    fn check_approval(&self, approval: &Approval) -> Result<()> {
+        let broken =
+            || Error::Forbidden(format!("approval {} failed its integrity check", approval.id));
+        let tag = approval
+            .tag
+            .as_deref()
+            .and_then(|t| ferrohsm_crypto::b64::decode(t).ok())
+            .ok_or_else(broken)?;
+        self.inner
+            .sealer
+            .verify(&approval.canonical_bytes(), &ferrohsm_seal::MetadataTag(tag))
+            .map_err(|_| broken())
+    }
+
+    async fn load_approval(&self, id: uuid::Uuid) -> Result<Approval> {
+        let approval = self.inner.approvals.get(&id).await?.ok_or(Error::ApprovalNotFound(id))?;
+        self.check_approval(&approval)?;
+        Ok(approval)
+    }
+
     // ----- Audit ---------------------------------------------------------------------------
 
     /// Writes a signed checkpoint of the audit chain now and returns the latest checkpoint.
     pub async fn checkpoint_audit(&self, ctx: &RequestContext) -> Result<Option<Checkpoint>> {
         self.run(ctx, Operation::CheckpointAudit, None, async {
+            self.authorize(ctx, Operation::CheckpointAudit, None, None, "").await?;
             self.inner.audit.checkpoint().await.map_err(Error::AuditUnavailable)
         })
         .await
@@ -622,7 +948,8 @@ impl Hsm {
         ctx: &RequestContext,
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<u64> {
-        self.run(ctx, Operation::ExportAudit, None, async {
+        self.run(ctx, Operation::ReadAudit, None, async {
+            self.authorize(ctx, Operation::ReadAudit, None, None, "").await?;
             self.inner.audit.export(out).await.map_err(Error::AuditUnavailable)
         })
         .await
@@ -664,7 +991,10 @@ impl Hsm {
             request_id = %ctx.request_id,
             key = key.map(tracing::field::display),
         );
-        let result = work.instrument(span.clone()).await;
+        let result = match self.rate_limit(ctx, operation) {
+            Ok(()) => work.instrument(span.clone()).await,
+            Err(e) => Err(e),
+        };
         let named = match key {
             Some(KeyRef::Id(id)) => Some(*id),
             _ => None,
@@ -680,8 +1010,14 @@ impl Hsm {
                 {
                     message.push_str(&format!(" (key {key})"));
                 }
-                (Outcome::Error, key_id, version, Some(message))
+                (e.outcome(), key_id, version, Some(message))
             }
+        };
+        let message = match ctx.approval_id {
+            Some(id) => Some(
+                format!("{} (approval {id})", message.unwrap_or_default()).trim_start().to_owned(),
+            ),
+            None => message,
         };
         let entry = AuditEntry {
             actor: ctx.actor.clone(),
@@ -718,13 +1054,16 @@ impl Hsm {
     /// version. Returns the version to use.
     async fn usable(
         &self,
+        ctx: &RequestContext,
         key: &KeyRef,
         operation: Operation,
         usage: Usage,
         version: Option<u32>,
+        params: &str,
     ) -> Result<(Arc<VerifiedKey>, u32)> {
         let verified = self.load(key).await?;
         let record = &verified.record;
+        self.authorize(ctx, operation, Some(record), None, params).await?;
         if !record.algorithm.allowed_usages().contains(&usage) {
             return Err(Error::Unsupported { operation, algorithm: record.algorithm });
         }
@@ -861,6 +1200,29 @@ impl Hsm {
             SignInput::Digest(d) => self.limit("digest", d.len()),
         }
     }
+}
+
+/// Hex SHA-256 of length-prefixed parts: what an approval binds parameters by.
+fn digest_hex(provider: &dyn CryptoProvider, parts: &[&[u8]]) -> String {
+    let mut buf = Vec::new();
+    for part in parts {
+        buf.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        buf.extend_from_slice(part);
+    }
+    ferrohsm_audit::hex(&provider.sha256(&buf))
+}
+
+fn sign_params(
+    provider: &dyn CryptoProvider,
+    input: SignInput<'_>,
+    scheme: Option<SignatureScheme>,
+) -> String {
+    let (kind, bytes) = match input {
+        SignInput::Message(m) => ("message", m),
+        SignInput::Digest(d) => ("digest", d),
+    };
+    let scheme = scheme.map(|s| s.as_str()).unwrap_or("default");
+    digest_hex(provider, &[kind.as_bytes(), bytes, scheme.as_bytes()])
 }
 
 fn successor(record: &KeyRecord) -> KeyRecord {

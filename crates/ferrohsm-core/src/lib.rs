@@ -38,12 +38,13 @@ mod context;
 mod error;
 mod format;
 mod hsm;
+mod policy;
 mod validate;
 pub mod wire;
 
 // Public interface:
 pub use audit::derive_audit_keys;
-pub use context::{KeyRef, Operation, RequestContext};
+pub use context::{KeyRef, RequestContext};
 pub use error::{Error, Result};
 pub use ferrohsm_audit::{AuditSink, Checkpoint, FileAuditConfig, FileAuditSink, MemoryAuditSink};
 pub use ferrohsm_crypto::b64;
@@ -51,7 +52,9 @@ pub use ferrohsm_crypto::{
     Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, SecretBytes, SignInput,
     SignatureScheme, Usage,
 };
+pub use ferrohsm_policy::{Approval, ApprovalState, Operation, Policy, Role};
 pub use ferrohsm_seal::MasterKey;
+pub use ferrohsm_store::{ApprovalStore, FileApprovalStore, MemoryApprovalStore};
 pub use ferrohsm_store::{
     Cursor, FileKeyStore, KeyId, KeyName, KeyState, KeyStore, ListQuery, MemoryKeyStore,
     RevocationReason, VersionState,

@@ -21,11 +21,12 @@ use ferrohsm_core::{
 fn caller() -> RequestContext {
     RequestContext {
         actor: "ci-pipeline".into(),
-        roles: vec!["service".into()],
+        roles: vec!["admin".into()],
         session: Some("sess-1".into()),
         client_fingerprint: Some("ab12".into()),
         source_ip: Some("10.1.2.3".parse().unwrap()),
         request_id: "build-4711".into(),
+        ..RequestContext::default()
     }
 }
 

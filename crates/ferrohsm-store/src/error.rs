@@ -45,6 +45,12 @@ pub enum Error {
         /// Which invariant was broken.
         reason: String,
     },
+    /// No approval has this id.
+    #[error("approval {0} not found")]
+    ApprovalNotFound(uuid::Uuid),
+    /// The approval changed since it was read, or already exists.
+    #[error("approval {0} was modified concurrently")]
+    ApprovalConflict(uuid::Uuid),
     /// A list query is malformed (limit out of range, unreadable cursor).
     #[error("invalid query: {0}")]
     InvalidQuery(String),
@@ -74,7 +80,8 @@ impl Error {
     /// A stable machine-readable code for the error.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::NotFound(_) => "not_found",
+            Error::NotFound(_) | Error::ApprovalNotFound(_) => "not_found",
+            Error::ApprovalConflict(_) => "conflict",
             Error::AlreadyExists(_) | Error::NameTaken(_) | Error::Conflict { .. } => "conflict",
             Error::IllegalTransition { .. } => "invalid_state",
             Error::InvalidRecord { .. } | Error::InvalidQuery(_) => "invalid_request",

@@ -36,6 +36,7 @@ pub struct FileKeyStore {
 
 #[derive(Debug)]
 struct Inner {
+    data_dir: PathBuf,
     keys_dir: PathBuf,
     index: RwLock<Index>,
     /// Serialises writers so each check-then-write is atomic.
@@ -113,6 +114,7 @@ impl FileKeyStore {
         }
         Ok(FileKeyStore {
             inner: Arc::new(Inner {
+                data_dir: data_dir.to_path_buf(),
                 keys_dir,
                 index: RwLock::new(index),
                 writer: Mutex::new(()),
@@ -120,6 +122,18 @@ impl FileKeyStore {
                 _lock: lock,
             }),
         })
+    }
+
+    /// The approvals kept in this store's data directory (`<data-dir>/approvals`), under the
+    /// same exclusive lock.
+    pub async fn approval_store(&self) -> Result<crate::FileApprovalStore> {
+        let dir = self.inner.data_dir.join("approvals");
+        let guard = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::approvals::FileApprovalStore::open_blocking(dir, Box::new(guard))
+        })
+        .await
+        .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
     }
 
     async fn write(&self, kind: WriteKind, record: KeyRecord) -> Result<Arc<KeyRecord>> {
@@ -152,34 +166,45 @@ impl Inner {
     /// Replaces `path` with `bytes` atomically and durably; with `wipe`, the old contents are
     /// overwritten with zeros once the new file is in place.
     fn write_atomic(&self, path: &Path, bytes: &[u8], wipe: bool) -> Result<()> {
-        let file_name =
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let temp = self.keys_dir.join(format!(".{file_name}.{}.{n}{TEMP_EXT}", std::process::id()));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(Error::io(&temp))?;
-        file.write_all(bytes).map_err(Error::io(&temp))?;
-        file.sync_all().map_err(Error::io(&temp))?;
-        drop(file);
-        let wipe_path = self.keys_dir.join(format!("{file_name}{WIPE_EXT}"));
-        if wipe && path.exists() {
-            // Keep the old inode reachable so it can be wiped after the rename, and so a crash
-            // in between leaves a `.wipe` file that the next open finishes.
-            let _ = std::fs::remove_file(&wipe_path);
-            std::fs::hard_link(path, &wipe_path).map_err(Error::io(&wipe_path))?;
-        }
-        std::fs::rename(&temp, path).map_err(Error::io(path))?;
-        sync_dir(&self.keys_dir)?;
-        if wipe && wipe_path.exists() {
-            wipe_file(&wipe_path)?;
-            sync_dir(&self.keys_dir)?;
-        }
-        Ok(())
+        atomic_replace(&self.keys_dir, &self.temp_counter, path, bytes, wipe)
     }
+}
+
+/// Replaces `path` (in `dir`) with `bytes`: a fsynced temporary file renamed over it, then a
+/// directory fsync. With `wipe`, the old contents are overwritten with zeros afterwards.
+pub(crate) fn atomic_replace(
+    dir: &Path,
+    counter: &AtomicU64,
+    path: &Path,
+    bytes: &[u8],
+    wipe: bool,
+) -> Result<()> {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let temp = dir.join(format!(".{file_name}.{}.{n}{TEMP_EXT}", std::process::id()));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(Error::io(&temp))?;
+    file.write_all(bytes).map_err(Error::io(&temp))?;
+    file.sync_all().map_err(Error::io(&temp))?;
+    drop(file);
+    let wipe_path = dir.join(format!("{file_name}{WIPE_EXT}"));
+    if wipe && path.exists() {
+        // Keep the old inode reachable so it can be wiped after the rename, and so a crash
+        // in between leaves a `.wipe` file that the next open finishes.
+        let _ = std::fs::remove_file(&wipe_path);
+        std::fs::hard_link(path, &wipe_path).map_err(Error::io(&wipe_path))?;
+    }
+    std::fs::rename(&temp, path).map_err(Error::io(path))?;
+    sync_dir(dir)?;
+    if wipe && wipe_path.exists() {
+        wipe_file(&wipe_path)?;
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 impl Index {
@@ -225,7 +250,7 @@ fn wipe_file(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(Error::io(path))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
 }
 

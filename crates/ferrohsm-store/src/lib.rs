@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+mod approvals;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
@@ -39,6 +40,7 @@ mod record;
 mod types;
 
 // Public interface:
+pub use approvals::{ApprovalStore, FileApprovalStore, MemoryApprovalStore};
 pub use error::{Error, Result};
 pub use file::FileKeyStore;
 pub use memory::MemoryKeyStore;

@@ -1,0 +1,202 @@
+//! `ApprovalStore`: where dual-control approvals persist, so they survive a restart.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use ferrohsm_policy::Approval;
+use uuid::Uuid;
+
+use crate::file::{atomic_replace, sync_dir};
+use crate::{Error, Result};
+
+/// Persists approvals. Every update must be the stored approval's successor (revision plus
+/// one), so two concurrent approvers or executions cannot both win.
+#[async_trait]
+pub trait ApprovalStore: Send + Sync + Debug {
+    /// Stores a new approval.
+    async fn create(&self, approval: Approval) -> Result<()>;
+
+    /// The approval with this id.
+    async fn get(&self, id: &Uuid) -> Result<Option<Approval>>;
+
+    /// Replaces an approval with its successor.
+    async fn update(&self, approval: Approval) -> Result<()>;
+
+    /// Up to `limit` approvals, newest first.
+    async fn list(&self, limit: usize) -> Result<Vec<Approval>>;
+}
+
+/// Checks that `next` may replace what is stored.
+fn check_successor(stored: Option<&Approval>, next: &Approval) -> Result<()> {
+    let stored = stored.ok_or(Error::ApprovalNotFound(next.id))?;
+    if next.revision != stored.revision + 1 {
+        return Err(Error::ApprovalConflict(next.id));
+    }
+    Ok(())
+}
+
+/// Approvals in process memory.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryApprovalStore {
+    approvals: Arc<RwLock<BTreeMap<Uuid, Approval>>>,
+}
+
+impl MemoryApprovalStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl ApprovalStore for MemoryApprovalStore {
+    async fn create(&self, approval: Approval) -> Result<()> {
+        let mut map = self.approvals.write().unwrap_or_else(|p| p.into_inner());
+        if map.contains_key(&approval.id) {
+            return Err(Error::ApprovalConflict(approval.id));
+        }
+        map.insert(approval.id, approval);
+        Ok(())
+    }
+
+    async fn get(&self, id: &Uuid) -> Result<Option<Approval>> {
+        Ok(self.approvals.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned())
+    }
+
+    async fn update(&self, approval: Approval) -> Result<()> {
+        let mut map = self.approvals.write().unwrap_or_else(|p| p.into_inner());
+        check_successor(map.get(&approval.id), &approval)?;
+        map.insert(approval.id, approval);
+        Ok(())
+    }
+
+    async fn list(&self, limit: usize) -> Result<Vec<Approval>> {
+        Ok(self
+            .approvals
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+/// Approvals as one JSON file each in `<data-dir>/approvals`, written atomically.
+#[derive(Debug, Clone)]
+pub struct FileApprovalStore {
+    inner: Arc<FileInner>,
+}
+
+#[derive(Debug)]
+struct FileInner {
+    dir: PathBuf,
+    approvals: RwLock<BTreeMap<Uuid, Approval>>,
+    writer: Mutex<()>,
+    counter: AtomicU64,
+    /// Keeps the data directory's lock (held by the key store) alive.
+    _guard: Box<dyn Debug + Send + Sync>,
+}
+
+impl FileApprovalStore {
+    pub(crate) fn open_blocking(dir: PathBuf, guard: Box<dyn Debug + Send + Sync>) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::io(&dir))?;
+        let mut approvals = BTreeMap::new();
+        let mut cleaned = false;
+        for entry in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let path = entry.map_err(Error::io(&dir))?.path();
+            let name =
+                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.ends_with(".tmp") {
+                std::fs::remove_file(&path).map_err(Error::io(&path))?;
+                cleaned = true;
+            } else if let Some(stem) = name.strip_suffix(".json") {
+                let corrupt = |reason: String| Error::Corrupt { path: path.clone(), reason };
+                let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+                let approval: Approval =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                if approval.id.to_string() != stem {
+                    return Err(corrupt("file name does not match the approval id".into()));
+                }
+                approvals.insert(approval.id, approval);
+            }
+        }
+        if cleaned {
+            sync_dir(&dir)?;
+        }
+        Ok(FileApprovalStore {
+            inner: Arc::new(FileInner {
+                dir,
+                approvals: RwLock::new(approvals),
+                writer: Mutex::new(()),
+                counter: AtomicU64::new(0),
+                _guard: guard,
+            }),
+        })
+    }
+
+    async fn write(&self, approval: Approval, create: bool) -> Result<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            {
+                let map = inner.approvals.read().unwrap_or_else(|p| p.into_inner());
+                if create {
+                    if map.contains_key(&approval.id) {
+                        return Err(Error::ApprovalConflict(approval.id));
+                    }
+                } else {
+                    check_successor(map.get(&approval.id), &approval)?;
+                }
+            }
+            let path = inner.dir.join(format!("{}.json", approval.id));
+            let bytes = serde_json::to_vec_pretty(&approval)
+                .map_err(|e| Error::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+            atomic_replace(&inner.dir, &inner.counter, &path, &bytes, false)?;
+            inner
+                .approvals
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(approval.id, approval);
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
+    }
+}
+
+#[async_trait]
+impl ApprovalStore for FileApprovalStore {
+    async fn create(&self, approval: Approval) -> Result<()> {
+        self.write(approval, true).await
+    }
+
+    async fn get(&self, id: &Uuid) -> Result<Option<Approval>> {
+        Ok(self.inner.approvals.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned())
+    }
+
+    async fn update(&self, approval: Approval) -> Result<()> {
+        self.write(approval, false).await
+    }
+
+    async fn list(&self, limit: usize) -> Result<Vec<Approval>> {
+        Ok(self
+            .inner
+            .approvals
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
