@@ -509,6 +509,43 @@ impl Hsm {
         Ok(purged)
     }
 
+    /// Rotates every active key whose current version is older than the maximum age its tag
+    /// policies set (retention), as of `now`. Returns the rotated ids. Rotation goes through
+    /// [`Hsm::rotate_key`], so it is authorized and audited like any other.
+    pub async fn rotate_due(
+        &self,
+        ctx: &RequestContext,
+        now: OffsetDateTime,
+    ) -> Result<Vec<KeyId>> {
+        let engine = self.inner.policy.engine();
+        let mut due = Vec::new();
+        let mut query = ListQuery {
+            limit: ferrohsm_store::MAX_LIST_LIMIT,
+            state: Some(KeyState::Active),
+            ..ListQuery::default()
+        };
+        loop {
+            let page = self.inner.store.list(&query).await?;
+            for record in &page.keys {
+                let Some(max_age) = engine.max_age(&record.tags) else { continue };
+                let current = record.version(record.current_version).map(|v| v.created_at);
+                if current.is_some_and(|created| created + max_age <= now) {
+                    due.push(record.id);
+                }
+            }
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        let mut rotated = Vec::with_capacity(due.len());
+        for id in due {
+            self.rotate_key(ctx, &KeyRef::Id(id)).await?;
+            rotated.push(id);
+        }
+        Ok(rotated)
+    }
+
     async fn purge(&self, ctx: &RequestContext, id: KeyId, now: OffsetDateTime) -> Result<Purged> {
         let verified = self.load(&KeyRef::Id(id)).await?;
         let old = &verified.record;

@@ -343,3 +343,21 @@ async fn policy_changes_apply_without_restart_and_a_broken_file_keeps_the_old_po
         .await;
     assert!(start.unwrap_err().to_string().contains("line 1, version"));
 }
+
+#[tokio::test]
+async fn keys_past_their_maximum_age_are_rotated() {
+    let hsm = hsm_with("version = 1\n[[tag_policy]]\nname = \"short-lived\"\nmatch = { ttl = \"short\" }\n[tag_policy.retention]\nmax_age = \"30d\"\n").await;
+    let ctx = RequestContext::local("scheduler");
+    let short = hsm
+        .create_key(&ctx, CreateKey::new(Algorithm::Aes256Gcm).tag("ttl", "short"))
+        .await
+        .unwrap();
+    let plain = hsm.create_key(&ctx, CreateKey::new(Algorithm::Aes256Gcm)).await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    assert!(hsm.rotate_due(&ctx, now + time::Duration::days(29)).await.unwrap().is_empty());
+    assert_eq!(hsm.rotate_due(&ctx, now + time::Duration::days(31)).await.unwrap(), vec![short.id]);
+    assert_eq!(hsm.describe_key(&ctx, &KeyRef::Id(short.id)).await.unwrap().current_version, 2);
+    assert_eq!(hsm.describe_key(&ctx, &KeyRef::Id(plain.id)).await.unwrap().current_version, 1);
+    // Age counts from the current version: the fresh one is not due within its own 30 days.
+    assert!(hsm.rotate_due(&ctx, now + time::Duration::days(20)).await.unwrap().is_empty());
+}

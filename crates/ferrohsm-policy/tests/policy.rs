@@ -483,3 +483,36 @@ fn purges_cannot_be_dual_controlled() {
     );
     assert!(err.message.contains("schedule_destruction"), "{err}");
 }
+
+/// The example in docs/policy.md loads and does what the page says.
+#[test]
+fn the_documented_example_policy_loads_and_behaves_as_described() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/policy.md"))
+        .unwrap();
+    let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let policy =
+        Policy::from_toml(&doc[start..end]).unwrap_or_else(|e| panic!("docs/policy.md: {e}"));
+    let engine = DefaultPolicyEngine::new(policy);
+    let prod = tags(&[("env", "prod")]);
+    let ci = tags(&[("purpose", "ci-signing")]);
+    assert!(
+        matches!(decide(&engine, "olga", "operator", Operation::ScheduleDestruction, Some(&prod)), Decision::RequireApproval(r) if r.quorum == 2)
+    );
+    assert_eq!(
+        decide(&engine, "svc-payments", "service", Operation::Encrypt, Some(&prod)),
+        Decision::Allow
+    );
+    assert!(matches!(
+        decide(&engine, "eve", "auditor", Operation::DescribeKey, Some(&prod)),
+        Decision::Deny(_)
+    ));
+    assert_eq!(
+        decide(&engine, "ci-pipeline", "service", Operation::Sign, Some(&ci)),
+        Decision::Allow
+    );
+    assert!(matches!(
+        decide(&engine, "svc-payments", "service", Operation::Sign, Some(&ci)),
+        Decision::Deny(_)
+    ));
+}
