@@ -61,12 +61,13 @@ impl KeyCache {
 
     /// Checks `record` without caching it (for listings, which would churn the cache).
     pub(crate) fn check(&self, sealer: &Sealer, record: &KeyRecord) -> Result<()> {
+        // The caller shows `record` itself, so only an identical copy counts as verified.
         if self
             .entries
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&record.id)
-            .is_some_and(|c| c.record.tag == record.tag)
+            .is_some_and(|c| *c.record == *record)
         {
             return Ok(());
         }

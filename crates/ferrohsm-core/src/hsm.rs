@@ -36,6 +36,8 @@ use crate::{Error, KeyRef, Operation, RequestContext, Result, format, validate};
 pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 /// The default grace period before a key scheduled for destruction may be purged.
 pub const DEFAULT_DESTRUCTION_GRACE: Duration = Duration::hours(24);
+/// The longest destruction grace period a request or policy may set.
+pub const MAX_DESTRUCTION_GRACE: Duration = Duration::days(36_525);
 /// How many verified keys the cache holds by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// How often a write is retried when a concurrent writer changed the key first.
@@ -288,10 +290,21 @@ impl Hsm {
         self.run(ctx, Operation::ListKeys, None, async {
             self.authorize(ctx, Operation::ListKeys, None, None, "").await?;
             let page = self.inner.store.list(query).await?;
+            let engine = self.inner.policy.engine();
             let mut keys = Vec::with_capacity(page.keys.len());
             for record in &page.keys {
                 self.inner.cache.check(&self.inner.sealer, record)?;
-                keys.push(KeyInfo::from(record.as_ref()));
+                // Keys whose tag policies exclude the caller are left out of the page (which may
+                // then hold fewer than `limit` keys; the cursor still continues correctly).
+                let request = PolicyRequest {
+                    actor: &ctx.actor,
+                    roles: &ctx.roles,
+                    operation: Operation::ListKeys,
+                    key_tags: Some(&record.tags),
+                };
+                if engine.decide(&request) == Decision::Allow {
+                    keys.push(KeyInfo::from(record.as_ref()));
+                }
             }
             Ok(KeyList { keys, next_cursor: page.next_cursor.map(|c| c.to_string()) })
         })
@@ -404,9 +417,9 @@ impl Hsm {
         .await
     }
 
-    /// Schedules destruction after `grace` (the configured default when `None`). The key must
-    /// be active or revoked; until the grace period ends it can be cancelled, and it refuses
-    /// every cryptographic use.
+    /// Schedules destruction after `grace` (else the key's tag policy's grace, else the
+    /// configured default). The key must be active or revoked; until it is purged it can be
+    /// cancelled, and it refuses every cryptographic use.
     pub async fn schedule_destruction(
         &self,
         ctx: &RequestContext,
@@ -414,9 +427,9 @@ impl Hsm {
         grace: Option<Duration>,
     ) -> Result<KeyInfo> {
         self.run(ctx, Operation::ScheduleDestruction, Some(key), async {
-            if grace.is_some_and(|g| g.is_negative()) {
+            if grace.is_some_and(|g| g.is_negative() || g > MAX_DESTRUCTION_GRACE) {
                 return Err(Error::InvalidRequest(
-                    "the destruction grace period cannot be negative".into(),
+                    "the destruction grace period must be between zero and 100 years".into(),
                 ));
             }
             let verified = self.load(key).await?;
@@ -441,7 +454,10 @@ impl Hsm {
                     .or_else(|| engine.destruction_grace(&old.tags))
                     .unwrap_or(self.inner.destruction_grace);
                 next.state = KeyState::PendingDestruction;
-                next.destroy_after = Some(next.updated_at + grace);
+                let after = next.updated_at.checked_add(grace).ok_or_else(|| {
+                    Error::InvalidRequest("the destruction grace period is out of range".into())
+                })?;
+                next.destroy_after = Some(after);
                 Ok(())
             })
             .await
@@ -502,9 +518,13 @@ impl Hsm {
         }
         let mut purged = Vec::with_capacity(due.len());
         for id in due {
+            // One key that cannot be purged (refused by policy, tampered, changed meanwhile)
+            // is audited by `run` and skipped; it must not stop the others.
             let key = KeyRef::Id(id);
-            self.run(ctx, Operation::PurgeKey, Some(&key), self.purge(ctx, id, now)).await?;
-            purged.push(id);
+            match self.run(ctx, Operation::PurgeKey, Some(&key), self.purge(ctx, id, now)).await {
+                Ok(_) => purged.push(id),
+                Err(e) => tracing::warn!(key = %id, error = %e, "purge skipped"),
+            }
         }
         Ok(purged)
     }
@@ -540,8 +560,11 @@ impl Hsm {
         }
         let mut rotated = Vec::with_capacity(due.len());
         for id in due {
-            self.rotate_key(ctx, &KeyRef::Id(id)).await?;
-            rotated.push(id);
+            // As for purges: a key that cannot be rotated now is audited and skipped.
+            match self.rotate_key(ctx, &KeyRef::Id(id)).await {
+                Ok(_) => rotated.push(id),
+                Err(e) => tracing::warn!(key = %id, error = %e, "rotation skipped"),
+            }
         }
         Ok(rotated)
     }
@@ -582,7 +605,7 @@ impl Hsm {
         self.run(ctx, Operation::Encrypt, Some(key), async {
             self.limit("plaintext", plaintext.len())?;
             self.limit("aad", aad.len())?;
-            let params = digest_hex(self.inner.provider.as_ref(), &[plaintext, aad]);
+            let params = digest_hex(&self.inner.sealer, &[plaintext, aad]);
             let (verified, version) =
                 self.usable(ctx, key, Operation::Encrypt, Usage::Encrypt, None, &params).await?;
             let secret = self.secret(&verified, version)?;
@@ -608,7 +631,7 @@ impl Hsm {
             self.limit("ciphertext", ciphertext.len() / 4 * 3)?;
             self.limit("aad", aad.len())?;
             let (version, body) = format::parse(ciphertext)?;
-            let params = digest_hex(self.inner.provider.as_ref(), &[ciphertext.as_bytes(), aad]);
+            let params = digest_hex(&self.inner.sealer, &[ciphertext.as_bytes(), aad]);
             let (verified, version) = self
                 .usable(ctx, key, Operation::Decrypt, Usage::Decrypt, Some(version), &params)
                 .await?;
@@ -632,7 +655,7 @@ impl Hsm {
     ) -> Result<Signed> {
         self.run(ctx, Operation::Sign, Some(key), async {
             self.limit_input(input)?;
-            let params = sign_params(self.inner.provider.as_ref(), input, scheme);
+            let params = sign_params(&self.inner.sealer, input, scheme);
             let (verified, version) =
                 self.usable(ctx, key, Operation::Sign, Usage::Sign, None, &params).await?;
             let scheme = scheme_for(&verified.record, scheme)?;
@@ -662,7 +685,7 @@ impl Hsm {
         self.run(ctx, Operation::Verify, Some(key), async {
             self.limit_input(input)?;
             self.limit("signature", signature.len())?;
-            let params = sign_params(self.inner.provider.as_ref(), input, scheme);
+            let params = sign_params(&self.inner.sealer, input, scheme);
             let (verified, version) =
                 self.usable(ctx, key, Operation::Verify, Usage::Verify, version, &params).await?;
             let scheme = scheme_for(&verified.record, scheme)?;
@@ -691,7 +714,7 @@ impl Hsm {
             if key_material.is_empty() {
                 return Err(Error::InvalidRequest("key material to wrap cannot be empty".into()));
             }
-            let params = digest_hex(self.inner.provider.as_ref(), &[key_material]);
+            let params = digest_hex(&self.inner.sealer, &[key_material]);
             let (verified, version) =
                 self.usable(ctx, key, Operation::Wrap, Usage::Wrap, None, &params).await?;
             let secret = self.secret(&verified, version)?;
@@ -715,7 +738,7 @@ impl Hsm {
         self.run(ctx, Operation::Unwrap, Some(key), async {
             self.limit("wrapped key", wrapped.len() / 4 * 3)?;
             let (version, body) = format::parse(wrapped)?;
-            let params = digest_hex(self.inner.provider.as_ref(), &[wrapped.as_bytes()]);
+            let params = digest_hex(&self.inner.sealer, &[wrapped.as_bytes()]);
             let (verified, version) = self
                 .usable(ctx, key, Operation::Unwrap, Usage::Unwrap, Some(version), &params)
                 .await?;
@@ -896,7 +919,7 @@ impl Hsm {
         };
         let key_id = key.map(|k| k.id.to_string()).unwrap_or_default();
         let digest = digest_hex(
-            self.inner.provider.as_ref(),
+            &self.inner.sealer,
             &[operation.as_str().as_bytes(), key_id.as_bytes(), params.as_bytes()],
         );
         let now = OffsetDateTime::now_utc();
@@ -1028,13 +1051,33 @@ impl Hsm {
             request_id = %ctx.request_id,
             key = key.map(tracing::field::display),
         );
-        let result = match self.rate_limit(ctx, operation) {
-            Ok(()) => work.instrument(span.clone()).await,
-            Err(e) => Err(e),
-        };
         let named = match key {
             Some(KeyRef::Id(id)) => Some(*id),
             _ => None,
+        };
+        // If the caller stops waiting (its future is dropped) after the work may have taken
+        // effect, the guard still writes a record saying so.
+        let mut guard = AbandonGuard {
+            audit: self.inner.audit.clone(),
+            entry: Some(AuditEntry {
+                actor: ctx.actor.clone(),
+                action: operation.as_str().to_owned(),
+                key_id: named.map(|k| k.to_string()),
+                key_version: None,
+                outcome: Outcome::Error,
+                request_id: ctx.request_id.clone(),
+                session: ctx.session.clone(),
+                client_fingerprint: ctx.client_fingerprint.clone(),
+                source_ip: ctx.source_ip.map(|ip| ip.to_string()),
+                message: Some(format!(
+                    "abandoned: the caller stopped waiting; the operation may have taken effect{}",
+                    key.map(|k| format!(" (key {k})")).unwrap_or_default()
+                )),
+            }),
+        };
+        let result = match self.rate_limit(ctx, operation) {
+            Ok(()) => work.instrument(span.clone()).await,
+            Err(e) => Err(e),
         };
         let (outcome, key_id, key_version, message) = match &result {
             Ok(value) => (Outcome::Success, value.key().or(named), value.version(), value.note()),
@@ -1068,6 +1111,9 @@ impl Hsm {
             source_ip: ctx.source_ip.map(|ip| ip.to_string()),
             message,
         };
+        // From here the record below is written even if this future is dropped: both sinks
+        // take the entry on the first poll.
+        guard.entry = None;
         match self.inner.audit.append(entry).await {
             Ok(_) => result,
             Err(e) => {
@@ -1239,27 +1285,49 @@ impl Hsm {
     }
 }
 
-/// Hex SHA-256 of length-prefixed parts: what an approval binds parameters by.
-fn digest_hex(provider: &dyn CryptoProvider, parts: &[&[u8]]) -> String {
+/// Writes an "abandoned" audit record if dropped while armed.
+struct AbandonGuard {
+    audit: Arc<dyn AuditSink>,
+    entry: Option<AuditEntry>,
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        let Some(entry) = self.entry.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let audit = self.audit.clone();
+                runtime.spawn(async move {
+                    if let Err(e) = audit.append(entry).await {
+                        tracing::error!(error = %e, "could not record an abandoned operation");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::error!(action = %entry.action, "an operation was abandoned outside a runtime; no record written")
+            }
+        }
+    }
+}
+
+/// The sealer's keyed digest of length-prefixed parts, in hex: what an approval binds its
+/// parameters by (keyed, so an approval never exposes a guessable hash of a secret).
+fn digest_hex(sealer: &Sealer, parts: &[&[u8]]) -> String {
     let mut buf = Vec::new();
     for part in parts {
         buf.extend_from_slice(&(part.len() as u64).to_be_bytes());
         buf.extend_from_slice(part);
     }
-    ferrohsm_audit::hex(&provider.sha256(&buf))
+    ferrohsm_audit::hex(&sealer.bind(&buf))
 }
 
-fn sign_params(
-    provider: &dyn CryptoProvider,
-    input: SignInput<'_>,
-    scheme: Option<SignatureScheme>,
-) -> String {
+fn sign_params(sealer: &Sealer, input: SignInput<'_>, scheme: Option<SignatureScheme>) -> String {
     let (kind, bytes) = match input {
         SignInput::Message(m) => ("message", m),
         SignInput::Digest(d) => ("digest", d),
     };
     let scheme = scheme.map(|s| s.as_str()).unwrap_or("default");
-    digest_hex(provider, &[kind.as_bytes(), bytes, scheme.as_bytes()])
+    digest_hex(sealer, &[kind.as_bytes(), bytes, scheme.as_bytes()])
 }
 
 fn successor(record: &KeyRecord) -> KeyRecord {

@@ -191,3 +191,28 @@ async fn a_durable_log_survives_restarts_and_a_closed_log_withholds_answers() {
     let report = run.finish().unwrap();
     assert_eq!(report.records, 3, "create, encrypt, encrypt (the refused one left no record)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_the_caller_abandons_is_still_recorded() {
+    let hsm = common::memory_hsm().await;
+    let ctx = caller();
+    // RSA-4096 generation takes far longer than the caller is willing to wait.
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(5),
+        hsm.create_key(&ctx, CreateKey::new(Algorithm::Rsa4096)),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the call should not have finished in 5 ms");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = records(&hsm).await;
+        if let Some(r) = log.iter().find(|r| r.action == "create_key") {
+            assert_eq!(r.outcome.as_str(), "error");
+            assert!(r.message.as_deref().unwrap().starts_with("abandoned"), "{:?}", r.message);
+            assert_eq!(r.request_id, "build-4711");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no record of the abandoned call");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -274,3 +274,12 @@ async fn an_hsm_needs_a_store_and_a_master_key() {
     );
     let _ = hsm_on(Arc::new(MemoryKeyStore::new()), 2).await;
 }
+
+#[tokio::test]
+async fn an_out_of_range_grace_period_is_refused() {
+    let f = fixture().await;
+    for grace in [time::Duration::MAX, time::Duration::days(40_000), time::Duration::seconds(-1)] {
+        refused(&f, "invalid_request", f.hsm.schedule_destruction(&ctx(), &f.aes, Some(grace)))
+            .await;
+    }
+}

@@ -361,3 +361,48 @@ async fn keys_past_their_maximum_age_are_rotated() {
     // Age counts from the current version: the fresh one is not due within its own 30 days.
     assert!(hsm.rotate_due(&ctx, now + time::Duration::days(20)).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn listings_leave_out_keys_a_tag_policy_withholds() {
+    let hsm = hsm_with("version = 1\n[[tag_policy]]\nname = \"vault\"\nmatch = { env = \"prod\" }\nroles = [\"admin\"]\n").await;
+    let admin = RequestContext::local("ada");
+    let secret = hsm
+        .create_key(&admin, CreateKey::new(Algorithm::Aes256Gcm).tag("env", "prod"))
+        .await
+        .unwrap();
+    let open = hsm.create_key(&admin, CreateKey::new(Algorithm::Aes256Gcm)).await.unwrap();
+    let ids =
+        |list: ferrohsm_core::KeyList| list.keys.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    let all = ferrohsm_core::ListQuery::default();
+    assert_eq!(ids(hsm.list_keys(&who("eve", "auditor"), &all).await.unwrap()), vec![open.id]);
+    assert_eq!(ids(hsm.list_keys(&admin, &all).await.unwrap()), vec![secret.id, open.id]);
+    assert_eq!(
+        hsm.describe_key(&who("eve", "auditor"), &KeyRef::Id(secret.id)).await.unwrap_err().code(),
+        "forbidden"
+    );
+}
+
+#[tokio::test]
+async fn the_schedulers_skip_a_key_they_may_not_touch_and_go_on() {
+    // Only operators may act on "team" keys, so the admin scheduler cannot purge that one.
+    let hsm = hsm_with("version = 1\n[[tag_policy]]\nname = \"team\"\nmatch = { owner = \"team\" }\nroles = [\"operator\"]\n").await;
+    let scheduler = RequestContext::local("scheduler");
+    let olga = who("olga", "operator");
+    let theirs = hsm
+        .create_key(&olga, CreateKey::new(Algorithm::Aes256Gcm).tag("owner", "team"))
+        .await
+        .unwrap();
+    let ours = hsm.create_key(&scheduler, CreateKey::new(Algorithm::Aes256Gcm)).await.unwrap();
+    hsm.schedule_destruction(&olga, &KeyRef::Id(theirs.id), Some(time::Duration::ZERO))
+        .await
+        .unwrap();
+    hsm.schedule_destruction(&scheduler, &KeyRef::Id(ours.id), Some(time::Duration::ZERO))
+        .await
+        .unwrap();
+    let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(5);
+    assert_eq!(hsm.purge_due(&scheduler, later).await.unwrap(), vec![ours.id]);
+    assert_eq!(
+        hsm.describe_key(&olga, &KeyRef::Id(theirs.id)).await.unwrap().state,
+        KeyState::PendingDestruction
+    );
+}

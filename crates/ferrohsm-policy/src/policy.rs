@@ -283,11 +283,11 @@ impl Policy {
                     ));
                 }
                 let refill = *r.refill_per_second.get_ref();
-                if !(refill.is_finite() && refill > 0.0) {
+                if !(refill.is_finite() && refill >= 0.001) {
                     return Err(at(
                         r.refill_per_second.span(),
                         "rate_limit.refill_per_second".into(),
-                        "must be a positive number".into(),
+                        "must be a number of at least 0.001".into(),
                     ));
                 }
                 let max_actors = match &r.max_actors {

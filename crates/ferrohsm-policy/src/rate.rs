@@ -62,7 +62,8 @@ impl RateLimiter {
             bucket.tokens -= weight;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((weight - bucket.tokens) / refill))
+            Err(Duration::try_from_secs_f64((weight - bucket.tokens) / refill)
+                .unwrap_or(Duration::MAX))
         };
         if state.current.len() >= half {
             state.previous = std::mem::take(&mut state.current);

@@ -88,6 +88,7 @@ pub struct Sealer {
     aead: Arc<dyn SecretKey>,
     mac_key: Zeroizing<[u8; 32]>,
     meta_key: Zeroizing<[u8; 32]>,
+    bind_key: Zeroizing<[u8; 32]>,
     fingerprint: String,
 }
 
@@ -113,9 +114,10 @@ impl Sealer {
         let aead = provider.load(&material)?;
         let mac_key = derive(b"hmac")?;
         let meta_key = derive(b"metadata")?;
+        let bind_key = derive(b"bind")?;
         let check = derive(b"key-check")?;
         let fingerprint = check[..8].iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Sealer { provider, aead, mac_key, meta_key, fingerprint })
+        Ok(Sealer { provider, aead, mac_key, meta_key, bind_key, fingerprint })
     }
 
     /// A public fingerprint of the master key (from a separate HKDF output), so a data
@@ -149,6 +151,13 @@ impl Sealer {
         }
         let plain = self.aead.decrypt(&sealed.ciphertext, &aad).map_err(|_| Error::Integrity)?;
         Ok(KeyMaterial::from_sealed_bytes(binding.algorithm, plain))
+    }
+
+    /// A keyed digest (HMAC-SHA256 under its own derived key) that binds data without
+    /// revealing it: approvals store it for the parameters they cover, which may include
+    /// plaintexts, so a plain hash would let anyone who reads the approval guess short secrets.
+    pub fn bind(&self, data: &[u8]) -> [u8; 32] {
+        self.provider.hmac_sha256(self.bind_key.as_ref(), data)
     }
 
     /// Authenticates canonical metadata bytes.

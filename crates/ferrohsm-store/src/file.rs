@@ -95,9 +95,19 @@ impl FileKeyStore {
                 tracing::warn!(path = %path.display(), "removing an unfinished write");
                 std::fs::remove_file(&path).map_err(Error::io(&path))?;
                 cleaned = true;
-            } else if name.ends_with(WIPE_EXT) {
-                tracing::warn!(path = %path.display(), "finishing an interrupted wipe");
-                wipe_file(&path)?;
+            } else if let Some(record_name) = name.strip_suffix(WIPE_EXT) {
+                // A purge keeps the old record reachable as `<id>.json.wipe` (a hard link) until
+                // the tombstone is renamed over `<id>.json`. If the crash came before the rename
+                // was durable, both names are still the same file: the live record, which must
+                // not be wiped. Only a `.wipe` that is a different file holds old material.
+                let record = keys_dir.join(record_name);
+                if same_file(&path, &record) {
+                    tracing::warn!(path = %path.display(), "dropping the link of a purge that never happened");
+                    std::fs::remove_file(&path).map_err(Error::io(&path))?;
+                } else {
+                    tracing::warn!(path = %path.display(), "finishing an interrupted wipe");
+                    wipe_file(&path)?;
+                }
                 cleaned = true;
             } else if let Some(stem) = name.strip_suffix(RECORD_EXT) {
                 let record = load_record(&path, stem)?;
@@ -232,6 +242,15 @@ fn load_record(path: &Path, stem: &str) -> Result<KeyRecord> {
     }
     record.check_invariants().map_err(|e| corrupt(e.to_string()))?;
     Ok(record)
+}
+
+/// Whether two paths name the same file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Overwrites a file's bytes with zeros, flushes them, and unlinks it.

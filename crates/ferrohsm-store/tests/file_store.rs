@@ -103,3 +103,28 @@ async fn record_files_are_private() {
         0o700
     );
 }
+
+/// A crash after a purge linked the old record for wiping, but before the tombstone replaced
+/// it: the next open must keep the live record, not wipe it (the purge never happened).
+#[tokio::test]
+async fn a_crash_before_a_purge_renames_keeps_the_live_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileKeyStore::open(dir.path()).await.unwrap();
+    let record = sample(Some("still-here"), Algorithm::Aes256Gcm, &[]);
+    store.create(record.clone()).await.unwrap();
+    drop(store);
+    let live = dir.path().join("keys").join(format!("{}.json", record.id));
+    std::fs::hard_link(&live, dir.path().join("keys").join(format!("{}.json.wipe", record.id)))
+        .unwrap();
+    let store = FileKeyStore::open(dir.path()).await.unwrap();
+    assert_eq!(store.get(&record.id).await.unwrap().map(|r| (*r).clone()), Some(record.clone()));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("keys")).unwrap().count(),
+        1,
+        "the stale link is gone"
+    );
+    drop(store);
+    // And it stays readable on the next open.
+    let store = FileKeyStore::open(dir.path()).await.unwrap();
+    assert!(store.get(&record.id).await.unwrap().is_some());
+}
