@@ -197,7 +197,11 @@ impl HsmBuilder {
                 loop {
                     tokio::time::sleep(poll).await;
                     let Some(inner) = weak.upgrade() else { break };
-                    let _ = inner.policy.reload_if_changed();
+                    match inner.policy.reload_if_changed() {
+                        Ok(false) => {}
+                        Ok(true) => record_policy_reload(&inner, &Ok(())).await,
+                        Err(e) => record_policy_reload(&inner, &Err(e)).await,
+                    }
                 }
             });
         }
@@ -685,7 +689,11 @@ impl Hsm {
         self.run(ctx, Operation::Verify, Some(key), async {
             self.limit_input(input)?;
             self.limit("signature", signature.len())?;
-            let params = sign_params(&self.inner.sealer, input, scheme);
+            let params = format!(
+                "{}|{}|{version:?}",
+                sign_params(&self.inner.sealer, input, scheme),
+                digest_hex(&self.inner.sealer, &[signature])
+            );
             let (verified, version) =
                 self.usable(ctx, key, Operation::Verify, Usage::Verify, version, &params).await?;
             let scheme = scheme_for(&verified.record, scheme)?;
@@ -836,6 +844,8 @@ impl Hsm {
         id: uuid::Uuid,
         comment: Option<String>,
     ) -> Result<Approval> {
+        // The context names the approval so its audit record does, whatever the outcome.
+        let ctx = &RequestContext { approval_id: Some(id), ..ctx.clone() };
         self.run(ctx, Operation::Approve, None, self.vote(ctx, id, comment, true)).await
     }
 
@@ -846,6 +856,7 @@ impl Hsm {
         id: uuid::Uuid,
         comment: Option<String>,
     ) -> Result<Approval> {
+        let ctx = &RequestContext { approval_id: Some(id), ..ctx.clone() };
         self.run(ctx, Operation::DenyApproval, None, self.vote(ctx, id, comment, false)).await
     }
 
@@ -882,9 +893,12 @@ impl Hsm {
         }
     }
 
-    /// Reloads the policy file now. On error the previous policy stays in force.
-    pub fn reload_policy(&self) -> Result<()> {
-        self.inner.policy.reload().map_err(Error::InvalidPolicy)
+    /// Reloads the policy file now, and records the outcome in the audit log. On error the
+    /// previous policy stays in force.
+    pub async fn reload_policy(&self) -> Result<()> {
+        let result = self.inner.policy.reload();
+        record_policy_reload(&self.inner, &result).await;
+        result.map_err(Error::InvalidPolicy)
     }
 
     /// Why the policy file was last rejected, while it stays broken.
@@ -1282,6 +1296,28 @@ impl Hsm {
             SignInput::Message(m) => self.limit("message", m.len()),
             SignInput::Digest(d) => self.limit("digest", d.len()),
         }
+    }
+}
+
+/// Records a policy reload (by the watcher or [`Hsm::reload_policy`]): a change of who may do
+/// what is itself audited.
+async fn record_policy_reload(
+    inner: &Inner,
+    result: &std::result::Result<(), ferrohsm_policy::PolicyError>,
+) {
+    let (outcome, message) = match result {
+        Ok(()) => (Outcome::Success, "policy file reloaded".to_owned()),
+        Err(e) => (Outcome::Error, format!("policy file rejected, previous policy kept: {e}")),
+    };
+    let mut entry = AuditEntry::new(
+        "system:policy",
+        Operation::ManagePolicy.as_str(),
+        outcome,
+        uuid::Uuid::now_v7().to_string(),
+    );
+    entry.message = Some(message);
+    if let Err(e) = inner.audit.append(entry).await {
+        tracing::error!(error = %e, "could not record a policy reload");
     }
 }
 

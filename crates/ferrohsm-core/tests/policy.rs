@@ -326,13 +326,19 @@ async fn policy_changes_apply_without_restart_and_a_broken_file_keeps_the_old_po
 
     // A broken file is rejected with its line and field, and the old policy stays.
     std::fs::write(&path, "version = 1\n[[tag_policy]]\nname = \"app\"\nmatch = { app = \"x\" }\nroles = [\"root\"]\n").unwrap();
-    let err = hsm.reload_policy().unwrap_err();
+    let err = hsm.reload_policy().await.unwrap_err();
     assert!(err.to_string().contains("line 5, tag_policy[0].roles"), "{err}");
     assert!(hsm.policy_error().unwrap().contains("unknown role"));
     hsm.encrypt(&who("svc-b", "service"), &k, b"x", b"").await.unwrap();
     std::fs::write(&path, grant("svc-a")).unwrap();
-    hsm.reload_policy().unwrap();
+    hsm.reload_policy().await.unwrap();
     assert!(hsm.policy_error().is_none());
+    // Each reload, accepted or rejected, is in the audit log.
+    let mut out = Vec::new();
+    hsm.export_audit(&RequestContext::local("auditor"), &mut out).await.unwrap();
+    let log = String::from_utf8(out).unwrap();
+    assert!(log.contains("policy file rejected, previous policy kept: line 5"), "{log}");
+    assert!(log.matches("policy file reloaded").count() >= 2, "{log}");
     // A file that is broken from the start stops start-up with the same detail.
     std::fs::write(&path, "version = 3").unwrap();
     let start = Hsm::builder()
