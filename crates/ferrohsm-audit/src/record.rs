@@ -173,24 +173,7 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// Writes the canonical encoding that `hash` covers into `out` (cleared first).
     pub fn canonical_into(&self, out: &mut Vec<u8>) {
-        Fields {
-            v: self.v,
-            seq: self.seq,
-            id: &self.id,
-            ts: &self.ts,
-            actor: &self.actor,
-            action: &self.action,
-            key_id: self.key_id.as_deref(),
-            key_version: self.key_version,
-            outcome: self.outcome,
-            request_id: &self.request_id,
-            session: self.session.as_deref(),
-            client_fingerprint: self.client_fingerprint.as_deref(),
-            source_ip: self.source_ip.as_deref(),
-            message: self.message.as_deref(),
-            prev_hash: &self.prev_hash,
-        }
-        .encode(out);
+        fields!(self).encode(out);
     }
 }
 
@@ -234,26 +217,33 @@ pub(crate) struct RecordView<'a> {
 
 impl RecordView<'_> {
     pub(crate) fn canonical_into(&self, out: &mut Vec<u8>) {
-        Fields {
-            v: self.v,
-            seq: self.seq,
-            id: &self.id,
-            ts: &self.ts,
-            actor: &self.actor,
-            action: &self.action,
-            key_id: self.key_id.as_deref(),
-            key_version: self.key_version,
-            outcome: self.outcome,
-            request_id: &self.request_id,
-            session: self.session.as_deref(),
-            client_fingerprint: self.client_fingerprint.as_deref(),
-            source_ip: self.source_ip.as_deref(),
-            message: self.message.as_deref(),
-            prev_hash: &self.prev_hash,
-        }
-        .encode(out);
+        fields!(self).encode(out);
     }
 }
+
+/// Borrows the hashed fields of either record form (they share field names).
+macro_rules! fields {
+    ($r:expr) => {
+        Fields {
+            v: $r.v,
+            seq: $r.seq,
+            id: &$r.id,
+            ts: &$r.ts,
+            actor: &$r.actor,
+            action: &$r.action,
+            key_id: $r.key_id.as_deref(),
+            key_version: $r.key_version,
+            outcome: $r.outcome,
+            request_id: &$r.request_id,
+            session: $r.session.as_deref(),
+            client_fingerprint: $r.client_fingerprint.as_deref(),
+            source_ip: $r.source_ip.as_deref(),
+            message: $r.message.as_deref(),
+            prev_hash: &$r.prev_hash,
+        }
+    };
+}
+use fields;
 
 /// The hashed fields of a record, borrowed: the one place the canonical encoding is written.
 struct Fields<'a> {

@@ -1,5 +1,6 @@
 //! The `AuditSink` trait and the in-memory sink.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
@@ -33,8 +34,12 @@ pub trait AuditSink: Send + Sync + Debug {
     async fn close(&self) -> Result<()>;
 }
 
-/// An audit log in process memory, for tests and embedding. It keeps every line, so it
-/// suits short-lived programs; nothing survives the process.
+/// An audit log in process memory, for tests and embedding; nothing survives the process.
+///
+/// It keeps the most recent lines only (by default [`MemoryAuditSink::DEFAULT_CAPACITY`]), so a
+/// long-running embedder's memory stays bounded. Once older lines have been dropped, an export
+/// starts mid-chain: verify it with `--allow-partial` (the chain from there on is checked as
+/// usual). Use the file sink to keep everything.
 #[derive(Debug)]
 pub struct MemoryAuditSink {
     state: Mutex<MemoryState>,
@@ -44,19 +49,34 @@ pub struct MemoryAuditSink {
 struct MemoryState {
     chain: Chain,
     /// Kept as values; encoded only on export, to keep appends cheap for embedders.
-    lines: Vec<Line>,
+    lines: VecDeque<Line>,
+    capacity: usize,
     latest: Option<Checkpoint>,
     checkpointed_seq: u64,
     closed: bool,
 }
 
 impl MemoryAuditSink {
-    /// An empty log sealed with `keys`.
+    /// How many lines are kept by default.
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
+    /// An empty log sealed with `keys`, keeping the most recent
+    /// [`MemoryAuditSink::DEFAULT_CAPACITY`] lines.
     pub fn new(provider: Arc<dyn CryptoProvider>, keys: Arc<AuditKeys>) -> Self {
+        Self::with_capacity(provider, keys, Self::DEFAULT_CAPACITY)
+    }
+
+    /// An empty log keeping the most recent `capacity` lines.
+    pub fn with_capacity(
+        provider: Arc<dyn CryptoProvider>,
+        keys: Arc<AuditKeys>,
+        capacity: usize,
+    ) -> Self {
         MemoryAuditSink {
             state: Mutex::new(MemoryState {
                 chain: Chain::new(provider, keys),
-                lines: Vec::new(),
+                lines: VecDeque::new(),
+                capacity: capacity.max(1),
                 latest: None,
                 checkpointed_seq: 0,
                 closed: false,
@@ -72,11 +92,18 @@ impl MemoryAuditSink {
 }
 
 impl MemoryState {
+    fn push(&mut self, line: Line) {
+        if self.lines.len() >= self.capacity {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
     fn checkpoint(&mut self) -> Result<Option<Checkpoint>> {
         if self.chain.seq() > self.checkpointed_seq
             && let Some(cp) = self.chain.checkpoint()?
         {
-            self.lines.push(Line::Checkpoint(cp.clone()));
+            self.push(Line::Checkpoint(cp.clone()));
             self.checkpointed_seq = cp.seq;
             self.latest = Some(cp);
         }
@@ -96,7 +123,7 @@ impl AuditSink for MemoryAuditSink {
             return Err(Error::Unavailable("the audit log is closed".into()));
         }
         let record = state.chain.seal(entry);
-        state.lines.push(Line::Record(record.clone()));
+        state.push(Line::Record(record.clone()));
         Ok(record)
     }
 

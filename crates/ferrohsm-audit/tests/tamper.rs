@@ -341,3 +341,25 @@ fn in_large_logs_the_first_bad_record_is_named() {
     assert_eq!((failure.seq, failure.kind), (Some(17_000), FailureKind::HashMismatch));
     assert_eq!(failure.line, at(&lines, 17_000) as u64 + 1);
 }
+
+#[test]
+fn a_full_memory_sink_keeps_the_newest_lines_and_they_verify_as_an_excerpt() {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let export = rt.block_on(async {
+        let sink = MemoryAuditSink::with_capacity(provider(), keys(SEED), 50);
+        for i in 1..=120u64 {
+            sink.append(AuditEntry::new("a", "encrypt", Outcome::Success, format!("req-{i}")))
+                .await
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        assert_eq!(sink.export(&mut out).await.unwrap(), 50);
+        out
+    });
+    let lines: Vec<String> =
+        String::from_utf8(export).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(record(&lines[0]).seq, 71);
+    assert_eq!(verify(&lines).unwrap_err().kind, FailureKind::Sequence { expected: 1, found: 71 });
+    let report = verify_with(&verifier().allow_partial(true), &lines).unwrap();
+    assert_eq!((report.first_seq, report.last_seq), (71, 120));
+}
