@@ -255,7 +255,7 @@ impl Hsm {
                 "{:?}|{:?}|{:?}|{:?}",
                 request.algorithm, request.name, request.tags, usages
             );
-            self.authorize(ctx, Operation::CreateKey, None, Some(&request.tags), &params).await?;
+            self.authorize(ctx, Operation::CreateKey, None, Some(&request.tags), || params).await?;
             if let Some(name) = &name
                 && self.inner.store.find_by_name(name).await?.is_some()
             {
@@ -292,7 +292,7 @@ impl Hsm {
     /// One page of keys, each integrity-checked.
     pub async fn list_keys(&self, ctx: &RequestContext, query: &ListQuery) -> Result<KeyList> {
         self.run(ctx, Operation::ListKeys, None, async {
-            self.authorize(ctx, Operation::ListKeys, None, None, "").await?;
+            self.authorize(ctx, Operation::ListKeys, None, None, String::new).await?;
             let page = self.inner.store.list(query).await?;
             let engine = self.inner.policy.engine();
             let mut keys = Vec::with_capacity(page.keys.len());
@@ -319,7 +319,8 @@ impl Hsm {
     pub async fn describe_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
         self.run(ctx, Operation::DescribeKey, Some(key), async {
             let verified = self.load(key).await?;
-            self.authorize(ctx, Operation::DescribeKey, Some(&verified.record), None, "").await?;
+            self.authorize(ctx, Operation::DescribeKey, Some(&verified.record), None, String::new)
+                .await?;
             Ok(KeyInfo::from(verified.record.as_ref()))
         })
         .await
@@ -329,7 +330,8 @@ impl Hsm {
     pub async fn rotate_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
         self.run(ctx, Operation::RotateKey, Some(key), async {
             let verified = self.load(key).await?;
-            self.authorize(ctx, Operation::RotateKey, Some(&verified.record), None, "").await?;
+            self.authorize(ctx, Operation::RotateKey, Some(&verified.record), None, String::new)
+                .await?;
             let algorithm = verified.record.algorithm;
             let (material, public_key) = self.generate(algorithm).await?;
             self.modify(key, |old, next| {
@@ -361,13 +363,9 @@ impl Hsm {
     ) -> Result<KeyInfo> {
         self.run(ctx, Operation::RollbackKey, Some(key), async {
             let verified = self.load(key).await?;
-            self.authorize(
-                ctx,
-                Operation::RollbackKey,
-                Some(&verified.record),
-                None,
-                &version.to_string(),
-            )
+            self.authorize(ctx, Operation::RollbackKey, Some(&verified.record), None, || {
+                version.to_string()
+            })
             .await?;
             self.modify(key, |old, next| {
                 require_state(old, Operation::RollbackKey, &[KeyState::Active])?;
@@ -399,7 +397,7 @@ impl Hsm {
             }
             let verified = self.load(key).await?;
             let params = format!("{reason}|{comment:?}");
-            self.authorize(ctx, Operation::RevokeKey, Some(&verified.record), None, &params)
+            self.authorize(ctx, Operation::RevokeKey, Some(&verified.record), None, || params)
                 .await?;
             self.modify(key, |old, next| {
                 let escalation = old.state == KeyState::Revoked
@@ -443,7 +441,7 @@ impl Hsm {
                 Operation::ScheduleDestruction,
                 Some(&verified.record),
                 None,
-                &params,
+                || params,
             )
             .await?;
             let engine = self.inner.policy.engine();
@@ -473,8 +471,14 @@ impl Hsm {
     pub async fn cancel_destruction(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
         self.run(ctx, Operation::CancelDestruction, Some(key), async {
             let verified = self.load(key).await?;
-            self.authorize(ctx, Operation::CancelDestruction, Some(&verified.record), None, "")
-                .await?;
+            self.authorize(
+                ctx,
+                Operation::CancelDestruction,
+                Some(&verified.record),
+                None,
+                String::new,
+            )
+            .await?;
             self.modify(key, |old, next| {
                 require_state(old, Operation::CancelDestruction, &[KeyState::PendingDestruction])?;
                 next.state =
@@ -576,7 +580,7 @@ impl Hsm {
     async fn purge(&self, ctx: &RequestContext, id: KeyId, now: OffsetDateTime) -> Result<Purged> {
         let verified = self.load(&KeyRef::Id(id)).await?;
         let old = &verified.record;
-        self.authorize(ctx, Operation::PurgeKey, Some(old), None, "").await?;
+        self.authorize(ctx, Operation::PurgeKey, Some(old), None, String::new).await?;
         require_state(old, Operation::PurgeKey, &[KeyState::PendingDestruction])?;
         if old.destroy_after.is_none_or(|t| t > now) {
             return Err(invalid_state(old, Operation::PurgeKey));
@@ -609,9 +613,9 @@ impl Hsm {
         self.run(ctx, Operation::Encrypt, Some(key), async {
             self.limit("plaintext", plaintext.len())?;
             self.limit("aad", aad.len())?;
-            let params = digest_hex(&self.inner.sealer, &[plaintext, aad]);
+            let params = || digest_hex(&self.inner.sealer, &[plaintext, aad]);
             let (verified, version) =
-                self.usable(ctx, key, Operation::Encrypt, Usage::Encrypt, None, &params).await?;
+                self.usable(ctx, key, Operation::Encrypt, Usage::Encrypt, None, params).await?;
             let secret = self.secret(&verified, version)?;
             let body = secret.encrypt(plaintext, aad).map_err(crypto_error(Operation::Encrypt))?;
             Ok(Encrypted {
@@ -635,7 +639,7 @@ impl Hsm {
             self.limit("ciphertext", ciphertext.len() / 4 * 3)?;
             self.limit("aad", aad.len())?;
             let (version, body) = format::parse(ciphertext)?;
-            let params = digest_hex(&self.inner.sealer, &[ciphertext.as_bytes(), aad]);
+            let params = || digest_hex(&self.inner.sealer, &[ciphertext.as_bytes(), aad]);
             let (verified, version) = self
                 .usable(ctx, key, Operation::Decrypt, Usage::Decrypt, Some(version), &params)
                 .await?;
@@ -659,9 +663,9 @@ impl Hsm {
     ) -> Result<Signed> {
         self.run(ctx, Operation::Sign, Some(key), async {
             self.limit_input(input)?;
-            let params = sign_params(&self.inner.sealer, input, scheme);
+            let params = || sign_params(&self.inner.sealer, input, scheme);
             let (verified, version) =
-                self.usable(ctx, key, Operation::Sign, Usage::Sign, None, &params).await?;
+                self.usable(ctx, key, Operation::Sign, Usage::Sign, None, params).await?;
             let scheme = scheme_for(&verified.record, scheme)?;
             let secret = self.secret(&verified, version)?;
             let signature = secret.sign(scheme, input).map_err(crypto_error(Operation::Sign))?;
@@ -689,13 +693,15 @@ impl Hsm {
         self.run(ctx, Operation::Verify, Some(key), async {
             self.limit_input(input)?;
             self.limit("signature", signature.len())?;
-            let params = format!(
-                "{}|{}|{version:?}",
-                sign_params(&self.inner.sealer, input, scheme),
-                digest_hex(&self.inner.sealer, &[signature])
-            );
+            let params = || {
+                format!(
+                    "{}|{}|{version:?}",
+                    sign_params(&self.inner.sealer, input, scheme),
+                    digest_hex(&self.inner.sealer, &[signature])
+                )
+            };
             let (verified, version) =
-                self.usable(ctx, key, Operation::Verify, Usage::Verify, version, &params).await?;
+                self.usable(ctx, key, Operation::Verify, Usage::Verify, version, params).await?;
             let scheme = scheme_for(&verified.record, scheme)?;
             let public = verified.public(self.inner.provider.as_ref(), version)?;
             let valid =
@@ -722,9 +728,9 @@ impl Hsm {
             if key_material.is_empty() {
                 return Err(Error::InvalidRequest("key material to wrap cannot be empty".into()));
             }
-            let params = digest_hex(&self.inner.sealer, &[key_material]);
+            let params = || digest_hex(&self.inner.sealer, &[key_material]);
             let (verified, version) =
-                self.usable(ctx, key, Operation::Wrap, Usage::Wrap, None, &params).await?;
+                self.usable(ctx, key, Operation::Wrap, Usage::Wrap, None, params).await?;
             let secret = self.secret(&verified, version)?;
             let body = secret.wrap(key_material).map_err(crypto_error(Operation::Wrap))?;
             Ok(Wrapped {
@@ -746,7 +752,7 @@ impl Hsm {
         self.run(ctx, Operation::Unwrap, Some(key), async {
             self.limit("wrapped key", wrapped.len() / 4 * 3)?;
             let (version, body) = format::parse(wrapped)?;
-            let params = digest_hex(&self.inner.sealer, &[wrapped.as_bytes()]);
+            let params = || digest_hex(&self.inner.sealer, &[wrapped.as_bytes()]);
             let (verified, version) = self
                 .usable(ctx, key, Operation::Unwrap, Usage::Unwrap, Some(version), &params)
                 .await?;
@@ -769,13 +775,9 @@ impl Hsm {
         self.run(ctx, Operation::ExportPublicKey, Some(key), async {
             let verified = self.load(key).await?;
             let record = &verified.record;
-            self.authorize(
-                ctx,
-                Operation::ExportPublicKey,
-                Some(record),
-                None,
-                &format!("{version:?}"),
-            )
+            self.authorize(ctx, Operation::ExportPublicKey, Some(record), None, || {
+                format!("{version:?}")
+            })
             .await?;
             if record.algorithm.is_symmetric() {
                 return Err(Error::Unsupported {
@@ -808,7 +810,7 @@ impl Hsm {
         limit: usize,
     ) -> Result<Vec<Approval>> {
         self.run(ctx, Operation::ListApprovals, None, async {
-            self.authorize(ctx, Operation::ListApprovals, None, None, "").await?;
+            self.authorize(ctx, Operation::ListApprovals, None, None, String::new).await?;
             let now = OffsetDateTime::now_utc();
             let mut list =
                 self.inner.approvals.list(limit.clamp(1, ferrohsm_store::MAX_LIST_LIMIT)).await?;
@@ -828,7 +830,7 @@ impl Hsm {
         id: uuid::Uuid,
     ) -> Result<Approval> {
         self.run(ctx, Operation::DescribeApproval, None, async {
-            self.authorize(ctx, Operation::DescribeApproval, None, None, "").await?;
+            self.authorize(ctx, Operation::DescribeApproval, None, None, String::new).await?;
             let mut a = self.load_approval(id).await?;
             a.state = a.state_at(OffsetDateTime::now_utc());
             Ok(a)
@@ -868,7 +870,7 @@ impl Hsm {
         approve: bool,
     ) -> Result<Approval> {
         let operation = if approve { Operation::Approve } else { Operation::DenyApproval };
-        self.authorize(ctx, operation, None, None, "").await?;
+        self.authorize(ctx, operation, None, None, String::new).await?;
         if let Some(c) = &comment {
             validate::description(Some(c))?;
         }
@@ -916,7 +918,7 @@ impl Hsm {
         operation: Operation,
         key: Option<&KeyRecord>,
         tags: Option<&BTreeMap<String, String>>,
-        params: &str,
+        params: impl FnOnce() -> String,
     ) -> Result<()> {
         let engine = self.inner.policy.engine();
         let request = PolicyRequest {
@@ -934,7 +936,7 @@ impl Hsm {
         let key_id = key.map(|k| k.id.to_string()).unwrap_or_default();
         let digest = digest_hex(
             &self.inner.sealer,
-            &[operation.as_str().as_bytes(), key_id.as_bytes(), params.as_bytes()],
+            &[operation.as_str().as_bytes(), key_id.as_bytes(), params().as_bytes()],
         );
         let now = OffsetDateTime::now_utc();
         let Some(id) = ctx.approval_id else {
@@ -1009,7 +1011,7 @@ impl Hsm {
     /// Writes a signed checkpoint of the audit chain now and returns the latest checkpoint.
     pub async fn checkpoint_audit(&self, ctx: &RequestContext) -> Result<Option<Checkpoint>> {
         self.run(ctx, Operation::CheckpointAudit, None, async {
-            self.authorize(ctx, Operation::CheckpointAudit, None, None, "").await?;
+            self.authorize(ctx, Operation::CheckpointAudit, None, None, String::new).await?;
             self.inner.audit.checkpoint().await.map_err(Error::AuditUnavailable)
         })
         .await
@@ -1023,7 +1025,7 @@ impl Hsm {
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<u64> {
         self.run(ctx, Operation::ReadAudit, None, async {
-            self.authorize(ctx, Operation::ReadAudit, None, None, "").await?;
+            self.authorize(ctx, Operation::ReadAudit, None, None, String::new).await?;
             self.inner.audit.export(out).await.map_err(Error::AuditUnavailable)
         })
         .await
@@ -1071,24 +1073,7 @@ impl Hsm {
         };
         // If the caller stops waiting (its future is dropped) after the work may have taken
         // effect, the guard still writes a record saying so.
-        let mut guard = AbandonGuard {
-            audit: self.inner.audit.clone(),
-            entry: Some(AuditEntry {
-                actor: ctx.actor.clone(),
-                action: operation.as_str().to_owned(),
-                key_id: named.map(|k| k.to_string()),
-                key_version: None,
-                outcome: Outcome::Error,
-                request_id: ctx.request_id.clone(),
-                session: ctx.session.clone(),
-                client_fingerprint: ctx.client_fingerprint.clone(),
-                source_ip: ctx.source_ip.map(|ip| ip.to_string()),
-                message: Some(format!(
-                    "abandoned: the caller stopped waiting; the operation may have taken effect{}",
-                    key.map(|k| format!(" (key {k})")).unwrap_or_default()
-                )),
-            }),
-        };
+        let mut guard = AbandonGuard { audit: &self.inner.audit, ctx, operation, key, armed: true };
         let result = match self.rate_limit(ctx, operation) {
             Ok(()) => work.instrument(span.clone()).await,
             Err(e) => Err(e),
@@ -1127,7 +1112,7 @@ impl Hsm {
         };
         // From here the record below is written even if this future is dropped: both sinks
         // take the entry on the first poll.
-        guard.entry = None;
+        guard.armed = false;
         match self.inner.audit.append(entry).await {
             Ok(_) => result,
             Err(e) => {
@@ -1156,7 +1141,7 @@ impl Hsm {
         operation: Operation,
         usage: Usage,
         version: Option<u32>,
-        params: &str,
+        params: impl FnOnce() -> String,
     ) -> Result<(Arc<VerifiedKey>, u32)> {
         let verified = self.load(key).await?;
         let record = &verified.record;
@@ -1321,15 +1306,40 @@ async fn record_policy_reload(
     }
 }
 
-/// Writes an "abandoned" audit record if dropped while armed.
-struct AbandonGuard {
-    audit: Arc<dyn AuditSink>,
-    entry: Option<AuditEntry>,
+/// Writes an "abandoned" audit record if dropped while armed. It borrows everything, so an
+/// operation that completes pays nothing for it.
+struct AbandonGuard<'a> {
+    audit: &'a Arc<dyn AuditSink>,
+    ctx: &'a RequestContext,
+    operation: Operation,
+    key: Option<&'a KeyRef>,
+    armed: bool,
 }
 
-impl Drop for AbandonGuard {
+impl Drop for AbandonGuard<'_> {
     fn drop(&mut self) {
-        let Some(entry) = self.entry.take() else { return };
+        if !self.armed {
+            return;
+        }
+        let ctx = self.ctx;
+        let entry = AuditEntry {
+            actor: ctx.actor.clone(),
+            action: self.operation.as_str().to_owned(),
+            key_id: match self.key {
+                Some(KeyRef::Id(id)) => Some(id.to_string()),
+                _ => None,
+            },
+            key_version: None,
+            outcome: Outcome::Error,
+            request_id: ctx.request_id.clone(),
+            session: ctx.session.clone(),
+            client_fingerprint: ctx.client_fingerprint.clone(),
+            source_ip: ctx.source_ip.map(|ip| ip.to_string()),
+            message: Some(format!(
+                "abandoned: the caller stopped waiting; the operation may have taken effect{}",
+                self.key.map(|k| format!(" (key {k})")).unwrap_or_default()
+            )),
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let audit = self.audit.clone();
