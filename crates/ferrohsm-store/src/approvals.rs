@@ -40,6 +40,18 @@ fn check_successor(stored: Option<&Approval>, next: &Approval) -> Result<()> {
     Ok(())
 }
 
+/// Up to `limit` approvals, newest first (ids are UUIDv7, so id order is creation order).
+fn newest(approvals: &RwLock<BTreeMap<Uuid, Approval>>, limit: usize) -> Vec<Approval> {
+    approvals
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .rev()
+        .take(limit)
+        .cloned()
+        .collect()
+}
+
 /// Approvals in process memory.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryApprovalStore {
@@ -76,15 +88,7 @@ impl ApprovalStore for MemoryApprovalStore {
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<Approval>> {
-        Ok(self
-            .approvals
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .rev()
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(newest(&self.approvals, limit))
     }
 }
 
@@ -188,15 +192,6 @@ impl ApprovalStore for FileApprovalStore {
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<Approval>> {
-        Ok(self
-            .inner
-            .approvals
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .rev()
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(newest(&self.inner.approvals, limit))
     }
 }
