@@ -1,7 +1,8 @@
 //! FerroHSM developer tasks, run as `cargo xtask <task>`.
 //!
 //! - `test`: formatting, clippy with warnings denied, `cargo deny` against the offline advisory
-//!   snapshot, then every workspace test. It installs what it needs (cargo-deny) when absent.
+//!   snapshot, then every workspace test. It installs what it needs (cargo-deny, and the Python
+//!   OpenAPI validator the server's tests call) when absent.
 //! - `bench`: the criterion benchmarks, then one table of results, also written as JSON to
 //!   `target/bench/`.
 //!
@@ -59,8 +60,36 @@ fn test(root: &Path) -> Result<()> {
         &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
     )?;
     deny(root)?;
+    python_tools(root)?;
     run(root, "cargo", &["test", "--workspace", "--locked"])?;
     eprintln!("xtask: all checks and tests passed");
+    Ok(())
+}
+
+/// Installs the Python tools the tests call (the OpenAPI validator), once.
+fn python_tools(root: &Path) -> Result<()> {
+    let present = |module: &str| {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if present("openapi_spec_validator") {
+        return Ok(());
+    }
+    let package = "openapi-spec-validator>=0.7,<1";
+    let base = ["-m", "pip", "install", "--user", "--quiet", "--disable-pip-version-check"];
+    let mut args: Vec<&str> = base.to_vec();
+    args.push(package);
+    if run(root, "python3", &args).is_err() {
+        // Debian marks its Python as externally managed; a user install does not touch it.
+        args.insert(4, "--break-system-packages");
+        run(root, "python3", &args)?;
+    }
+    if !present("openapi_spec_validator") {
+        bail!("openapi-spec-validator is still not importable after installing it");
+    }
     Ok(())
 }
 

@@ -155,3 +155,18 @@ impl Audited for Purged {
         Some(format!("purge attestation: sealed material of versions 1-{} wiped", self.versions))
     }
 }
+
+impl Audited for crate::wire::AuditPage {
+    fn note(&self) -> Option<String> {
+        Some(format!("{} audit records read", self.records.len()))
+    }
+}
+
+impl Audited for crate::wire::AuditVerification {
+    fn note(&self) -> Option<String> {
+        Some(match &self.failure {
+            None => format!("audit log verified: {} records", self.records),
+            Some(f) => format!("audit log verification failed: {f}"),
+        })
+    }
+}

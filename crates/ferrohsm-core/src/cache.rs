@@ -26,11 +26,18 @@ pub(crate) struct VerifiedKey {
 pub(crate) struct KeyCache {
     entries: RwLock<HashMap<KeyId, Arc<VerifiedKey>>>,
     capacity: usize,
+    pub(crate) hits: std::sync::atomic::AtomicU64,
+    pub(crate) misses: std::sync::atomic::AtomicU64,
 }
 
 impl KeyCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        KeyCache { entries: RwLock::new(HashMap::new()), capacity }
+        KeyCache {
+            entries: RwLock::new(HashMap::new()),
+            capacity,
+            hits: Default::default(),
+            misses: Default::default(),
+        }
     }
 
     /// The verified form of `record`, from the cache if its tag matches, else checked now.
@@ -39,9 +46,12 @@ impl KeyCache {
         sealer: &Sealer,
         record: Arc<KeyRecord>,
     ) -> Result<Arc<VerifiedKey>> {
+        use std::sync::atomic::Ordering::Relaxed;
         if let Some(hit) = self.hit(&record) {
+            self.hits.fetch_add(1, Relaxed);
             return Ok(hit);
         }
+        self.misses.fetch_add(1, Relaxed);
         check_tag(sealer, &record)?;
         let verified = Arc::new(VerifiedKey {
             record: record.clone(),

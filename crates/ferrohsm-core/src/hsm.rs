@@ -19,13 +19,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ferrohsm_audit::{AuditEntry, AuditSink, Checkpoint, MemoryAuditSink, Outcome};
-use ferrohsm_policy::{Approval, ApprovalError, Decision, Policy, PolicyEngine, PolicyRequest};
+use ferrohsm_policy::{
+    Approval, ApprovalError, ApprovalState, Decision, Policy, PolicyEngine, PolicyRequest,
+};
 use ferrohsm_store::{ApprovalStore, MemoryApprovalStore};
 use zeroize::Zeroizing;
 
 use crate::audit::{Audited, Purged, derive_audit_hmac_key, derive_audit_keys};
+use crate::audit_read::{PageWriter, VerifyWriter};
 use crate::cache::{KeyCache, VerifiedKey};
 use crate::policy::PolicyHandle;
+use crate::token::TokenKey;
+use crate::wire::{AuditPage, AuditQuery, AuditVerification, ComponentHealth, Health};
 use crate::wire::{
     CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,
     Wrapped,
@@ -58,6 +63,10 @@ struct Inner {
     audit: Arc<dyn AuditSink>,
     audit_hmac_key: Zeroizing<[u8; 32]>,
     audit_public_pem: String,
+    audit_public_der: Vec<u8>,
+    token_key: TokenKey,
+    audit_written: std::sync::atomic::AtomicU64,
+    audit_failed: std::sync::atomic::AtomicU64,
     policy: PolicyHandle,
     approvals: Arc<dyn ApprovalStore>,
     cache: KeyCache,
@@ -80,6 +89,7 @@ pub struct HsmBuilder {
     max_payload: usize,
     destruction_grace: Duration,
     cache_capacity: usize,
+    data_dir: Option<PathBuf>,
 }
 
 impl HsmBuilder {
@@ -122,6 +132,14 @@ impl HsmBuilder {
         self
     }
 
+    /// Keeps everything on the filesystem under `dir`: keys in `dir/keys`, approvals beside
+    /// them, and the audit log in `dir/audit` (a durable, group-committed file sink). Backends
+    /// set explicitly with `.store`, `.approvals` or `.audit` take precedence.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
     /// The master key that seals all key material.
     pub fn master_key(mut self, master_key: MasterKey) -> Self {
         self.master_key = Some(master_key);
@@ -149,15 +167,43 @@ impl HsmBuilder {
     /// Builds the HSM and checks that the master key matches the store: if the store holds
     /// keys, at least one of the first few must pass its integrity check. (A single tampered
     /// record is refused when used; it does not stop the HSM.)
-    pub async fn build(self) -> Result<Hsm> {
-        let store =
-            self.store.ok_or_else(|| Error::InvalidRequest("an Hsm needs a key store".into()))?;
+    pub async fn build(mut self) -> Result<Hsm> {
         let master_key = self
             .master_key
+            .take()
             .ok_or_else(|| Error::InvalidRequest("an Hsm needs a master key".into()))?;
-        let sealer = Sealer::new(self.provider.clone(), &master_key).map_err(Error::Setup)?;
         let audit_keys = Arc::new(derive_audit_keys(self.provider.as_ref(), &master_key)?);
+        let mut recovered = None;
+        if let Some(dir) = self.data_dir.clone() {
+            if self.store.is_none() {
+                let store = ferrohsm_store::FileKeyStore::open(dir.join("keys")).await?;
+                if self.approvals.is_none() {
+                    self.approvals = Some(Arc::new(store.approval_store().await?));
+                }
+                self.store = Some(Arc::new(store));
+            }
+            if self.audit.is_none() {
+                let config = ferrohsm_audit::FileAuditConfig::new(dir.join("audit"));
+                let sink = Arc::new(
+                    ferrohsm_audit::FileAuditSink::open(
+                        config,
+                        self.provider.clone(),
+                        audit_keys.clone(),
+                    )
+                    .map_err(Error::AuditUnavailable)?,
+                );
+                recovered = Some(sink.clone());
+                self.audit = Some(sink);
+            }
+        }
+        if let Some(sink) = recovered {
+            sink.record_recovery().await.map_err(Error::AuditUnavailable)?;
+        }
+        let store =
+            self.store.ok_or_else(|| Error::InvalidRequest("an Hsm needs a key store".into()))?;
+        let sealer = Sealer::new(self.provider.clone(), &master_key).map_err(Error::Setup)?;
         let audit_hmac_key = derive_audit_hmac_key(self.provider.as_ref(), &master_key)?;
+        let token_key = TokenKey::derive(self.provider.as_ref(), &master_key)?;
         let audit = match self.audit {
             Some(sink) => sink,
             None => Arc::new(MemoryAuditSink::new(self.provider.clone(), audit_keys.clone())),
@@ -176,6 +222,10 @@ impl HsmBuilder {
                 audit,
                 audit_hmac_key,
                 audit_public_pem: audit_keys.public_key_pem(),
+                audit_public_der: audit_keys.public_key_der().to_vec(),
+                token_key,
+                audit_written: Default::default(),
+                audit_failed: Default::default(),
                 policy,
                 approvals,
                 cache: KeyCache::new(self.cache_capacity),
@@ -224,6 +274,7 @@ impl Hsm {
             max_payload: DEFAULT_MAX_PAYLOAD,
             destruction_grace: DEFAULT_DESTRUCTION_GRACE,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            data_dir: None,
         }
     }
 
@@ -795,6 +846,7 @@ impl Hsm {
                 key_version: version,
                 algorithm: record.algorithm,
                 pem: public_key_pem(&der),
+                jwk: crate::jwk::from_spki(record.algorithm, &der),
                 der,
             })
         })
@@ -1017,6 +1069,15 @@ impl Hsm {
         .await
     }
 
+    /// The latest signed checkpoint, without writing one.
+    pub async fn latest_checkpoint(&self, ctx: &RequestContext) -> Result<Option<Checkpoint>> {
+        self.run(ctx, Operation::ReadAudit, None, async {
+            self.authorize(ctx, Operation::ReadAudit, None, None, String::new).await?;
+            self.inner.audit.latest_checkpoint().await.map_err(Error::AuditUnavailable)
+        })
+        .await
+    }
+
     /// Writes the whole audit log as NDJSON (what `ferrohsm-audit-verify` checks) and returns
     /// the number of lines. The export's own record follows it, so the next export holds it.
     pub async fn export_audit(
@@ -1029,6 +1090,191 @@ impl Hsm {
             self.inner.audit.export(out).await.map_err(Error::AuditUnavailable)
         })
         .await
+    }
+
+    /// A page of audit records matching `query`, oldest first. The read itself is recorded.
+    pub async fn audit_records(
+        &self,
+        ctx: &RequestContext,
+        query: AuditQuery,
+    ) -> Result<AuditPage> {
+        self.run(ctx, Operation::ReadAudit, None, async {
+            self.authorize(ctx, Operation::ReadAudit, None, None, String::new).await?;
+            let mut page = PageWriter::new(query)?;
+            self.inner.audit.export(&mut page).await.map_err(Error::AuditUnavailable)?;
+            let _ = std::io::Write::flush(&mut page);
+            Ok(AuditPage { next_cursor: page.next_cursor(), records: page.records })
+        })
+        .await
+    }
+
+    /// Verifies the whole audit log as an auditor would (chain, HMACs, checkpoint signatures)
+    /// and reports the first bad record. A memory sink holds only recent records, so its log
+    /// is checked as an excerpt.
+    pub async fn verify_audit(&self, ctx: &RequestContext) -> Result<AuditVerification> {
+        self.run(ctx, Operation::ReadAudit, None, async {
+            self.authorize(ctx, Operation::ReadAudit, None, None, String::new).await?;
+            let partial = self.inner.audit.kind() == "memory";
+            let verifier = ferrohsm_audit::Verifier::new(self.inner.provider.clone())
+                .hmac_key(self.inner.audit_hmac_key.as_ref())
+                .public_key(&self.inner.audit_public_der)
+                .map_err(Error::Crypto)?
+                .allow_partial(partial);
+            let mut writer = VerifyWriter::new(verifier.start());
+            self.inner.audit.export(&mut writer).await.map_err(Error::AuditUnavailable)?;
+            let _ = std::io::Write::flush(&mut writer);
+            let result = match writer.failure {
+                Some(failure) => Err(failure),
+                None => writer.verification.finish(),
+            };
+            Ok(match result {
+                Ok(report) => AuditVerification {
+                    valid: true,
+                    records: report.records,
+                    signatures_checked: report.signatures_checked,
+                    first_seq: Some(report.first_seq),
+                    last_seq: Some(report.last_seq),
+                    partial,
+                    failure: None,
+                },
+                Err(failure) => AuditVerification {
+                    valid: false,
+                    records: 0,
+                    signatures_checked: 0,
+                    first_seq: None,
+                    last_seq: None,
+                    partial,
+                    failure: Some(failure.to_string()),
+                },
+            })
+        })
+        .await
+    }
+
+    /// Records a request that failed authentication (the frontend decided; the core keeps the
+    /// record). `ctx` carries what is known: source IP, request id, perhaps a claimed subject.
+    pub async fn record_authentication_failure(
+        &self,
+        ctx: &RequestContext,
+        reason: &str,
+    ) -> Result<()> {
+        let entry = AuditEntry {
+            actor: ctx.actor.clone(),
+            action: "authenticate".to_owned(),
+            key_id: None,
+            key_version: None,
+            outcome: Outcome::Denied,
+            request_id: ctx.request_id.clone(),
+            session: ctx.session.clone(),
+            client_fingerprint: ctx.client_fingerprint.clone(),
+            source_ip: ctx.source_ip.map(|ip| ip.to_string()),
+            message: Some(format!("unauthenticated: {reason}")),
+        };
+        self.inner.audit.append(entry).await.map(|_| ()).map_err(Error::AuditUnavailable)
+    }
+
+    /// The key this HSM signs bearer tokens with (for publishing and checking them).
+    pub fn token_key(&self) -> &TokenKey {
+        &self.inner.token_key
+    }
+
+    /// Signs a token's JWS signing input for `subject` with the token key: the audited way to
+    /// issue a token (it needs the `manage_policy` permission).
+    pub async fn issue_token(
+        &self,
+        ctx: &RequestContext,
+        subject: &str,
+        signing_input: &[u8],
+    ) -> Result<Vec<u8>> {
+        let issued = self
+            .run(ctx, Operation::ManagePolicy, None, async {
+                self.authorize(ctx, Operation::ManagePolicy, None, None, || subject.to_owned())
+                    .await?;
+                let signature = self.inner.token_key.sign(signing_input)?;
+                Ok(IssuedToken { subject: subject.to_owned(), signature })
+            })
+            .await?;
+        Ok(issued.signature)
+    }
+
+    /// The health of the store, the audit sink, the seal and the policy.
+    pub async fn health(&self) -> Health {
+        let ok = |detail: String| ComponentHealth { status: "ok".into(), detail };
+        let bad = |detail: String| ComponentHealth { status: "error".into(), detail };
+        let kind = self.inner.store.kind();
+        let store =
+            match self.inner.store.list(&ListQuery { limit: 1, ..ListQuery::default() }).await {
+                Ok(_) => ok(kind.to_owned()),
+                Err(e) => bad(format!("{kind}: {}", e.code())),
+            };
+        let audit_kind = self.inner.audit.kind();
+        let audit = match self.inner.audit.latest_checkpoint().await {
+            Ok(_) => ok(audit_kind.to_owned()),
+            Err(e) => bad(format!("{audit_kind}: {e}")),
+        };
+        let seal = ok(format!("master key {}", self.master_key_fingerprint()));
+        let policy = match self.policy_error() {
+            None => ok("in force".into()),
+            Some(e) => bad(format!("previous policy in force; the file failed: {e}")),
+        };
+        let healthy = [&store, &audit, &policy].iter().all(|c| c.status == "ok");
+        Health {
+            status: if healthy { "ok" } else { "degraded" }.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            store,
+            audit,
+            seal,
+            policy,
+        }
+    }
+
+    /// Keys by state, for metrics (reads the store's index, not the key material).
+    pub async fn key_counts(&self) -> Result<Vec<(KeyState, u64)>> {
+        let mut counts = Vec::new();
+        for state in
+            [KeyState::Active, KeyState::Revoked, KeyState::PendingDestruction, KeyState::Destroyed]
+        {
+            let mut query = ListQuery {
+                limit: ferrohsm_store::MAX_LIST_LIMIT,
+                state: Some(state),
+                ..ListQuery::default()
+            };
+            let mut n = 0u64;
+            loop {
+                let page = self.inner.store.list(&query).await?;
+                n += page.keys.len() as u64;
+                match page.next_cursor {
+                    Some(c) => query.cursor = Some(c),
+                    None => break,
+                }
+            }
+            counts.push((state, n));
+        }
+        Ok(counts)
+    }
+
+    /// The most recent approvals (up to 1000) by effective state, for metrics.
+    pub async fn approval_counts(&self) -> Result<Vec<(ApprovalState, u64)>> {
+        let now = OffsetDateTime::now_utc();
+        let list = self.inner.approvals.list(ferrohsm_store::MAX_LIST_LIMIT).await?;
+        let mut counts: BTreeMap<&'static str, (ApprovalState, u64)> = BTreeMap::new();
+        for a in &list {
+            let state = a.state_at(now);
+            counts.entry(state.as_str()).or_insert((state, 0)).1 += 1;
+        }
+        Ok(counts.into_values().collect())
+    }
+
+    /// Audit records written by operations, and records that could not be written, since start.
+    pub fn audit_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.inner.audit_written.load(Relaxed), self.inner.audit_failed.load(Relaxed))
+    }
+
+    /// Key cache hits and misses since start.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.inner.cache.hits.load(Relaxed), self.inner.cache.misses.load(Relaxed))
     }
 
     /// The public key that verifies audit checkpoints (PEM), for auditors.
@@ -1114,8 +1360,12 @@ impl Hsm {
         // take the entry on the first poll.
         guard.armed = false;
         match self.inner.audit.append(entry).await {
-            Ok(_) => result,
+            Ok(_) => {
+                self.inner.audit_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                result
+            }
             Err(e) => {
+                self.inner.audit_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(parent: &span, error = %e, "audit record not written; withholding the result");
                 Err(Error::AuditUnavailable(e))
             }
@@ -1432,5 +1682,17 @@ fn crypto_error(operation: Operation) -> impl Fn(ferrohsm_crypto::Error) -> Erro
             Error::Unsupported { operation, algorithm }
         }
         other => Error::Crypto(other),
+    }
+}
+
+/// A token signature, audited with its subject.
+struct IssuedToken {
+    subject: String,
+    signature: Vec<u8>,
+}
+
+impl Audited for IssuedToken {
+    fn note(&self) -> Option<String> {
+        Some(format!("token issued for {}", self.subject))
     }
 }

@@ -33,12 +33,15 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod audit_read;
 mod cache;
 mod context;
 mod error;
 mod format;
 mod hsm;
+mod jwk;
 mod policy;
+mod token;
 mod validate;
 pub mod wire;
 
@@ -46,13 +49,14 @@ pub mod wire;
 pub use audit::derive_audit_keys;
 pub use context::{KeyRef, RequestContext};
 pub use error::{Error, Result};
+pub use ferrohsm_audit::AuditRecord;
 pub use ferrohsm_audit::{AuditSink, Checkpoint, FileAuditConfig, FileAuditSink, MemoryAuditSink};
 pub use ferrohsm_crypto::b64;
 pub use ferrohsm_crypto::{
     Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, SecretBytes, SignInput,
     SignatureScheme, Usage,
 };
-pub use ferrohsm_policy::{Approval, ApprovalState, Operation, Policy, Role};
+pub use ferrohsm_policy::{Approval, ApprovalState, Operation, Policy, Role, parse_duration};
 pub use ferrohsm_seal::MasterKey;
 pub use ferrohsm_store::{ApprovalStore, FileApprovalStore, MemoryApprovalStore};
 pub use ferrohsm_store::{
@@ -62,6 +66,7 @@ pub use ferrohsm_store::{
 pub use hsm::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_DESTRUCTION_GRACE, DEFAULT_MAX_PAYLOAD, Hsm, HsmBuilder,
 };
+pub use token::TokenKey;
 pub use validate::{MAX_DESCRIPTION_CHARS, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_CHARS, MAX_TAGS};
 pub use wire::{
     CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,

@@ -33,6 +33,54 @@ pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<Vec<u8>>>(
     T::try_from(bytes).map_err(|_| serde::de::Error::custom("base64 field has the wrong length"))
 }
 
+/// `#[serde(with = "b64::option")]` for optional binary fields (absent or `null` is `None`).
+pub mod option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes `Some(bytes)` as base64 and `None` as `null`.
+    pub fn serialize<S: Serializer>(
+        bytes: &Option<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => super::serialize(b, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Deserializes an optional base64 string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(deserializer)?;
+        text.map(|t| super::decode(&t).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+/// `#[serde(with = "b64::secret")]` for secret fields: decodes into a zeroizing
+/// [`crate::SecretBytes`], and encodes through a zeroizing buffer. Only request and response
+/// bodies that must carry a secret use it.
+pub mod secret {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    use crate::SecretBytes;
+
+    /// Serializes the secret as base64.
+    pub fn serialize<S: Serializer>(bytes: &SecretBytes, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = Zeroizing::new(super::encode(bytes.expose()));
+        serializer.serialize_str(&text)
+    }
+
+    /// Deserializes base64 into a secret buffer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SecretBytes, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        super::decode(&text).map(SecretBytes::new).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

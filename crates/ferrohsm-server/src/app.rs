@@ -1,0 +1,828 @@
+//! The router: middleware (request id, tracing, metrics, timeout, body limit, authentication)
+//! and one thin handler per route of SPEC §6. Every handler extracts what it needs and calls
+//! one `Hsm` method; authorization, dual control and rate limiting happen in the core.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use ferrohsm_core::wire::{
+    ApprovalInfo, ApprovalList, AuditPage, AuditQuery, AuditVerification, CreateKey,
+    DecryptRequest, DestroyRequest, EncryptRequest, Encrypted, ErrorBody, Health, JwkSet, KeyInfo,
+    KeyList, KeyMaterialResponse, Plaintext, PublicKeyInfo, RevokeRequest, RollbackRequest,
+    SignRequest, Signed, TokenRequest, TokenResponse, UnwrapRequest, Verified, VerifyRequest,
+    VoteRequest, WrapRequest, Wrapped,
+};
+use ferrohsm_core::{Checkpoint, Hsm, KeyRef, ListQuery, RequestContext};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Authenticator, TokenSpec};
+use crate::error::{ApiError, PendingError, json_rejection, render};
+use crate::metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    hsm: Hsm,
+    auth: Arc<Authenticator>,
+    metrics: Metrics,
+    issuer: String,
+    timeout: Duration,
+    draining: AtomicBool,
+}
+
+/// Settings of the router that are not the HSM's.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// The `iss` of tokens the server issues.
+    pub issuer: String,
+    /// The largest request body in bytes.
+    pub max_body: usize,
+    /// How long a request may take before it is answered 503.
+    pub timeout: Duration,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig { issuer: "ferrohsm".into(), max_body: 2 << 20, timeout: Duration::from_secs(30) }
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("hsm", &self.inner.hsm).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Builds the shared state.
+    pub fn new(hsm: Hsm, auth: Arc<Authenticator>, config: &AppConfig) -> Self {
+        AppState {
+            inner: Arc::new(StateInner {
+                hsm,
+                auth,
+                metrics: Metrics::global(),
+                issuer: config.issuer.clone(),
+                timeout: config.timeout,
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The HSM.
+    pub fn hsm(&self) -> &Hsm {
+        &self.inner.hsm
+    }
+
+    /// The authenticator.
+    pub fn auth(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    /// Marks the server as draining: `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What the connection layer knows about the peer, attached to every request.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The peer address.
+    pub peer: Option<SocketAddr>,
+    /// The client certificate's SHA-256, hex (for audit records).
+    pub cert_sha256_hex: Option<String>,
+    /// The same, base64url (for `cnf.x5t#S256`).
+    pub cert_sha256_b64url: Option<String>,
+}
+
+/// The request id of a request.
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
+/// The authenticated caller, as the core sees it.
+pub struct Ctx(pub RequestContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut ctx = parts
+            .extensions
+            .get::<RequestContext>()
+            .cloned()
+            .ok_or_else(ApiError::unauthenticated)?;
+        if let Some(value) = parts.headers.get("x-approval-id") {
+            let id = value
+                .to_str()
+                .ok()
+                .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
+                .ok_or_else(|| ApiError::invalid("X-Approval-Id is not a UUID"))?;
+            ctx.approval_id = Some(id);
+        }
+        Ok(Ctx(ctx))
+    }
+}
+
+/// A JSON body whose rejections are `ApiError`s (unknown fields, bad base64, too large…).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state).await.map(|Json(v)| ApiJson(v)).map_err(json_rejection)
+    }
+}
+
+/// An optional JSON body: an empty body is the default value.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::from(ferrohsm_core::Error::PayloadTooLarge {
+                        what: "request body",
+                        actual: 0,
+                        limit: 0,
+                    })
+                } else {
+                    ApiError::invalid(e.body_text())
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptionalJson)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+fn key_ref(key: &str) -> Result<KeyRef, ApiError> {
+    key.parse::<KeyRef>().map_err(ApiError::from)
+}
+
+fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
+        .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))
+}
+
+// ----- Router --------------------------------------------------------------------------------
+
+/// The OpenAPI document's top level: title, version, bearer security.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "FerroHSM", description = "Keys, cryptographic operations, dual control and a tamper-evident audit log (SPEC §6)."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
+            ),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document that describes them, before state and middleware.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(describe_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(rollback_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(destroy_key))
+        .routes(routes!(cancel_destroy))
+        .routes(routes!(encrypt))
+        .routes(routes!(decrypt))
+        .routes(routes!(sign))
+        .routes(routes!(verify))
+        .routes(routes!(wrap))
+        .routes(routes!(unwrap))
+        .routes(routes!(public_key))
+        .routes(routes!(list_approvals))
+        .routes(routes!(describe_approval))
+        .routes(routes!(approve))
+        .routes(routes!(deny))
+        .routes(routes!(audit_records))
+        .routes(routes!(audit_verify))
+        .routes(routes!(audit_checkpoint, audit_checkpoint_now))
+        .routes(routes!(audit_export))
+        .routes(routes!(issue_token))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
+        .routes(routes!(jwks))
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+/// The whole application: routes, middleware and state. `oneshot` tests call it directly.
+pub fn router(state: AppState, max_body: usize) -> Router {
+    let (routes, _) = api().split_for_parts();
+    routes
+        .fallback(|| async { ApiError::no_route() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+// ----- Middleware ----------------------------------------------------------------------------
+
+const PUBLIC_PATHS: &[&str] =
+    &["/healthz", "/readyz", "/metrics", "/openapi.json", "/.well-known/jwks.json"];
+
+/// Request id in and out, a span, metrics, the timeout, and rendering of error bodies.
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let start = Instant::now();
+    let mut response =
+        match tokio::time::timeout(state.inner.timeout, next.run(req).instrument(span.clone()))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => ApiError::unavailable("the request timed out").into_response(),
+        };
+    if let Some(pending) = response.extensions_mut().remove::<PendingError>() {
+        if let Some(detail) = &pending.detail {
+            tracing::error!(parent: &span, code = pending.code, detail = %detail, "request failed");
+        }
+        *response.body_mut() = Body::from(render(&pending, &request_id));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    state.inner.metrics.request(&route, method.as_str(), response.status(), start.elapsed());
+    response
+}
+
+/// Turns a bearer token into a `RequestContext`; refuses (401, audited) anything else.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if PUBLIC_PATHS.contains(&path) {
+        return next.run(req).await;
+    }
+    let conn = req.extensions().get::<ConnInfo>().cloned().unwrap_or_default();
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let verified = match token {
+        None => Err(crate::auth::AuthFailure::Missing),
+        Some(t) => state.inner.auth.verify(t, conn.cert_sha256_b64url.as_deref()),
+    };
+    let base = RequestContext {
+        request_id,
+        client_fingerprint: conn.cert_sha256_hex.clone(),
+        source_ip: conn.peer.map(|p| p.ip()),
+        remote: true,
+        ..RequestContext::default()
+    };
+    match verified {
+        Ok(claims) => {
+            let ctx = RequestContext {
+                actor: claims.sub,
+                roles: claims.roles,
+                session: claims.sid,
+                ..base
+            };
+            req.extensions_mut().insert(ctx);
+            next.run(req).await
+        }
+        Err(failure) => {
+            state.inner.metrics.auth_failure(failure.as_str());
+            tracing::info!(reason = failure.as_str(), "authentication failed");
+            if let Err(e) =
+                state.inner.hsm.record_authentication_failure(&base, failure.as_str()).await
+            {
+                return ApiError::from(e).into_response();
+            }
+            let mut response = ApiError::unauthenticated().into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+// ----- Keys ----------------------------------------------------------------------------------
+
+/// Create a key.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, description = "Created", body = KeyInfo), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Unauthenticated", body = ErrorBody), (status = 403, description = "Forbidden", body = ErrorBody), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+async fn create_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> Result<(StatusCode, HeaderMap, Json<KeyInfo>), ApiError> {
+    let key = s.hsm().create_key(&ctx, body).await?;
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/keys/{}", key.id)) {
+        headers.insert(header::LOCATION, v);
+    }
+    Ok((StatusCode::CREATED, headers, Json(key)))
+}
+
+/// List keys, oldest first, with filters and an opaque cursor.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    params(
+        ("limit" = Option<usize>, Query, description = "Page size (default 100, at most 1000)"),
+        ("cursor" = Option<String>, Query, description = "The next_cursor of the previous page"),
+        ("algorithm" = Option<String>, Query, description = "Only keys of this algorithm"),
+        ("state" = Option<String>, Query, description = "Only keys in this state"),
+        ("tag" = Option<Vec<String>>, Query, description = "k:v, repeatable; all must match"),
+        ("name_prefix" = Option<String>, Query, description = "Only names starting with this"),
+    ),
+    responses((status = 200, description = "OK", body = KeyList, headers(("ETag" = String))), (status = 304, description = "Not modified (ETag matches)"), (status = 400, description = "Invalid request", body = ErrorBody)))]
+async fn list_keys(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut query = ListQuery::default();
+    for (name, value) in query_pairs(uri.query())? {
+        let bad = |what: &str| ApiError::invalid(format!("bad {what}: {value:?}"));
+        match name.as_str() {
+            "limit" => query.limit = value.parse().map_err(|_| bad("limit"))?,
+            "cursor" => query.cursor = Some(value.parse().map_err(|_| bad("cursor"))?),
+            "algorithm" => query.algorithm = Some(value.parse().map_err(|_| bad("algorithm"))?),
+            "state" => query.state = Some(value.parse().map_err(|_| bad("state"))?),
+            "tag" => {
+                let (k, v) = value.split_once(':').ok_or_else(|| bad("tag (want k:v)"))?;
+                query.tags.push((k.to_owned(), v.to_owned()));
+            }
+            "name_prefix" => query.name_prefix = Some(value),
+            other => return Err(ApiError::invalid(format!("unknown query parameter {other:?}"))),
+        }
+    }
+    let list = s.hsm().list_keys(&ctx, &query).await?;
+    let body = serde_json::to_vec(&list).map_err(|e| ApiError::internal(e.to_string()))?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+    let etag = format!("\"{}\"", crate::hex(&digest.as_ref()[..16]));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let status = if matches { StatusCode::NOT_MODIFIED } else { StatusCode::OK };
+    let mut response = if matches {
+        status.into_response()
+    } else {
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// Describe a key (by id or name).
+#[utoipa::path(get, path = "/v1/keys/{key}", tag = "keys", params(("key" = String, Path, description = "Key id or name")),
+    responses((status = 200, description = "OK", body = KeyInfo), (status = 404, description = "Not found", body = ErrorBody)))]
+async fn describe_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    Ok(Json(s.hsm().describe_key(&ctx, &key_ref(&key)?).await?))
+}
+
+/// Add a version and make it current.
+#[utoipa::path(post, path = "/v1/keys/{key}/rotate", tag = "keys", params(("key" = String, Path)),
+    responses((status = 200, description = "OK", body = KeyInfo), (status = 202, description = "Accepted: the operation needs approval (dual control)", body = ApprovalInfo), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+async fn rotate_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    Ok(Json(s.hsm().rotate_key(&ctx, &key_ref(&key)?).await?))
+}
+
+/// Make an earlier version current.
+#[utoipa::path(post, path = "/v1/keys/{key}/rollback", tag = "keys", params(("key" = String, Path)), request_body = RollbackRequest,
+    responses((status = 200, description = "OK", body = KeyInfo), (status = 202, description = "Accepted: the operation needs approval (dual control)", body = ApprovalInfo), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+async fn rollback_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<RollbackRequest>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    Ok(Json(s.hsm().rollback_key(&ctx, &key_ref(&key)?, body.version).await?))
+}
+
+/// Revoke a key.
+#[utoipa::path(post, path = "/v1/keys/{key}/revoke", tag = "keys", params(("key" = String, Path)), request_body = RevokeRequest,
+    responses((status = 200, description = "OK", body = KeyInfo), (status = 202, description = "Accepted: the operation needs approval (dual control)", body = ApprovalInfo), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+async fn revoke_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<RevokeRequest>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    Ok(Json(s.hsm().revoke_key(&ctx, &key_ref(&key)?, body.reason, body.comment).await?))
+}
+
+/// Schedule destruction after a grace period.
+#[utoipa::path(post, path = "/v1/keys/{key}/destroy", tag = "keys", params(("key" = String, Path)), request_body(content = Option<DestroyRequest>),
+    responses((status = 200, description = "OK", body = KeyInfo), (status = 202, description = "Accepted: the operation needs approval (dual control)", body = ApprovalInfo), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+async fn destroy_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+    OptionalJson(body): OptionalJson<DestroyRequest>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    let grace = body.grace_seconds.map(time::Duration::seconds);
+    Ok(Json(s.hsm().schedule_destruction(&ctx, &key_ref(&key)?, grace).await?))
+}
+
+/// Cancel a scheduled destruction.
+#[utoipa::path(post, path = "/v1/keys/{key}/cancel-destroy", tag = "keys", params(("key" = String, Path)),
+    responses((status = 200, description = "OK", body = KeyInfo), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+async fn cancel_destroy(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    Ok(Json(s.hsm().cancel_destruction(&ctx, &key_ref(&key)?).await?))
+}
+
+// ----- Cryptographic operations -------------------------------------------------------------
+
+/// Encrypt with the current version (AES-256-GCM).
+#[utoipa::path(post, path = "/v1/keys/{key}/encrypt", tag = "crypto", params(("key" = String, Path)), request_body = EncryptRequest,
+    responses((status = 200, description = "OK", body = Encrypted), (status = 400, description = "Invalid request", body = ErrorBody), (status = 409, description = "Conflict or invalid state", body = ErrorBody), (status = 413, description = "Payload too large", body = ErrorBody), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorBody)))]
+async fn encrypt(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<EncryptRequest>,
+) -> Result<Json<Encrypted>, ApiError> {
+    let aad = body.aad.unwrap_or_default();
+    Ok(Json(s.hsm().encrypt(&ctx, &key_ref(&key)?, body.plaintext.expose(), &aad).await?))
+}
+
+/// Decrypt a `fhsm:v<N>:` ciphertext.
+#[utoipa::path(post, path = "/v1/keys/{key}/decrypt", tag = "crypto", params(("key" = String, Path)), request_body = DecryptRequest,
+    responses((status = 200, description = "OK", body = Plaintext), (status = 400, description = "Invalid request", body = ErrorBody)))]
+async fn decrypt(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<DecryptRequest>,
+) -> Result<Json<Plaintext>, ApiError> {
+    let aad = body.aad.unwrap_or_default();
+    let out = s.hsm().decrypt(&ctx, &key_ref(&key)?, &body.ciphertext, &aad).await?;
+    Ok(Json(Plaintext::from(out)))
+}
+
+/// Sign a message or a digest with the current version.
+#[utoipa::path(post, path = "/v1/keys/{key}/sign", tag = "crypto", params(("key" = String, Path)), request_body = SignRequest,
+    responses((status = 200, description = "OK", body = Signed), (status = 400, description = "Invalid request", body = ErrorBody)))]
+async fn sign(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<SignRequest>,
+) -> Result<Json<Signed>, ApiError> {
+    let input = body.input()?;
+    Ok(Json(s.hsm().sign(&ctx, &key_ref(&key)?, input, body.algorithm).await?))
+}
+
+/// Verify a signature.
+#[utoipa::path(post, path = "/v1/keys/{key}/verify", tag = "crypto", params(("key" = String, Path)), request_body = VerifyRequest,
+    responses((status = 200, description = "OK", body = Verified), (status = 400, description = "Invalid request", body = ErrorBody)))]
+async fn verify(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<VerifyRequest>,
+) -> Result<Json<Verified>, ApiError> {
+    let input = body.input()?;
+    Ok(Json(
+        s.hsm()
+            .verify(&ctx, &key_ref(&key)?, input, &body.signature, body.algorithm, body.key_version)
+            .await?,
+    ))
+}
+
+/// Wrap key material (RFC 5649).
+#[utoipa::path(post, path = "/v1/keys/{key}/wrap", tag = "crypto", params(("key" = String, Path)), request_body = WrapRequest,
+    responses((status = 200, description = "OK", body = Wrapped), (status = 400, description = "Invalid request", body = ErrorBody)))]
+async fn wrap(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<WrapRequest>,
+) -> Result<Json<Wrapped>, ApiError> {
+    Ok(Json(s.hsm().wrap(&ctx, &key_ref(&key)?, body.key_material.expose()).await?))
+}
+
+/// Unwrap a `fhsm:v<N>:` wrapped key.
+#[utoipa::path(post, path = "/v1/keys/{key}/unwrap", tag = "crypto", params(("key" = String, Path)), request_body = UnwrapRequest,
+    responses((status = 200, description = "OK", body = KeyMaterialResponse), (status = 400, description = "Invalid request", body = ErrorBody)))]
+async fn unwrap(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<UnwrapRequest>,
+) -> Result<Json<KeyMaterialResponse>, ApiError> {
+    let out = s.hsm().unwrap(&ctx, &key_ref(&key)?, &body.wrapped).await?;
+    Ok(Json(KeyMaterialResponse::from(out)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    /// The version (the current one when omitted).
+    version: Option<u32>,
+}
+
+/// The public key of the current (or `?version=`) version, as PEM, DER and JWK.
+#[utoipa::path(get, path = "/v1/keys/{key}/public", tag = "keys", params(("key" = String, Path), VersionQuery),
+    responses((status = 200, description = "OK", body = PublicKeyInfo), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+async fn public_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(key): Path<String>,
+    uri: axum::http::Uri,
+) -> Result<Json<PublicKeyInfo>, ApiError> {
+    let q: VersionQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
+    Ok(Json(s.hsm().public_key(&ctx, &key_ref(&key)?, q.version).await?))
+}
+
+// ----- Approvals -----------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// Approvals, newest first.
+#[utoipa::path(get, path = "/v1/approvals", tag = "approvals", params(LimitQuery),
+    responses((status = 200, description = "OK", body = ApprovalList), (status = 403, description = "Forbidden", body = ErrorBody)))]
+async fn list_approvals(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    uri: axum::http::Uri,
+) -> Result<Json<ApprovalList>, ApiError> {
+    let q: LimitQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
+    let list = s.hsm().list_approvals(&ctx, q.limit.unwrap_or(100)).await?;
+    Ok(Json(ApprovalList { approvals: list.iter().map(ApprovalInfo::from).collect() }))
+}
+
+fn approval_id(id: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(id).map_err(|_| ApiError::invalid("the approval id is not a UUID"))
+}
+
+/// One approval.
+#[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = String, Path)),
+    responses((status = 200, description = "OK", body = ApprovalInfo), (status = 404, description = "Not found", body = ErrorBody)))]
+async fn describe_approval(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+) -> Result<Json<ApprovalInfo>, ApiError> {
+    Ok(Json(ApprovalInfo::from(&s.hsm().describe_approval(&ctx, approval_id(&id)?).await?)))
+}
+
+/// Approve a pending request (not the requester; once per approver).
+#[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", params(("id" = String, Path)), request_body(content = Option<VoteRequest>),
+    responses((status = 200, description = "OK", body = ApprovalInfo), (status = 403, description = "Forbidden", body = ErrorBody), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+async fn approve(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<VoteRequest>,
+) -> Result<Json<ApprovalInfo>, ApiError> {
+    Ok(Json(ApprovalInfo::from(&s.hsm().approve(&ctx, approval_id(&id)?, body.comment).await?)))
+}
+
+/// Deny a pending request.
+#[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = String, Path)), request_body(content = Option<VoteRequest>),
+    responses((status = 200, description = "OK", body = ApprovalInfo), (status = 403, description = "Forbidden", body = ErrorBody), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+async fn deny(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<VoteRequest>,
+) -> Result<Json<ApprovalInfo>, ApiError> {
+    Ok(Json(ApprovalInfo::from(&s.hsm().deny(&ctx, approval_id(&id)?, body.comment).await?)))
+}
+
+// ----- Audit ---------------------------------------------------------------------------------
+
+/// Audit records, oldest first, with filters and a cursor.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "OK", body = AuditPage), (status = 403, description = "Forbidden", body = ErrorBody)))]
+async fn audit_records(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    uri: axum::http::Uri,
+) -> Result<Json<AuditPage>, ApiError> {
+    let q: AuditQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
+    Ok(Json(s.hsm().audit_records(&ctx, q).await?))
+}
+
+/// Verify the server's audit log: chain, HMACs and checkpoint signatures.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "OK", body = AuditVerification), (status = 403, description = "Forbidden", body = ErrorBody)))]
+async fn audit_verify(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+) -> Result<Json<AuditVerification>, ApiError> {
+    Ok(Json(s.hsm().verify_audit(&ctx).await?))
+}
+
+/// The latest signed checkpoint and the key that verifies it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CheckpointResponse {
+    /// The checkpoint (`null` before the first one).
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: Option<Checkpoint>,
+    /// The Ed25519 public key that signs checkpoints, PEM.
+    pub public_key_pem: String,
+}
+
+/// The latest signed checkpoint.
+#[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit",
+    responses((status = 200, description = "OK", body = CheckpointResponse), (status = 403, description = "Forbidden", body = ErrorBody)))]
+async fn audit_checkpoint(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+) -> Result<Json<CheckpointResponse>, ApiError> {
+    let checkpoint = s.hsm().latest_checkpoint(&ctx).await?;
+    Ok(Json(CheckpointResponse {
+        checkpoint,
+        public_key_pem: s.hsm().audit_public_key_pem().to_owned(),
+    }))
+}
+
+/// Write a signed checkpoint now.
+#[utoipa::path(post, path = "/v1/audit/checkpoint", tag = "audit",
+    responses((status = 200, description = "OK", body = CheckpointResponse), (status = 403, description = "Forbidden", body = ErrorBody)))]
+async fn audit_checkpoint_now(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+) -> Result<Json<CheckpointResponse>, ApiError> {
+    let checkpoint = s.hsm().checkpoint_audit(&ctx).await?;
+    Ok(Json(CheckpointResponse {
+        checkpoint,
+        public_key_pem: s.hsm().audit_public_key_pem().to_owned(),
+    }))
+}
+
+/// The whole audit log as NDJSON, as `ferrohsm audit verify` checks it.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
+    responses((status = 200, description = "OK", content_type = "application/x-ndjson", body = String), (status = 403, description = "Forbidden", body = ErrorBody)))]
+async fn audit_export(State(s): State<AppState>, Ctx(ctx): Ctx) -> Result<Response, ApiError> {
+    let mut out = Vec::new();
+    s.hsm().export_audit(&ctx, &mut out).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}
+
+// ----- Tokens --------------------------------------------------------------------------------
+
+/// Issue a token signed by the server's token key (admin only).
+#[utoipa::path(post, path = "/v1/auth/token", tag = "auth", request_body = TokenRequest,
+    responses((status = 200, description = "OK", body = TokenResponse), (status = 400, description = "Invalid request", body = ErrorBody), (status = 403, description = "Forbidden", body = ErrorBody)))]
+async fn issue_token(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let spec = TokenSpec {
+        sub: body.sub,
+        roles: body.roles,
+        ttl: Duration::from_secs(body.ttl_seconds.unwrap_or(3600)),
+        issuer: s.inner.issuer.clone(),
+        audience: s.auth().audience().to_owned(),
+        cert_sha256: body.cert_sha256,
+    };
+    let key = s.hsm().token_key();
+    let unsigned = crate::auth::unsigned_token(key, &spec).map_err(ApiError::invalid)?;
+    let signature = s.hsm().issue_token(&ctx, &spec.sub, unsigned.signing_input.as_bytes()).await?;
+    Ok(Json(TokenResponse {
+        token: crate::auth::finish_token(&unsigned, &signature),
+        expires_at: unsigned.expires_at,
+        kid: key.kid().to_owned(),
+    }))
+}
+
+/// The public key the server signs tokens with.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", security(()),
+    responses((status = 200, description = "OK", body = JwkSet)))]
+async fn jwks(State(s): State<AppState>) -> Json<JwkSet> {
+    Json(JwkSet { keys: vec![s.hsm().token_key().jwk()] })
+}
+
+// ----- Operations ----------------------------------------------------------------------------
+
+/// Health of the store, audit sink, seal and policy (200 when all are ok, else 503).
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "OK", body = Health), (status = 503, description = "Unavailable", body = Health)))]
+async fn healthz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
+    let health = s.hsm().health().await;
+    let status =
+        if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(health))
+}
+
+/// Ready to serve (503 while draining for shutdown or when unhealthy).
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "OK", body = String), (status = 503, description = "Unavailable", body = String)))]
+async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
+    if s.inner.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    if s.hsm().health().await.status == "ok" {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "OK", content_type = "text/plain", body = String)))]
+async fn metrics(State(s): State<AppState>) -> Response {
+    let text = s.inner.metrics.render(s.hsm()).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "OK", content_type = "application/json", body = Object)))]
+async fn openapi() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| openapi_document().to_json().unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()
+}

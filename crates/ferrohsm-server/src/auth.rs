@@ -1,0 +1,419 @@
+//! Bearer-token authentication (SPEC §7): JWT keysets from a file, reloaded when it changes,
+//! plus the HSM's own token key; and minting tokens with that key.
+//!
+//! The algorithm of a token is the one its keyset entry names: the token's `alg` header must
+//! equal it, so `none` and RS/HS confusion are refused before any signature check.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ferrohsm_core::{Hsm, TokenKey};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+/// How far a token's `exp` and `nbf` may be off the server's clock.
+pub const CLOCK_SKEW_SECONDS: u64 = 30;
+/// The longest lifetime of a token the server issues.
+pub const MAX_TOKEN_TTL_SECONDS: u64 = 86_400;
+
+/// A keyset file entry (TOML `[[key]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    kid: String,
+    algorithm: String,
+    issuer: String,
+    /// HS256: the secret, base64, at least 32 bytes decoded.
+    #[serde(default)]
+    secret: Option<String>,
+    /// RS256/ES256/ES384/EdDSA: the public key, PEM.
+    #[serde(default)]
+    public_key: Option<String>,
+    /// Or a file holding that PEM (relative to the keyset file).
+    #[serde(default)]
+    public_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysetFile {
+    #[serde(default, rename = "key")]
+    keys: Vec<KeyEntry>,
+}
+
+/// One accepted signing key.
+struct Accepted {
+    algorithm: Algorithm,
+    issuer: String,
+    key: DecodingKey,
+}
+
+/// Why a keyset file was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("keyset {path}: {message}")]
+pub struct KeysetError {
+    path: String,
+    message: String,
+}
+
+fn load_keyset(path: &Path) -> Result<HashMap<String, Accepted>, KeysetError> {
+    let fail = |message: String| KeysetError { path: path.display().to_string(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let file: KeysetFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let mut keys = HashMap::new();
+    for entry in file.keys {
+        let kid = entry.kid.clone();
+        let fail_key = |m: String| fail(format!("key {kid:?}: {m}"));
+        let pem = match (&entry.public_key, &entry.public_key_file) {
+            (Some(p), None) => Some(p.clone().into_bytes()),
+            (None, Some(f)) => {
+                let f = path.parent().map_or_else(|| f.clone(), |dir| dir.join(f));
+                Some(std::fs::read(&f).map_err(|e| fail_key(format!("{}: {e}", f.display())))?)
+            }
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(fail_key("give public_key or public_key_file, not both".into()));
+            }
+        };
+        let need_pem = || pem.clone().ok_or_else(|| fail_key("needs a public key".into()));
+        let (algorithm, key) = match entry.algorithm.as_str() {
+            "HS256" => {
+                let secret =
+                    entry.secret.as_deref().ok_or_else(|| fail_key("needs a secret".into()))?;
+                let bytes = Zeroizing::new(
+                    ferrohsm_core::b64::decode(secret)
+                        .map_err(|_| fail_key("the secret is not base64".into()))?,
+                );
+                if bytes.len() < 32 {
+                    return Err(fail_key("an HS256 secret must be at least 32 bytes".into()));
+                }
+                (Algorithm::HS256, DecodingKey::from_secret(&bytes))
+            }
+            "RS256" => (
+                Algorithm::RS256,
+                DecodingKey::from_rsa_pem(&need_pem()?).map_err(|e| fail_key(e.to_string()))?,
+            ),
+            "ES256" => (
+                Algorithm::ES256,
+                DecodingKey::from_ec_pem(&need_pem()?).map_err(|e| fail_key(e.to_string()))?,
+            ),
+            "ES384" => (
+                Algorithm::ES384,
+                DecodingKey::from_ec_pem(&need_pem()?).map_err(|e| fail_key(e.to_string()))?,
+            ),
+            "EdDSA" => (
+                Algorithm::EdDSA,
+                DecodingKey::from_ed_pem(&need_pem()?).map_err(|e| fail_key(e.to_string()))?,
+            ),
+            other => {
+                return Err(fail_key(format!(
+                    "unsupported algorithm {other:?} (HS256, RS256, ES256, ES384, EdDSA)"
+                )));
+            }
+        };
+        if algorithm != Algorithm::HS256 && entry.secret.is_some() {
+            return Err(fail_key("only HS256 keys take a secret".into()));
+        }
+        if keys.insert(entry.kid, Accepted { algorithm, issuer: entry.issuer, key }).is_some() {
+            return Err(fail(format!("duplicate kid {kid:?}")));
+        }
+    }
+    Ok(keys)
+}
+
+/// The claims FerroHSM reads from a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The actor.
+    pub sub: String,
+    /// Its roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The issuer.
+    pub iss: String,
+    /// The audience.
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+    /// Not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// The session id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Confirmation: binds the token to a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim (RFC 8705).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// base64url SHA-256 of the client certificate (DER).
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+}
+
+/// Why a token was refused (for logs, metrics and audit records; clients only see 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// Not a well-formed JWT.
+    Malformed,
+    /// `kid` names no configured key.
+    UnknownKey,
+    /// `alg` differs from the key's algorithm.
+    WrongAlgorithm,
+    /// The signature does not verify.
+    BadSignature,
+    /// Past `exp`.
+    Expired,
+    /// Before `nbf`.
+    NotYetValid,
+    /// Wrong `iss` for the key.
+    WrongIssuer,
+    /// Wrong `aud`.
+    WrongAudience,
+    /// A required claim is missing.
+    MissingClaim,
+    /// Bound to a certificate the connection did not present.
+    CertificateMismatch,
+}
+
+impl AuthFailure {
+    /// A stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing_token",
+            AuthFailure::Malformed => "malformed_token",
+            AuthFailure::UnknownKey => "unknown_kid",
+            AuthFailure::WrongAlgorithm => "wrong_algorithm",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::Expired => "expired",
+            AuthFailure::NotYetValid => "not_yet_valid",
+            AuthFailure::WrongIssuer => "wrong_issuer",
+            AuthFailure::WrongAudience => "wrong_audience",
+            AuthFailure::MissingClaim => "missing_claim",
+            AuthFailure::CertificateMismatch => "certificate_mismatch",
+        }
+    }
+}
+
+struct Keyset {
+    keys: HashMap<String, Accepted>,
+    modified: Option<SystemTime>,
+}
+
+/// Checks bearer tokens against the configured keysets and the HSM's own token key.
+pub struct Authenticator {
+    audience: String,
+    file: Option<PathBuf>,
+    keyset: RwLock<Arc<Keyset>>,
+    own_kid: String,
+    own: Accepted,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("audience", &self.audience).finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Accepts tokens for `audience` signed by the HSM's token key (issuer `issuer`) or by a
+    /// key of the keyset file.
+    pub fn new(
+        hsm: &Hsm,
+        issuer: &str,
+        audience: &str,
+        keyset_file: Option<PathBuf>,
+    ) -> Result<Self, KeysetError> {
+        let key = hsm.token_key();
+        let x = URL_SAFE_NO_PAD.encode(key.public_key());
+        let own = Accepted {
+            algorithm: Algorithm::EdDSA,
+            issuer: issuer.to_owned(),
+            key: DecodingKey::from_ed_components(&x)
+                .map_err(|e| KeysetError { path: "token key".into(), message: e.to_string() })?,
+        };
+        let keyset = match &keyset_file {
+            Some(path) => Keyset { keys: load_keyset(path)?, modified: modified(path) },
+            None => Keyset { keys: HashMap::new(), modified: None },
+        };
+        Ok(Authenticator {
+            audience: audience.to_owned(),
+            file: keyset_file,
+            keyset: RwLock::new(Arc::new(keyset)),
+            own_kid: key.kid().to_owned(),
+            own,
+        })
+    }
+
+    /// Reloads the keyset file if it changed. On error the previous keyset stays in force.
+    pub fn reload_if_changed(&self) -> Result<bool, KeysetError> {
+        let Some(path) = &self.file else { return Ok(false) };
+        let now = modified(path);
+        let current = self.keyset.read().unwrap_or_else(|p| p.into_inner()).modified;
+        if now == current {
+            return Ok(false);
+        }
+        let keys = load_keyset(path)?;
+        *self.keyset.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Keyset { keys, modified: now });
+        Ok(true)
+    }
+
+    /// Verifies a token. `client_cert` is the connection's certificate fingerprint as
+    /// base64url SHA-256, when it presented one.
+    pub fn verify(&self, token: &str, client_cert: Option<&str>) -> Result<Claims, AuthFailure> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
+        let kid = header.kid.as_deref().ok_or(AuthFailure::UnknownKey)?;
+        let keyset = self.keyset.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let accepted = if kid == self.own_kid {
+            &self.own
+        } else {
+            keyset.keys.get(kid).ok_or(AuthFailure::UnknownKey)?
+        };
+        if header.alg != accepted.algorithm {
+            return Err(AuthFailure::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(accepted.algorithm);
+        validation.leeway = CLOCK_SKEW_SECONDS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&accepted.issuer]);
+        validation.set_audience(&[&self.audience]);
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &accepted.key, &validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                match e.kind() {
+                    K::InvalidSignature => AuthFailure::BadSignature,
+                    K::ExpiredSignature => AuthFailure::Expired,
+                    K::ImmatureSignature => AuthFailure::NotYetValid,
+                    K::InvalidIssuer => AuthFailure::WrongIssuer,
+                    K::InvalidAudience => AuthFailure::WrongAudience,
+                    K::MissingRequiredClaim(_) => AuthFailure::MissingClaim,
+                    K::InvalidAlgorithm | K::MissingAlgorithm => AuthFailure::WrongAlgorithm,
+                    _ => AuthFailure::Malformed,
+                }
+            })?;
+        let claims = data.claims;
+        if let Some(cnf) = &claims.cnf
+            && client_cert != Some(cnf.x5t_s256.as_str())
+        {
+            return Err(AuthFailure::CertificateMismatch);
+        }
+        Ok(claims)
+    }
+
+    /// The audience tokens must name.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// What a new token says.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    /// The subject.
+    pub sub: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Lifetime.
+    pub ttl: std::time::Duration,
+    /// Issuer.
+    pub issuer: String,
+    /// Audience.
+    pub audience: String,
+    /// Certificate binding: hex SHA-256 of the client certificate.
+    pub cert_sha256: Option<String>,
+}
+
+/// A token ready to sign: the JWS signing input and what it claims.
+#[derive(Debug)]
+pub struct UnsignedToken {
+    /// `base64url(header) "." base64url(claims)`.
+    pub signing_input: String,
+    /// When it expires.
+    pub expires_at: OffsetDateTime,
+}
+
+/// Builds a token's signing input for the HSM's token key.
+pub fn unsigned_token(key: &TokenKey, spec: &TokenSpec) -> Result<UnsignedToken, String> {
+    if spec.sub.is_empty() || spec.sub.len() > 256 {
+        return Err("the subject must be 1 to 256 characters".into());
+    }
+    let ttl = spec.ttl.as_secs();
+    if ttl == 0 || ttl > MAX_TOKEN_TTL_SECONDS {
+        return Err(format!("the lifetime must be 1 to {MAX_TOKEN_TTL_SECONDS} seconds"));
+    }
+    for role in &spec.roles {
+        if !ferrohsm_core::Role::ALL.iter().any(|r| r.as_str() == role) {
+            return Err(format!("unknown role {role:?}"));
+        }
+    }
+    let cnf = match &spec.cert_sha256 {
+        None => None,
+        Some(hex) => {
+            let bytes = hex_decode(hex)
+                .filter(|b| b.len() == 32)
+                .ok_or("cert_sha256 must be 64 hex digits")?;
+            Some(Confirmation { x5t_s256: URL_SAFE_NO_PAD.encode(bytes) })
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let iat = u64::try_from(now.unix_timestamp()).unwrap_or_default();
+    let claims = Claims {
+        sub: spec.sub.clone(),
+        roles: spec.roles.clone(),
+        iss: spec.issuer.clone(),
+        aud: spec.audience.clone(),
+        exp: iat + ttl,
+        nbf: Some(iat),
+        iat: Some(iat),
+        sid: Some(uuid::Uuid::now_v7().to_string()),
+        cnf,
+    };
+    let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": key.kid()});
+    let claims = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    Ok(UnsignedToken {
+        signing_input,
+        expires_at: now + time::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX)),
+    })
+}
+
+/// Appends the signature to a signing input.
+pub fn finish_token(unsigned: &UnsignedToken, signature: &[u8]) -> String {
+    format!("{}.{}", unsigned.signing_input, URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// Decodes lowercase or uppercase hex.
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
+}

@@ -1,0 +1,362 @@
+//! `ferrohsm-server`: `serve` from a configuration, `dev` for a local instance, `token` to mint
+//! bootstrap tokens.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use ferrohsm_core::{AwsLcProvider, MasterKey, TokenKey};
+use ferrohsm_server::{AppConfig, ClientAuth, Server, ServerConfig, TlsFiles, TokenSpec};
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(name = "ferrohsm-server", version, about = "FerroHSM: a software HSM with a REST API")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "FERROHSM_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API with a configuration file, environment and flags (flags win).
+    Serve(ServeArgs),
+    /// Start a local instance on 127.0.0.1 with a filesystem store in ./ferrohsm-data,
+    /// creating a master key and a development certificate on first run, and print the URL,
+    /// the CA file and an admin token.
+    Dev(DevArgs),
+    /// Mint a token signed by the server's token key (derived from the master key).
+    ///
+    /// Example: ferrohsm-server token --data-dir ./ferrohsm-data --sub alice --role operator --ttl 8h
+    Token(TokenArgs),
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// A TOML configuration file (keys as the long flags, with underscores).
+    #[arg(long, env = "FERROHSM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8443].
+    #[arg(long, env = "FERROHSM_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Key store: filesystem or memory [default: filesystem].
+    #[arg(long, env = "FERROHSM_KEY_STORE")]
+    key_store: Option<StoreKind>,
+    /// Directory of the filesystem store and audit log [default: ./ferrohsm-data].
+    #[arg(long, env = "FERROHSM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The master key file (0600); else FERROHSM_MASTER_KEY holds the key as base64.
+    #[arg(long, env = "FERROHSM_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// A policy file (docs/policy.md), reloaded when it changes.
+    #[arg(long, env = "FERROHSM_POLICY_FILE")]
+    policy_file: Option<PathBuf>,
+    /// A JWT keyset file (docs/server.md), reloaded when it changes.
+    #[arg(long, env = "FERROHSM_KEYSET_FILE")]
+    keyset_file: Option<PathBuf>,
+    /// The audience tokens must carry [default: ferrohsm].
+    #[arg(long, env = "FERROHSM_AUDIENCE")]
+    audience: Option<String>,
+    /// The issuer of tokens this server signs [default: ferrohsm].
+    #[arg(long, env = "FERROHSM_ISSUER")]
+    issuer: Option<String>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "FERROHSM_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "FERROHSM_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// CA bundle for client certificates (PEM).
+    #[arg(long, env = "FERROHSM_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// Client certificates: none, optional or required [default: optional with --client-ca].
+    #[arg(long, env = "FERROHSM_CLIENT_AUTH")]
+    client_auth: Option<ClientAuth>,
+    /// Also accept TLS 1.2.
+    #[arg(long, env = "FERROHSM_TLS12")]
+    tls12: Option<bool>,
+    /// Largest request body in bytes [default: 2097152].
+    #[arg(long, env = "FERROHSM_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Request timeout, e.g. 30s [default: 30s].
+    #[arg(long, env = "FERROHSM_REQUEST_TIMEOUT")]
+    request_timeout: Option<String>,
+    /// How often changed certificate, keyset and policy files are picked up [default: 2s].
+    #[arg(long, env = "FERROHSM_RELOAD_INTERVAL")]
+    reload_interval: Option<String>,
+}
+
+#[derive(Clone, Copy, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+enum StoreKind {
+    Filesystem,
+    Memory,
+}
+
+/// The configuration file: the same settings as the flags.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    key_store: Option<StoreKind>,
+    data_dir: Option<PathBuf>,
+    master_key_file: Option<PathBuf>,
+    policy_file: Option<PathBuf>,
+    keyset_file: Option<PathBuf>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    client_auth: Option<ClientAuth>,
+    tls12: Option<bool>,
+    max_body_bytes: Option<usize>,
+    request_timeout: Option<String>,
+    reload_interval: Option<String>,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// Data directory.
+    #[arg(long, env = "FERROHSM_DATA_DIR", default_value = "./ferrohsm-data")]
+    data_dir: PathBuf,
+    /// Address to listen on (loopback only).
+    #[arg(long, env = "FERROHSM_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Lifetime of the printed admin token.
+    #[arg(long, default_value = "8h")]
+    token_ttl: String,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The subject (actor name).
+    #[arg(long)]
+    sub: String,
+    /// A role: admin, operator, auditor or service (repeatable).
+    #[arg(long = "role", required = true)]
+    roles: Vec<String>,
+    /// Lifetime, e.g. 15m, 8h (at most 24h).
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// The data directory whose master key signs (reads DIR/master.key).
+    #[arg(long, env = "FERROHSM_DATA_DIR", default_value = "./ferrohsm-data")]
+    data_dir: PathBuf,
+    /// The master key file, if not DIR/master.key; else FERROHSM_MASTER_KEY.
+    #[arg(long, env = "FERROHSM_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Issuer.
+    #[arg(long, env = "FERROHSM_ISSUER", default_value = "ferrohsm")]
+    issuer: String,
+    /// Audience.
+    #[arg(long, env = "FERROHSM_AUDIENCE", default_value = "ferrohsm")]
+    audience: String,
+    /// Bind the token to a client certificate (its SHA-256, hex).
+    #[arg(long)]
+    cert_sha256: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Dev(args) => dev(args).await,
+            Command::Token(args) => token(args),
+        }
+    })
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn duration(text: &str) -> anyhow::Result<Duration> {
+    let d = ferrohsm_core::parse_duration(text).map_err(anyhow::Error::msg)?;
+    Duration::try_from(d).with_context(|| format!("{text:?} is not a positive duration"))
+}
+
+fn load_master_key(file: Option<&Path>) -> anyhow::Result<MasterKey> {
+    match file {
+        Some(path) => MasterKey::from_file(path)
+            .with_context(|| format!("reading the master key {}", path.display())),
+        None => MasterKey::from_env("FERROHSM_MASTER_KEY")
+            .context("no --master-key-file and no FERROHSM_MASTER_KEY"),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| "./ferrohsm-data".into());
+    let store = args.key_store.or(file.key_store).unwrap_or(StoreKind::Filesystem);
+    let (Some(tls_cert), Some(tls_key)) =
+        (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key))
+    else {
+        bail!("--tls-cert and --tls-key are required (or use `ferrohsm-server dev`)");
+    };
+    let client_ca = args.client_ca.or(file.client_ca);
+    let client_auth = args.client_auth.or(file.client_auth).unwrap_or(if client_ca.is_some() {
+        ClientAuth::Optional
+    } else {
+        ClientAuth::None
+    });
+    let master = load_master_key(args.master_key_file.or(file.master_key_file).as_deref())?;
+    let app = AppConfig {
+        issuer: args.issuer.or(file.issuer).unwrap_or_else(|| "ferrohsm".into()),
+        max_body: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(2 << 20),
+        timeout: duration(
+            args.request_timeout.or(file.request_timeout).as_deref().unwrap_or("30s"),
+        )?,
+    };
+    let config = ServerConfig {
+        listen: args.listen.or(file.listen).unwrap_or(([127, 0, 0, 1], 8443).into()),
+        data_dir: matches!(store, StoreKind::Filesystem).then_some(data_dir),
+        policy_file: args.policy_file.or(file.policy_file),
+        keyset_file: args.keyset_file.or(file.keyset_file),
+        audience: args.audience.or(file.audience).unwrap_or_else(|| "ferrohsm".into()),
+        app,
+        tls: TlsFiles {
+            cert: tls_cert,
+            key: tls_key,
+            client_ca,
+            client_auth,
+            allow_tls12: args.tls12.or(file.tls12).unwrap_or(false),
+        },
+        reload_interval: duration(
+            args.reload_interval.or(file.reload_interval).as_deref().unwrap_or("2s"),
+        )?,
+        scheduler_interval: Duration::from_secs(60),
+        drain_timeout: Duration::from_secs(30),
+    };
+    let server = Server::start(config, master).await.context("starting the server")?;
+    server.run_until_signal().await;
+    Ok(())
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() {
+        bail!("`dev` listens on loopback only; use `serve` for {}", args.listen);
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let key_file = args.data_dir.join("master.key");
+    let master = if key_file.exists() {
+        MasterKey::from_file(&key_file).context("reading the master key")?
+    } else {
+        MasterKey::generate_file(&AwsLcProvider, &key_file).context("creating the master key")?
+    };
+    let certs = ferrohsm_server::dev_certificates(&args.data_dir.join("tls"))?;
+    let token_key = TokenKey::derive(&AwsLcProvider, &master)?;
+    let admin = mint(
+        &token_key,
+        "dev-admin",
+        &["admin".into()],
+        duration(&args.token_ttl)?,
+        "ferrohsm",
+        "ferrohsm",
+        None,
+    )?;
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: Some(args.data_dir.clone()),
+        policy_file: None,
+        keyset_file: None,
+        audience: "ferrohsm".into(),
+        app: AppConfig::default(),
+        tls: TlsFiles {
+            cert: certs.cert,
+            key: certs.key,
+            client_ca: None,
+            client_auth: ClientAuth::None,
+            allow_tls12: false,
+        },
+        reload_interval: Duration::from_secs(2),
+        scheduler_interval: Duration::from_secs(60),
+        drain_timeout: Duration::from_secs(10),
+    };
+    let server = Server::start(config, master).await.context("starting the server")?;
+    let ca = std::fs::canonicalize(&certs.ca).unwrap_or(certs.ca);
+    println!("FerroHSM dev server");
+    println!("  URL:          https://localhost:{}", server.local_addr().port());
+    println!("  CA file:      {}", ca.display());
+    println!("  data:         {}", args.data_dir.display());
+    println!("  admin token:  {admin}");
+    println!();
+    println!("  export FERROHSM_SERVER=https://localhost:{}", server.local_addr().port());
+    println!("  export FERROHSM_CA_CERT={}", ca.display());
+    println!("  export FERROHSM_TOKEN={admin}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    server.run_until_signal().await;
+    Ok(())
+}
+
+fn mint(
+    key: &TokenKey,
+    sub: &str,
+    roles: &[String],
+    ttl: Duration,
+    issuer: &str,
+    audience: &str,
+    cert_sha256: Option<String>,
+) -> anyhow::Result<String> {
+    let spec = TokenSpec {
+        sub: sub.to_owned(),
+        roles: roles.to_vec(),
+        ttl,
+        issuer: issuer.to_owned(),
+        audience: audience.to_owned(),
+        cert_sha256,
+    };
+    let unsigned = ferrohsm_server::unsigned_token(key, &spec).map_err(anyhow::Error::msg)?;
+    let signature = key.sign(unsigned.signing_input.as_bytes())?;
+    Ok(ferrohsm_server::finish_token(&unsigned, &signature))
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let file = args.master_key_file.clone().or_else(|| {
+        let f = args.data_dir.join("master.key");
+        f.exists().then_some(f)
+    });
+    let master = load_master_key(file.as_deref())?;
+    let key = TokenKey::derive(&AwsLcProvider, &master)?;
+    let token = mint(
+        &key,
+        &args.sub,
+        &args.roles,
+        duration(&args.ttl)?,
+        &args.issuer,
+        &args.audience,
+        args.cert_sha256,
+    )?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! Running the server: open the HSM from the configuration, accept TLS connections, reload
+//! files that change, run the purge and rotation schedules, and shut down gracefully (drain
+//! requests, then checkpoint and close the audit log).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use ferrohsm_core::{Hsm, MasterKey, MemoryKeyStore, RequestContext};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::Service as _;
+
+use crate::app::{AppConfig, AppState, ConnInfo, router};
+use crate::auth::Authenticator;
+use crate::tls::{TlsFiles, TlsState};
+use crate::{Error, Result};
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The filesystem store's directory; `None` keeps keys, approvals and audit in memory.
+    pub data_dir: Option<PathBuf>,
+    /// A policy file, reloaded when it changes.
+    pub policy_file: Option<PathBuf>,
+    /// A JWT keyset file, reloaded when it changes.
+    pub keyset_file: Option<PathBuf>,
+    /// The `aud` every token must carry.
+    pub audience: String,
+    /// Router settings (issuer of the server's own tokens, body limit, timeout).
+    pub app: AppConfig,
+    /// TLS files.
+    pub tls: TlsFiles,
+    /// How often changed files (certificates, keyset, policy) are picked up.
+    pub reload_interval: Duration,
+    /// How often due destructions and rotations run.
+    pub scheduler_interval: Duration,
+    /// How long shutdown waits for open requests.
+    pub drain_timeout: Duration,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    state: AppState,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the HSM, binds the listener and starts serving.
+    pub async fn start(config: ServerConfig, master_key: MasterKey) -> Result<Server> {
+        // Pin the process-wide rustls provider (a second provider in the tree would panic).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let tls = Arc::new(TlsState::load(config.tls.clone())?);
+        let mut builder = Hsm::builder().master_key(master_key);
+        builder = match &config.data_dir {
+            Some(dir) => builder.data_dir(dir),
+            None => builder.store(Arc::new(MemoryKeyStore::new())),
+        };
+        if let Some(policy) = &config.policy_file {
+            builder = builder.policy_file(policy, config.reload_interval);
+        }
+        let hsm = builder.build().await?;
+        let auth = Arc::new(Authenticator::new(
+            &hsm,
+            &config.app.issuer,
+            &config.audience,
+            config.keyset_file.clone(),
+        )?);
+        let state = AppState::new(hsm.clone(), auth.clone(), &config.app);
+        let app = router(state.clone(), config.app.max_body);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Error::Io { what: format!("binding {}", config.listen), source: e })?;
+        let addr =
+            listener.local_addr().map_err(|e| Error::Io { what: "listener".into(), source: e })?;
+        let (stop, stopped) = watch::channel(false);
+        spawn_reloader(tls.clone(), auth, config.reload_interval, stopped.clone());
+        spawn_scheduler(hsm.clone(), config.scheduler_interval, stopped.clone());
+        let drain = config.drain_timeout;
+        let task = tokio::spawn(async move {
+            accept_loop(listener, tls, app, stopped, drain).await;
+            if let Err(e) = hsm.shutdown().await {
+                tracing::error!(error = %e, "closing the audit log failed");
+            }
+        });
+        tracing::info!(%addr, "listening");
+        Ok(Server { addr, state, stop, task })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The application state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting, drains open requests, checkpoints and closes the audit log.
+    pub async fn shutdown(self) {
+        self.state.start_draining();
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down: draining requests, then checkpointing the audit log");
+        self.shutdown().await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<TlsState>,
+    app: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let info = conn_info(peer, stream.get_ref().1.peer_certificates());
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(info.clone());
+                    app.clone().call(req)
+                },
+            );
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timeout: closing connections with requests still open");
+    }
+}
+
+fn conn_info(
+    peer: SocketAddr,
+    certs: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+) -> ConnInfo {
+    let digest = certs
+        .and_then(|c| c.first())
+        .map(|leaf| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref()));
+    ConnInfo {
+        peer: Some(peer),
+        cert_sha256_hex: digest.as_ref().map(|d| crate::hex(d.as_ref())),
+        cert_sha256_b64url: digest
+            .as_ref()
+            .map(|d| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())),
+    }
+}
+
+fn spawn_reloader(
+    tls: Arc<TlsState>,
+    auth: Arc<Authenticator>,
+    every: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stopped.changed() => break,
+            }
+            match tls.reload_if_changed() {
+                Ok(true) => tracing::info!("TLS files reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS reload failed; keeping the previous files")
+                }
+            }
+            match auth.reload_if_changed() {
+                Ok(true) => tracing::info!("JWT keyset reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "keyset reload failed; keeping the previous keyset")
+                }
+            }
+        }
+    });
+}
+
+fn spawn_scheduler(hsm: Hsm, every: Duration, mut stopped: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let ctx = RequestContext::local("system:scheduler");
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stopped.changed() => break,
+            }
+            let now = time::OffsetDateTime::now_utc();
+            if let Err(e) = hsm.purge_due(&ctx, now).await {
+                tracing::warn!(error = %e, "scheduled purge failed");
+            }
+            if let Err(e) = hsm.rotate_due(&ctx, now).await {
+                tracing::warn!(error = %e, "scheduled rotation failed");
+            }
+        }
+    });
+}

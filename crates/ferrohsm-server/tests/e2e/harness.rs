@@ -1,0 +1,297 @@
+//! A real server on a loopback port with real TLS, a filesystem store and file audit log, and
+//! the PKI, keysets and tokens the tests need.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use ferrohsm_core::MasterKey;
+use ferrohsm_server::{AppConfig, ClientAuth, Server, ServerConfig, TlsFiles, TokenSpec};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use serde_json::{Value, json};
+
+pub const AUDIENCE: &str = "ferrohsm-test";
+pub const ISSUER: &str = "ferrohsm-test-server";
+
+/// A CA that issues server and client certificates.
+pub struct Pki {
+    pub ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Pki { ca_pem: cert.pem(), issuer: Issuer::new(params, key) }
+    }
+
+    /// A certificate for `names`, as (cert PEM, key PEM, SHA-256 of the DER, hex).
+    pub fn issue(&self, names: &[&str]) -> (String, String, String) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.der());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        (cert.pem(), key.serialize_pem(), hex)
+    }
+}
+
+/// External token signers configured in the keyset file.
+pub struct Signers {
+    pub hs256: Vec<u8>,
+    pub es256: KeyPair,
+    pub ed25519: KeyPair,
+    pub rs256: KeyPair,
+}
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub ca_pem: String,
+    pub client_pki: Pki,
+    pub signers: Signers,
+    pub keyset_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+pub struct Options {
+    pub client_auth: ClientAuth,
+    pub policy: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { client_auth: ClientAuth::Optional, policy: None }
+    }
+}
+
+pub fn keyset_toml(signers: &Signers, dir: &Path) -> String {
+    std::fs::write(dir.join("es256.pem"), signers.es256.public_key_pem()).unwrap();
+    format!(
+        r#"
+[[key]]
+kid = "ci-hs256"
+algorithm = "HS256"
+issuer = "https://ci.example"
+secret = "{}"
+
+[[key]]
+kid = "ci-es256"
+algorithm = "ES256"
+issuer = "https://ci.example"
+public_key_file = "es256.pem"
+
+[[key]]
+kid = "ci-rs256"
+algorithm = "RS256"
+issuer = "https://ci.example"
+public_key = """{}"""
+
+[[key]]
+kid = "ops-eddsa"
+algorithm = "EdDSA"
+issuer = "https://ops.example"
+public_key = """{}"""
+"#,
+        ferrohsm_core::b64::encode(&signers.hs256),
+        signers.rs256.public_key_pem(),
+        signers.ed25519.public_key_pem()
+    )
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let server_pki = Pki::new("test server CA");
+        let client_pki = Pki::new("test client CA");
+        let (cert, key, _) = server_pki.issue(&["localhost", "127.0.0.1"]);
+        let cert_path = dir.path().join("server.pem");
+        let key_path = dir.path().join("server-key.pem");
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        let client_ca = dir.path().join("client-ca.pem");
+        std::fs::write(&client_ca, &client_pki.ca_pem).unwrap();
+        let signers = Signers {
+            hs256: (0u8..48).collect(),
+            es256: KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+            ed25519: KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
+            rs256: KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap(),
+        };
+        let keyset_path = dir.path().join("keyset.toml");
+        std::fs::write(&keyset_path, keyset_toml(&signers, dir.path())).unwrap();
+        let policy_file = options.policy.map(|text| {
+            let path = dir.path().join("policy.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: Some(dir.path().join("data")),
+            policy_file,
+            keyset_file: Some(keyset_path.clone()),
+            audience: AUDIENCE.into(),
+            app: AppConfig { issuer: ISSUER.into(), max_body: 64 * 1024, ..AppConfig::default() },
+            tls: TlsFiles {
+                cert: cert_path.clone(),
+                key: key_path.clone(),
+                client_ca: Some(client_ca),
+                client_auth: options.client_auth,
+                allow_tls12: false,
+            },
+            reload_interval: Duration::from_millis(100),
+            scheduler_interval: Duration::from_secs(3600),
+            drain_timeout: Duration::from_secs(5),
+        };
+        let server =
+            Server::start(config, MasterKey::from_bytes(&[42u8; 32]).unwrap()).await.unwrap();
+        let url = format!("https://localhost:{}", server.local_addr().port());
+        TestServer {
+            server: Some(server),
+            url,
+            ca_pem: server_pki.ca_pem.clone(),
+            dir,
+            client_pki,
+            signers,
+            keyset_path,
+            cert_path,
+            key_path,
+        }
+    }
+
+    pub fn hsm(&self) -> &ferrohsm_core::Hsm {
+        self.server.as_ref().unwrap().state().hsm()
+    }
+
+    /// A token from the server's own token key.
+    pub fn token(&self, sub: &str, roles: &[&str]) -> String {
+        self.token_spec(TokenSpec {
+            sub: sub.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ttl: Duration::from_secs(600),
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            cert_sha256: None,
+        })
+    }
+
+    pub fn token_spec(&self, spec: TokenSpec) -> String {
+        let key = self.hsm().token_key();
+        let unsigned = ferrohsm_server::unsigned_token(key, &spec).unwrap();
+        let signature = key.sign(unsigned.signing_input.as_bytes()).unwrap();
+        ferrohsm_server::finish_token(&unsigned, &signature)
+    }
+
+    /// A client that trusts the server's CA, optionally presenting a client certificate.
+    pub fn client_with(&self, identity: Option<(&str, &str)>) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
+        let mut builder = reqwest::Client::builder().tls_certs_only([ca]).https_only(true);
+        if let Some((cert, key)) = identity {
+            let pem = format!("{cert}{key}");
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        self.client_with(None)
+    }
+
+    pub fn api(&self, token: &str) -> Api {
+        Api { client: self.client(), url: self.url.clone(), token: token.to_owned() }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// A small JSON client for one caller.
+#[derive(Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub token: String,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error code of an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Api {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req =
+            self.client.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send("POST", path, Some(body), &[]).await
+    }
+
+    /// Creates a key and returns its id.
+    pub async fn create(&self, body: Value) -> String {
+        let r = self.post("/v1/keys", body).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["id"].as_str().unwrap().to_owned()
+    }
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn unb64(text: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+}
+
+pub fn aes(name: &str) -> Value {
+    json!({"algorithm": "aes-256-gcm", "name": name})
+}

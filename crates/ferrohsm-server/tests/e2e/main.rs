@@ -1,0 +1,12 @@
+//! End-to-end tests of the REST server: a real server on 127.0.0.1 with real TLS, a filesystem
+//! store and a durable audit log, driven by reqwest.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod harness;
+
+mod auth;
+mod dual_control;
+mod ops;
+mod reload;
+mod roles;
+mod routes;
