@@ -23,7 +23,12 @@ struct Target {
     limit_ns: f64,
 }
 
-pub(crate) fn run(root: &Path) -> Result<()> {
+pub(crate) fn run(root: &Path, only_load: bool) -> Result<()> {
+    if only_load {
+        let (table, load) = load_table()?;
+        print!("{table}");
+        return write_load(root, &load);
+    }
     let criterion_dir = root.join("target/criterion");
     if criterion_dir.exists() {
         std::fs::remove_dir_all(&criterion_dir).context("clearing old criterion results")?;
@@ -104,7 +109,11 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         )?;
         spec.push(json!({"target": t.what, "measured_ns": t.measured_ns, "limit_ns": t.limit_ns, "verdict": verdict}));
     }
+    // The load test runs after criterion, on a quiet machine.
+    let (load_rows, load) = load_table()?;
+    table.push_str(&load_rows);
     print!("{table}");
+    write_load(root, &load)?;
 
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -120,6 +129,52 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     let path = out_dir.join("criterion.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
     std::fs::write(out_dir.join("table.txt"), table)?;
+    eprintln!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
+/// Runs the REST load test and formats its rows against SPEC §10.
+fn load_table() -> Result<(String, Vec<Value>)> {
+    let root = crate::workspace_root()?;
+    let results = crate::load::run(&root)?;
+    let mut table = String::new();
+    writeln!(table, "\nSPEC §10 REST load (TLS, durable audit, loopback)")?;
+    writeln!(
+        table,
+        "{:<44} {:>10} {:>9} {:>9} {:>7}  target",
+        "scenario", "ops/s", "p50 ms", "p99 ms", "errors"
+    )?;
+    for (target, r) in crate::load::TARGETS.iter().zip(&results) {
+        let ops = r["ops_per_s"].as_f64().unwrap_or(0.0);
+        let p99 = r["p99_ms"].as_f64().unwrap_or(f64::INFINITY);
+        let met = ops >= target.min_ops && target.max_p99_ms.is_none_or(|m| p99 < m);
+        let goal = match target.max_p99_ms {
+            Some(m) => format!(">= {:.0}/s, p99 < {m} ms", target.min_ops),
+            None => format!(">= {:.0}/s", target.min_ops),
+        };
+        writeln!(
+            table,
+            "{:<44} {:>10.0} {:>9.2} {:>9.2} {:>7}  {goal}: {}",
+            target.what,
+            ops,
+            r["p50_ms"].as_f64().unwrap_or(0.0),
+            p99,
+            r["errors"].as_u64().unwrap_or(0),
+            if met { "met" } else { "MISSED" }
+        )?;
+    }
+    Ok((table, results))
+}
+
+fn write_load(root: &Path, load: &[Value]) -> Result<()> {
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let path = out_dir.join("load.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&json!({"unix_time": stamp, "results": load}))?,
+    )?;
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
 }

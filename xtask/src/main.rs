@@ -3,8 +3,8 @@
 //! - `test`: formatting, clippy with warnings denied, `cargo deny` against the offline advisory
 //!   snapshot, then every workspace test. It installs what it needs (cargo-deny, and the Python
 //!   OpenAPI validator the server's tests call) when absent.
-//! - `bench`: the criterion benchmarks, then one table of results, also written as JSON to
-//!   `target/bench/`.
+//! - `bench`: the criterion benchmarks and the REST load test (`bench load` runs only the
+//!   latter), then one table of results, also written as JSON to `target/bench/`.
 //!
 //! It must never change the source tree, and never reach the network except through cargo's own
 //! registry access.
@@ -16,24 +16,28 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod load;
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     let root = workspace_root()?;
     match task.as_str() {
         "test" | "ci" => test(&root),
-        "bench" => bench::run(&root),
+        "bench" => bench::run(&root, std::env::args().nth(2).as_deref() == Some("load")),
         _ => {
             eprintln!("usage: cargo xtask <test|ci|bench>");
             eprintln!("  test   fmt check, clippy -D warnings, cargo deny, every test");
             eprintln!("  ci     the same as test (what .ci/run calls)");
-            eprintln!("  bench  criterion benchmarks; table on stdout, JSON in target/bench/");
+            eprintln!(
+                "  bench  criterion benchmarks and the REST load test; table on stdout, JSON in target/bench/"
+            );
+            eprintln!("  bench load   only the REST load test");
             bail!("unknown task {task:?}")
         }
     }
 }
 
-fn workspace_root() -> Result<PathBuf> {
+pub(crate) fn workspace_root() -> Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
 }

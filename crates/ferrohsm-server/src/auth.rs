@@ -214,13 +214,22 @@ struct Keyset {
     modified: Option<SystemTime>,
 }
 
+/// How many verified tokens are remembered (their signatures are not checked again).
+const TOKEN_CACHE_ENTRIES: usize = 10_000;
+
 /// Checks bearer tokens against the configured keysets and the HSM's own token key.
+///
+/// A token whose signature and claims verified is remembered (by its SHA-256) until it
+/// expires, so a client reusing its token costs one hash, not one signature check, per
+/// request. Time-based claims and the certificate binding are checked on every use, and the
+/// cache is emptied whenever the keyset changes, so a removed key stops working at once.
 pub struct Authenticator {
     audience: String,
     file: Option<PathBuf>,
     keyset: RwLock<Arc<Keyset>>,
     own_kid: String,
     own: Accepted,
+    verified: std::sync::Mutex<HashMap<[u8; 32], Arc<Claims>>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -256,6 +265,7 @@ impl Authenticator {
             keyset: RwLock::new(Arc::new(keyset)),
             own_kid: key.kid().to_owned(),
             own,
+            verified: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -270,12 +280,53 @@ impl Authenticator {
         let keys = load_keyset(path)?;
         *self.keyset.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(Keyset { keys, modified: now });
+        self.verified.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(true)
     }
 
     /// Verifies a token. `client_cert` is the connection's certificate fingerprint as
     /// base64url SHA-256, when it presented one.
     pub fn verify(&self, token: &str, client_cert: Option<&str>) -> Result<Claims, AuthFailure> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let mut id = [0u8; 32];
+        id.copy_from_slice(digest.as_ref());
+        let cached = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+        let claims = match cached {
+            Some(claims) => {
+                let now = jsonwebtoken::get_current_timestamp();
+                if claims.exp.saturating_add(CLOCK_SKEW_SECONDS) < now {
+                    return Err(AuthFailure::Expired);
+                }
+                if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(CLOCK_SKEW_SECONDS)) {
+                    return Err(AuthFailure::NotYetValid);
+                }
+                claims
+            }
+            None => {
+                let claims = Arc::new(self.verify_signed(token)?);
+                let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= TOKEN_CACHE_ENTRIES {
+                    // Expired entries go first; if none, start over (a re-check is only cost).
+                    let now = jsonwebtoken::get_current_timestamp();
+                    cache.retain(|_, c| c.exp.saturating_add(CLOCK_SKEW_SECONDS) >= now);
+                    if cache.len() >= TOKEN_CACHE_ENTRIES {
+                        cache.clear();
+                    }
+                }
+                cache.insert(id, claims.clone());
+                claims
+            }
+        };
+        if let Some(cnf) = &claims.cnf
+            && client_cert != Some(cnf.x5t_s256.as_str())
+        {
+            return Err(AuthFailure::CertificateMismatch);
+        }
+        Ok(Claims::clone(&claims))
+    }
+
+    /// Checks a token's signature and claims (everything but the certificate binding).
+    fn verify_signed(&self, token: &str) -> Result<Claims, AuthFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
         let kid = header.kid.as_deref().ok_or(AuthFailure::UnknownKey)?;
         let keyset = self.keyset.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -308,13 +359,7 @@ impl Authenticator {
                     _ => AuthFailure::Malformed,
                 }
             })?;
-        let claims = data.claims;
-        if let Some(cnf) = &claims.cnf
-            && client_cert != Some(cnf.x5t_s256.as_str())
-        {
-            return Err(AuthFailure::CertificateMismatch);
-        }
-        Ok(claims)
+        Ok(data.claims)
     }
 
     /// The audience tokens must name.

@@ -136,6 +136,9 @@ struct DevArgs {
     /// Lifetime of the printed admin token.
     #[arg(long, default_value = "8h")]
     token_ttl: String,
+    /// A policy file (docs/policy.md), reloaded when it changes.
+    #[arg(long, env = "FERROHSM_POLICY_FILE")]
+    policy_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -287,7 +290,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         listen: args.listen,
         data_dir: Some(args.data_dir.clone()),
-        policy_file: None,
+        policy_file: args.policy_file.clone(),
         keyset_file: None,
         audience: "ferrohsm".into(),
         app: AppConfig::default(),
