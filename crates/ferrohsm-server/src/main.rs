@@ -17,6 +17,10 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "FERROHSM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Export trace spans over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// http://localhost:4318 (the path /v1/traces is added when none is given).
+    #[arg(long, global = true, env = "FERROHSM_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -171,28 +175,75 @@ struct TokenArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let tracer = init_tracing(cli.log_format, cli.otlp_endpoint.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Dev(args) => dev(args).await,
             Command::Token(args) => token(args),
         }
-    })
+    });
+    if let Some(provider) = tracer {
+        // Export the spans still buffered.
+        if let Err(e) = provider.shutdown() {
+            eprintln!("ferrohsm-server: flushing OTLP spans failed: {e}");
+        }
+    }
+    result
 }
 
-fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// Logs to stderr (text or JSON, filtered by RUST_LOG, default `info`), and exports spans over
+/// OTLP when an endpoint is given (at `info`, independent of RUST_LOG).
+fn init_tracing(
+    format: LogFormat,
+    otlp: Option<&str>,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+    };
+    let provider = match otlp {
+        None => None,
+        Some(endpoint) => {
+            let mut url = endpoint.trim_end_matches('/').to_owned();
+            if url.matches('/').count() <= 2 {
+                url.push_str("/v1/traces");
+            }
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(url)
+                .build()
+                .context("configuring the OTLP exporter")?;
+            let resource =
+                opentelemetry_sdk::Resource::builder().with_service_name("ferrohsm-server").build();
+            Some(
+                opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+    };
+    // Spans go to the collector at `info` whatever RUST_LOG says about the log.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("ferrohsm-server"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    Ok(provider)
 }
 
 fn duration(text: &str) -> anyhow::Result<Duration> {

@@ -44,6 +44,11 @@ async fn a_changed_keyset_is_picked_up_and_a_broken_one_ignored() {
     std::fs::write(&server.keyset_path, "this is not toml [[[").unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(get().await, 200);
+
+    // Removing the key revokes its tokens at once, although the server had verified (and
+    // remembered) this one.
+    std::fs::write(&server.keyset_path, keyset_toml(&server.signers, server.dir.path())).unwrap();
+    assert!(eventually(async || get().await == 401).await, "the removed key still works");
 }
 
 #[tokio::test]

@@ -1,0 +1,177 @@
+//! The `ferrohsm-server` binary as operators run it: `dev` (first run and restart), `token`,
+//! graceful shutdown on SIGTERM, and OTLP span export to a collector.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferrohsm-server");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Dev {
+    child: Child,
+    url: String,
+    ca: String,
+    token: String,
+}
+
+fn start_dev(data: &Path, extra: &[&str]) -> Dev {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(extra)
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut ca, mut token) = (None, None, None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let field = |prefix: &str| line.trim().strip_prefix(prefix).map(str::to_owned);
+        url = url.or(field("export FERROHSM_SERVER="));
+        ca = ca.or(field("export FERROHSM_CA_CERT="));
+        if let Some(t) = field("export FERROHSM_TOKEN=") {
+            token = Some(t);
+            break;
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Dev { child, url: url.unwrap(), ca: ca.unwrap(), token: token.unwrap() }
+}
+
+impl Dev {
+    fn client(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca).unwrap()).unwrap();
+        reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+    }
+
+    fn terminate(mut self) {
+        let status =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "the server exited with {exit} after SIGTERM");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_starts_prints_what_a_client_needs_and_keeps_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ferrohsm-data");
+    let dev = start_dev(&data, &[]);
+    assert!(dev.url.starts_with("https://localhost:"));
+    let mode = std::fs::metadata(data.join("master.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let client = dev.client();
+    let health: serde_json::Value =
+        client.get(format!("{}/healthz", dev.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let r = client
+        .post(format!("{}/v1/keys", dev.url))
+        .bearer_auth(&dev.token)
+        .json(&serde_json::json!({"algorithm": "aes-256-gcm", "name": "kept"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = std::fs::read(data.join("master.key")).unwrap();
+    // (The client's connection must stay served while the server drains, so wait elsewhere.)
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+
+    // A restart reuses the master key and certificate, and the key is still there; a token
+    // minted offline by `ferrohsm-server token` is accepted.
+    let dev = start_dev(&data, &[]);
+    assert_eq!(std::fs::read(data.join("master.key")).unwrap(), key);
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "audrey", "--role", "auditor", "--ttl", "5m", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let auditor = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let client = dev.client();
+    let r =
+        client.get(format!("{}/v1/keys/kept", dev.url)).bearer_auth(&auditor).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .post(format!("{}/v1/keys", dev.url))
+        .bearer_auth(&auditor)
+        .json(&serde_json::json!({"algorithm": "aes-256-gcm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+
+    // Bad invocations fail with one clear line.
+    let out = Command::new(BIN)
+        .args(["dev", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "x", "--role", "wizard", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp() {
+    // A minimal OTLP/HTTP collector that records what it receives.
+    let received: Arc<Mutex<Vec<(String, String, usize)>>> = Arc::default();
+    let seen = received.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let seen = seen.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let kind = req
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 24).await.unwrap();
+            seen.lock().unwrap().push((path, kind, body.len()));
+            axum::http::StatusCode::OK
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start_dev(&dir.path().join("data"), &["--otlp-endpoint", &collector]);
+    let r = dev
+        .client()
+        .get(format!("{}/v1/keys", dev.url))
+        .bearer_auth(&dev.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Shutdown flushes the spans still buffered.
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+    let received = received.lock().unwrap().clone();
+    assert!(
+        received.iter().any(|(path, kind, len)| path == "/v1/traces"
+            && kind == "application/x-protobuf"
+            && *len > 0),
+        "{received:?}"
+    );
+}
