@@ -40,6 +40,7 @@ mod chain;
 mod error;
 mod file;
 mod keys;
+mod offline;
 mod record;
 mod sink;
 mod verify;
@@ -48,6 +49,7 @@ mod verify;
 pub use error::{Error, Result};
 pub use file::{FileAuditConfig, FileAuditSink, Recovery};
 pub use keys::{AuditKeys, key_id_of};
+pub use offline::{OfflineOptions, summary, verify_files};
 pub use record::{
     AuditEntry, AuditRecord, Checkpoint, CheckpointTag, FORMAT_VERSION, GENESIS_HASH, Outcome,
     RecordTag, hex, parse_hex32,

@@ -25,6 +25,17 @@ pub fn derive_audit_keys(provider: &dyn CryptoProvider, master: &MasterKey) -> R
     AuditKeys::new(provider, &hmac, &seed).map_err(Error::AuditUnavailable)
 }
 
+/// The audit HMAC key derived from the master key, for an auditor who checks record HMACs
+/// offline. Anyone holding it can forge records that pass the HMAC check (not checkpoint
+/// signatures), so hand it only to auditors.
+pub fn danger_derive_audit_hmac_key(
+    provider: &dyn CryptoProvider,
+    master: &MasterKey,
+) -> Result<ferrohsm_crypto::SecretBytes> {
+    derive_audit_hmac_key(provider, master)
+        .map(|k| ferrohsm_crypto::SecretBytes::copy_from(k.as_ref()))
+}
+
 pub(crate) fn derive_audit_hmac_key(
     provider: &dyn CryptoProvider,
     master: &MasterKey,

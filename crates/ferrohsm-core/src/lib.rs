@@ -46,11 +46,14 @@ mod validate;
 pub mod wire;
 
 // Public interface:
-pub use audit::derive_audit_keys;
+pub use audit::{danger_derive_audit_hmac_key, derive_audit_keys};
 pub use context::{KeyRef, RequestContext};
 pub use error::{Error, Result};
 pub use ferrohsm_audit::AuditRecord;
 pub use ferrohsm_audit::{AuditSink, Checkpoint, FileAuditConfig, FileAuditSink, MemoryAuditSink};
+pub use ferrohsm_audit::{
+    Failure, OfflineOptions, Report, summary as audit_summary, verify_files as verify_audit_files,
+};
 pub use ferrohsm_crypto::b64;
 pub use ferrohsm_crypto::{
     Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, SecretBytes, SignInput,
@@ -72,3 +75,9 @@ pub use wire::{
     CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,
     VersionInfo, Wrapped,
 };
+
+/// The default crypto provider (aws-lc-rs), for frontends that verify audit logs offline or
+/// derive keys from a master key without opening an HSM.
+pub fn default_provider() -> std::sync::Arc<dyn CryptoProvider> {
+    std::sync::Arc::new(AwsLcProvider)
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use ferrohsm_core::{AwsLcProvider, MasterKey, TokenKey};
+use ferrohsm_core::{MasterKey, TokenKey};
 use ferrohsm_server::{AppConfig, ClientAuth, Server, ServerConfig, TlsFiles, TokenSpec};
 use serde::Deserialize;
 
@@ -43,6 +43,23 @@ enum Command {
     ///
     /// Example: ferrohsm-server token --data-dir ./ferrohsm-data --sub alice --role operator --ttl 8h
     Token(TokenArgs),
+    /// Write the keys an auditor needs to verify exported audit logs offline: the HMAC key
+    /// (`audit-hmac.key`, 0600, base64; it can forge HMACs, so hand it to auditors only) and the
+    /// checkpoint public key (`audit-public.pem`).
+    AuditKeys(AuditKeysArgs),
+}
+
+#[derive(Args)]
+struct AuditKeysArgs {
+    /// The data directory whose master key derives them (reads DIR/master.key).
+    #[arg(long, env = "FERROHSM_DATA_DIR", default_value = "./ferrohsm-data")]
+    data_dir: PathBuf,
+    /// The master key file, if not DIR/master.key; else FERROHSM_MASTER_KEY.
+    #[arg(long, env = "FERROHSM_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Where to write the two files.
+    #[arg(long)]
+    out_dir: PathBuf,
 }
 
 #[derive(Args, Default)]
@@ -185,6 +202,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Dev(args) => dev(args).await,
             Command::Token(args) => token(args),
+            Command::AuditKeys(args) => audit_keys(args),
         }
     });
     if let Some(provider) = tracer {
@@ -325,10 +343,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let master = if key_file.exists() {
         MasterKey::from_file(&key_file).context("reading the master key")?
     } else {
-        MasterKey::generate_file(&AwsLcProvider, &key_file).context("creating the master key")?
+        MasterKey::generate_file(ferrohsm_core::default_provider().as_ref(), &key_file)
+            .context("creating the master key")?
     };
     let certs = ferrohsm_server::dev_certificates(&args.data_dir.join("tls"))?;
-    let token_key = TokenKey::derive(&AwsLcProvider, &master)?;
+    let token_key = TokenKey::derive(ferrohsm_core::default_provider().as_ref(), &master)?;
     let admin = mint(
         &token_key,
         "dev-admin",
@@ -395,13 +414,49 @@ fn mint(
     Ok(ferrohsm_server::finish_token(&unsigned, &signature))
 }
 
-fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let file = args.master_key_file.clone().or_else(|| {
-        let f = args.data_dir.join("master.key");
+/// The master key of `--master-key-file`, else `DATA_DIR/master.key`, else the environment.
+fn master_for(data_dir: &Path, file: Option<&Path>) -> anyhow::Result<MasterKey> {
+    let file = file.map(Path::to_path_buf).or_else(|| {
+        let f = data_dir.join("master.key");
         f.exists().then_some(f)
     });
-    let master = load_master_key(file.as_deref())?;
-    let key = TokenKey::derive(&AwsLcProvider, &master)?;
+    load_master_key(file.as_deref())
+}
+
+fn audit_keys(args: AuditKeysArgs) -> anyhow::Result<()> {
+    let master = master_for(&args.data_dir, args.master_key_file.as_deref())?;
+    let provider = ferrohsm_core::default_provider();
+    let hmac = ferrohsm_core::danger_derive_audit_hmac_key(provider.as_ref(), &master)?;
+    let keys = ferrohsm_core::derive_audit_keys(provider.as_ref(), &master)?;
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("creating {}", args.out_dir.display()))?;
+    let hmac_file = args.out_dir.join("audit-hmac.key");
+    let text = zeroize::Zeroizing::new(ferrohsm_core::b64::encode(hmac.expose()));
+    write_private(&hmac_file, text.as_bytes())?;
+    let public_file = args.out_dir.join("audit-public.pem");
+    std::fs::write(&public_file, keys.public_key_pem())
+        .with_context(|| format!("writing {}", public_file.display()))?;
+    println!("{}", hmac_file.display());
+    println!("{}", public_file.display());
+    Ok(())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(data).with_context(|| format!("writing {}", path.display()))
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let master = master_for(&args.data_dir, args.master_key_file.as_deref())?;
+    let key = TokenKey::derive(ferrohsm_core::default_provider().as_ref(), &master)?;
     let token = mint(
         &key,
         &args.sub,

@@ -1,0 +1,669 @@
+//! `ferrohsm`: the command line for operators and auditors. It talks to a FerroHSM server
+//! through one `Client` built on `ferrohsm_core::wire`; `audit verify` works offline through the
+//! core's verifier. Errors print one line on stderr (with the request id when the server
+//! answered) and exit with a code per kind (see `--help`).
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, Parser as _};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use ferrohsm_core::b64;
+use ferrohsm_core::wire::{
+    ApprovalInfo, ApprovalList, AuditPage, DecryptRequest, Encrypted, Health, KeyInfo, KeyList,
+    PublicKeyInfo, Signed, TokenResponse, Verified, Wrapped,
+};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+mod cli;
+mod client;
+mod config;
+mod error;
+
+use cli::{
+    ApprovalsCommand, AuditCommand, Cli, Command, Global, Input, KeysCommand, Output, TokenCommand,
+};
+use client::Client;
+use error::{CliError, Kind, Result};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.kind.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Login(args) => login(g, args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ferrohsm", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify {
+            files,
+            audit_key,
+            public_keys,
+            checkpoint,
+            allow_partial,
+        }) => {
+            let options =
+                ferrohsm_core::OfflineOptions { audit_key, public_keys, checkpoint, allow_partial };
+            match ferrohsm_core::verify_audit_files(
+                ferrohsm_core::default_provider(),
+                &options,
+                &files,
+            ) {
+                Err(message) => Err(CliError::input(message)),
+                Ok(Err(failure)) => {
+                    Err(CliError::input(format!("audit verification FAILED: {failure}")))
+                }
+                Ok(Ok(report)) => {
+                    if g.output == Output::Json {
+                        print_json(
+                            &json!({"valid": true, "records": report.records, "first_seq": report.first_seq,
+                            "last_seq": report.last_seq, "checkpoints": report.checkpoints,
+                            "hmacs_checked": report.hmacs_checked, "signatures_checked": report.signatures_checked,
+                            "head": report.last_hash}),
+                        );
+                    } else {
+                        println!("{}", ferrohsm_core::audit_summary(&report));
+                        println!("head: {}", report.last_hash);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        command => {
+            let settings = config::resolve(g)?;
+            let client = Client::new(&settings, g.approval_id.clone(), g.request_id.clone())?;
+            online(g, &client, command)
+        }
+    }
+}
+
+fn login(g: &Global, args: cli::LoginArgs) -> Result<ExitCode> {
+    let token = if args.token == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| CliError::input(format!("reading the token: {e}")))?;
+        text.trim().to_owned()
+    } else {
+        args.token
+    };
+    let absolute = |p: Option<PathBuf>| p.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
+    let profile = config::Profile {
+        server: Some(args.server),
+        token: Some(token),
+        ca_cert: absolute(args.ca_cert),
+        client_cert: absolute(args.client_cert),
+        client_key: absolute(args.client_key),
+    };
+    // Check the settings work before storing them.
+    let client = Client::new(&profile, None, None)?;
+    let _: KeyList = client.get("/v1/keys?limit=1").or_else(|e| match e.kind {
+        // A role that may not list keys still logs in.
+        Kind::Auth if !e.message.starts_with("authentication failed") => {
+            Ok(KeyList { keys: vec![], next_cursor: None })
+        }
+        _ => Err(e),
+    })?;
+    let path = config::config_path(g)
+        .ok_or_else(|| CliError::input("no config location: set FERROHSM_CONFIG or HOME"))?;
+    let mut file = config::load(&path)?;
+    file.profiles.insert(g.profile.clone(), profile);
+    config::save(&path, &file)?;
+    println!("logged in: profile {} saved to {}", g.profile, path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn online(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
+    let out = g.output;
+    match command {
+        Command::Keys(k) => keys(out, client, k),
+        Command::Encrypt(a) => {
+            let plaintext = read_input(&a.input)?;
+            let body = json!({"plaintext": b64::encode(&plaintext), "aad": a.aad.map(|t| b64::encode(t.as_bytes()))});
+            let r: Encrypted = client.post(&format!("/v1/keys/{}/encrypt", seg(&a.key)), &body)?;
+            emit(out, &r, a.out.as_deref(), format!("{}\n", r.ciphertext).as_bytes())
+        }
+        Command::Decrypt(a) => {
+            let ciphertext = match a.ciphertext {
+                Some(c) => c,
+                None => text_input(a.input.as_deref())?,
+            };
+            let body = DecryptRequest { ciphertext, aad: a.aad.map(String::into_bytes) };
+            let r: Value = client.post(&format!("/v1/keys/{}/decrypt", seg(&a.key)), &body)?;
+            secret_output(out, &r, "plaintext", a.out.as_deref())
+        }
+        Command::Sign(a) => {
+            let body = match &a.digest_hex {
+                Some(hex) => json!({"digest": b64::encode(&unhex(hex)?), "algorithm": a.algorithm}),
+                None => {
+                    json!({"message": b64::encode(&read_input(&a.input)?), "algorithm": a.algorithm})
+                }
+            };
+            let r: Signed = client.post(&format!("/v1/keys/{}/sign", seg(&a.key)), &body)?;
+            match (&a.out, out) {
+                (Some(path), _) => {
+                    write_file(path, &r.signature)?;
+                    if out == Output::Json {
+                        print_json(&r);
+                    }
+                }
+                (None, Output::Json) => print_json(&r),
+                (None, Output::Table) => println!("{}", b64::encode(&r.signature)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(a) => {
+            let signature = match (&a.signature, &a.signature_b64) {
+                (Some(path), None) => read_file(path)?,
+                (None, Some(text)) => b64::decode(text.trim())
+                    .map_err(|_| CliError::input("--signature-b64 is not valid base64"))?,
+                _ => return Err(CliError::input("give --signature FILE or --signature-b64 TEXT")),
+            };
+            let mut body = match &a.digest_hex {
+                Some(hex) => json!({"digest": b64::encode(&unhex(hex)?)}),
+                None => json!({"message": b64::encode(&read_input(&a.input)?)}),
+            };
+            body["signature"] = json!(b64::encode(&signature));
+            if let Some(alg) = &a.algorithm {
+                body["algorithm"] = json!(alg);
+            }
+            if let Some(v) = a.key_version {
+                body["key_version"] = json!(v);
+            }
+            let r: Verified = client.post(&format!("/v1/keys/{}/verify", seg(&a.key)), &body)?;
+            if out == Output::Json {
+                print_json(&r);
+            } else {
+                println!(
+                    "{} (key {} version {}, {})",
+                    if r.valid { "valid" } else { "INVALID" },
+                    r.key_id,
+                    r.key_version,
+                    r.algorithm
+                );
+            }
+            Ok(if r.valid { ExitCode::SUCCESS } else { ExitCode::from(Kind::Failed.exit_code()) })
+        }
+        Command::Wrap(a) => {
+            let material = Zeroizing::new(read_input(&Input { data: None, input: a.input })?);
+            let body = json!({"key_material": b64::encode(&material)});
+            let r: Wrapped = client.post(&format!("/v1/keys/{}/wrap", seg(&a.key)), &body)?;
+            emit(out, &r, a.out.as_deref(), format!("{}\n", r.wrapped).as_bytes())
+        }
+        Command::Unwrap(a) => {
+            let wrapped = match a.wrapped {
+                Some(w) => w,
+                None => text_input(a.input.as_deref())?,
+            };
+            let r: Value = client
+                .post(&format!("/v1/keys/{}/unwrap", seg(&a.key)), &json!({"wrapped": wrapped}))?;
+            secret_output(out, &r, "key_material", a.out.as_deref())
+        }
+        Command::Approvals(a) => approvals(out, client, a),
+        Command::Audit(a) => audit(out, client, a),
+        Command::Token(TokenCommand::Issue { sub, roles, ttl_seconds, cert_sha256 }) => {
+            let body = json!({"sub": sub, "roles": roles, "ttl_seconds": ttl_seconds, "cert_sha256": cert_sha256});
+            let r: TokenResponse = client.post("/v1/auth/token", &body)?;
+            if out == Output::Json {
+                print_json(&r)
+            } else {
+                println!("{}", r.token)
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Health => {
+            let h: Health = client.get("/healthz")?;
+            if out == Output::Json {
+                print_json(&h);
+            } else {
+                let mut t = table(&["component", "status", "detail"]);
+                t.add_row(vec![
+                    "server".to_owned(),
+                    h.status.clone(),
+                    format!("version {}", h.version),
+                ]);
+                for (name, c) in [
+                    ("store", &h.store),
+                    ("audit", &h.audit),
+                    ("seal", &h.seal),
+                    ("policy", &h.policy),
+                ] {
+                    t.add_row(vec![name.to_owned(), c.status.clone(), c.detail.clone()]);
+                }
+                println!("{t}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Login(_) | Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn keys(out: Output, client: &Client, command: KeysCommand) -> Result<ExitCode> {
+    let key_result = |info: KeyInfo| -> Result<ExitCode> {
+        if out == Output::Json {
+            print_json(&info)
+        } else {
+            print_key(&info)
+        }
+        Ok(ExitCode::SUCCESS)
+    };
+    match command {
+        KeysCommand::Create { algorithm, name, description, tags, usages } => {
+            let mut req = serde_json::Map::new();
+            req.insert("algorithm".into(), json!(algorithm));
+            if let Some(n) = name {
+                req.insert("name".into(), json!(n));
+            }
+            if let Some(d) = description {
+                req.insert("description".into(), json!(d));
+            }
+            if !usages.is_empty() {
+                req.insert("usages".into(), json!(usages));
+            }
+            let mut tag_map = serde_json::Map::new();
+            for t in tags {
+                let (k, v) = t
+                    .split_once('=')
+                    .ok_or_else(|| CliError::input(format!("--tag {t:?}: want key=value")))?;
+                tag_map.insert(k.to_owned(), json!(v));
+            }
+            req.insert("tags".into(), Value::Object(tag_map));
+            key_result(client.post("/v1/keys", &Value::Object(req))?)
+        }
+        KeysCommand::List { tags, algorithm, state, name_prefix, limit } => {
+            let mut query = Vec::new();
+            for t in &tags {
+                let (k, v) = t
+                    .split_once('=')
+                    .ok_or_else(|| CliError::input(format!("--tag {t:?}: want key=value")))?;
+                query.push(("tag", format!("{k}:{v}")));
+            }
+            for (name, value) in
+                [("algorithm", algorithm), ("state", state), ("name_prefix", name_prefix)]
+            {
+                if let Some(v) = value {
+                    query.push((name, v));
+                }
+            }
+            let mut keys = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut q = query.clone();
+                let page_size = limit.map_or(1000, |l| (l - keys.len().min(l)).clamp(1, 1000));
+                q.push(("limit", page_size.to_string()));
+                if let Some(c) = &cursor {
+                    q.push(("cursor", c.clone()));
+                }
+                let qs = q
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", urlencode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                let page: KeyList = client.get(&format!("/v1/keys?{qs}"))?;
+                keys.extend(page.keys);
+                cursor = page.next_cursor;
+                if cursor.is_none() || limit.is_some_and(|l| keys.len() >= l) {
+                    break;
+                }
+            }
+            if let Some(l) = limit {
+                keys.truncate(l);
+            }
+            if out == Output::Json {
+                print_json(&json!({"keys": keys}));
+            } else {
+                let mut t =
+                    table(&["name", "id", "algorithm", "state", "version", "tags", "created"]);
+                for k in &keys {
+                    t.add_row(vec![
+                        k.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                        k.id.to_string(),
+                        k.algorithm.to_string(),
+                        k.state.to_string(),
+                        k.current_version.to_string(),
+                        k.tags
+                            .iter()
+                            .map(|(a, b)| format!("{a}={b}"))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        rfc3339(k.created_at),
+                    ]);
+                }
+                println!("{t}");
+                println!("{} keys", keys.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Show { key } => key_result(client.get(&format!("/v1/keys/{}", seg(&key)))?),
+        KeysCommand::Rotate { key } => {
+            key_result(client.post(&format!("/v1/keys/{}/rotate", seg(&key)), &json!({}))?)
+        }
+        KeysCommand::Rollback { key, version } => key_result(
+            client
+                .post(&format!("/v1/keys/{}/rollback", seg(&key)), &json!({"version": version}))?,
+        ),
+        KeysCommand::Revoke { key, reason, comment } => key_result(client.post(
+            &format!("/v1/keys/{}/revoke", seg(&key)),
+            &json!({"reason": reason, "comment": comment}),
+        )?),
+        KeysCommand::Destroy { key, grace_seconds } => {
+            let body = match grace_seconds {
+                Some(g) => json!({"grace_seconds": g}),
+                None => json!({}),
+            };
+            key_result(client.post(&format!("/v1/keys/{}/destroy", seg(&key)), &body)?)
+        }
+        KeysCommand::CancelDestroy { key } => {
+            key_result(client.post(&format!("/v1/keys/{}/cancel-destroy", seg(&key)), &json!({}))?)
+        }
+        KeysCommand::Public { key, version, out: file } => {
+            let path = match version {
+                Some(v) => format!("/v1/keys/{}/public?version={v}", seg(&key)),
+                None => format!("/v1/keys/{}/public", seg(&key)),
+            };
+            let p: PublicKeyInfo = client.get(&path)?;
+            emit(out, &p, file.as_deref(), p.pem.as_bytes())
+        }
+    }
+}
+
+fn approvals(out: Output, client: &Client, command: ApprovalsCommand) -> Result<ExitCode> {
+    let one = |a: ApprovalInfo| -> Result<ExitCode> {
+        if out == Output::Json {
+            print_json(&a)
+        } else {
+            print_approvals(std::slice::from_ref(&a))
+        }
+        Ok(ExitCode::SUCCESS)
+    };
+    match command {
+        ApprovalsCommand::List { limit } => {
+            let list: ApprovalList = client.get(&format!("/v1/approvals?limit={limit}"))?;
+            if out == Output::Json {
+                print_json(&list)
+            } else {
+                print_approvals(&list.approvals)
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ApprovalsCommand::Show { id } => one(client.get(&format!("/v1/approvals/{}", seg(&id)))?),
+        ApprovalsCommand::Approve { id, comment } => one(client
+            .post(&format!("/v1/approvals/{}/approve", seg(&id)), &json!({"comment": comment}))?),
+        ApprovalsCommand::Deny { id, comment } => one(client
+            .post(&format!("/v1/approvals/{}/deny", seg(&id)), &json!({"comment": comment}))?),
+    }
+}
+
+fn audit(out: Output, client: &Client, command: AuditCommand) -> Result<ExitCode> {
+    match command {
+        AuditCommand::List { actor, action, key_id, outcome, for_request, limit, cursor } => {
+            let mut q = vec![("limit", limit.to_string())];
+            for (k, v) in [
+                ("actor", actor),
+                ("action", action),
+                ("key_id", key_id),
+                ("outcome", outcome),
+                ("request_id", for_request),
+                ("cursor", cursor),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            let qs = q
+                .iter()
+                .map(|(k, v)| format!("{k}={}", urlencode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            let page: AuditPage = client.get(&format!("/v1/audit?{qs}"))?;
+            if out == Output::Json {
+                print_json(&page);
+            } else {
+                let mut t = table(&[
+                    "seq", "time", "actor", "action", "key", "outcome", "request", "message",
+                ]);
+                for r in &page.records {
+                    t.add_row(vec![
+                        r.seq.to_string(),
+                        r.ts.clone(),
+                        r.actor.clone(),
+                        r.action.clone(),
+                        r.key_id.clone().unwrap_or_default(),
+                        r.outcome.as_str().to_owned(),
+                        r.request_id.clone(),
+                        r.message.clone().unwrap_or_default(),
+                    ]);
+                }
+                println!("{t}");
+                if let Some(c) = page.next_cursor {
+                    println!("more: --cursor {c}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { out: file } => {
+            let text = client.get_text("/v1/audit/export")?;
+            match file {
+                Some(path) => {
+                    write_file(&path, text.as_bytes())?;
+                    eprintln!("{} lines written to {}", text.lines().count(), path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Checkpoint { now, public_key_out } => {
+            let r: Value = if now {
+                client.post("/v1/audit/checkpoint", &json!({}))?
+            } else {
+                client.get("/v1/audit/checkpoint")?
+            };
+            if let Some(path) = public_key_out {
+                write_file(&path, r["public_key_pem"].as_str().unwrap_or_default().as_bytes())?;
+            }
+            if out == Output::Json {
+                print_json(&r);
+            } else {
+                match r["checkpoint"].as_object() {
+                    None => println!("no checkpoint yet"),
+                    Some(cp) => {
+                        let mut t = table(&["seq", "hash", "time", "key"]);
+                        let s = |k: &str| {
+                            cp.get(k)
+                                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                                .unwrap_or_default()
+                        };
+                        t.add_row(vec![s("seq"), s("hash"), s("ts"), s("key_id")]);
+                        println!("{t}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+// ----- Input and output ----------------------------------------------------------------------
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| CliError::input(format!("reading {}: {e}", path.display())))
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    std::fs::write(path, data)
+        .map_err(|e| CliError::input(format!("writing {}: {e}", path.display())))
+}
+
+/// The bytes of `--data`, `--in FILE` or stdin.
+fn read_input(input: &Input) -> Result<Vec<u8>> {
+    if let Some(text) = &input.data {
+        return Ok(text.as_bytes().to_vec());
+    }
+    match input.input.as_deref() {
+        Some(path) if path != Path::new("-") => read_file(path),
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| CliError::input(format!("reading stdin: {e}")))?;
+            Ok(buf)
+        }
+    }
+}
+
+fn text_input(path: Option<&Path>) -> Result<String> {
+    let bytes = read_input(&Input { data: None, input: path.map(Path::to_path_buf) })?;
+    String::from_utf8(bytes)
+        .map(|s| s.trim().to_owned())
+        .map_err(|_| CliError::input("the input is not text"))
+}
+
+/// Writes a response: JSON, or `raw` to the file or stdout.
+fn emit(
+    out: Output,
+    value: &impl serde::Serialize,
+    file: Option<&Path>,
+    raw: &[u8],
+) -> Result<ExitCode> {
+    match (file, out) {
+        (Some(path), _) => write_file(path, raw)?,
+        (None, Output::Json) => print_json(value),
+        (None, Output::Table) => {
+            std::io::stdout()
+                .write_all(raw)
+                .map_err(|e| CliError::input(format!("writing stdout: {e}")))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a secret field of a response: decoded bytes to the file or stdout, or the JSON.
+fn secret_output(
+    out: Output,
+    response: &Value,
+    field: &str,
+    file: Option<&Path>,
+) -> Result<ExitCode> {
+    if out == Output::Json && file.is_none() {
+        print_json(response);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bytes = Zeroizing::new(
+        b64::decode(response[field].as_str().unwrap_or_default())
+            .map_err(|_| CliError::new(Kind::Server, "the server sent invalid base64"))?,
+    );
+    match file {
+        Some(path) => write_file(path, &bytes)?,
+        None => {
+            let mut stdout = std::io::stdout();
+            stdout
+                .write_all(&bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| CliError::input(format!("writing stdout: {e}")))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    t
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn print_key(k: &KeyInfo) {
+    let mut t = table(&["field", "value"]);
+    let name = k.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+    let rows: Vec<(&str, String)> = vec![
+        ("id", k.id.to_string()),
+        ("name", name),
+        ("algorithm", k.algorithm.to_string()),
+        ("state", k.state.to_string()),
+        ("current version", k.current_version.to_string()),
+        ("usages", k.usages.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+        ("tags", k.tags.iter().map(|(a, b)| format!("{a}={b}")).collect::<Vec<_>>().join(", ")),
+        ("description", k.description.clone()),
+        ("created", format!("{} by {}", rfc3339(k.created_at), k.created_by)),
+        ("destroy after", k.destroy_after.map(rfc3339).unwrap_or_default()),
+    ];
+    for (f, v) in rows {
+        t.add_row(vec![f.to_owned(), v]);
+    }
+    println!("{t}");
+    let mut v = table(&["version", "state", "created"]);
+    for ver in &k.versions {
+        v.add_row(vec![
+            ver.version.to_string(),
+            format!("{:?}", ver.state).to_lowercase(),
+            rfc3339(ver.created_at),
+        ]);
+    }
+    println!("{v}");
+}
+
+fn print_approvals(list: &[ApprovalInfo]) {
+    let mut t = table(&["id", "operation", "key", "requester", "state", "approvals", "expires"]);
+    for a in list {
+        t.add_row(vec![
+            a.id.to_string(),
+            a.operation.clone(),
+            a.key_id.clone(),
+            a.requester.clone(),
+            a.state.clone(),
+            format!("{}/{}", a.approvals, a.quorum),
+            rfc3339(a.expires_at),
+        ]);
+    }
+    println!("{t}");
+}
+
+/// Percent-encodes a path segment or query value.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn seg(text: &str) -> String {
+    urlencode(text)
+}
+
+fn unhex(text: &str) -> Result<Vec<u8>> {
+    let text = text.trim();
+    if !text.len().is_multiple_of(2) {
+        return Err(CliError::input("--digest-hex: odd number of hex digits"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| CliError::input("--digest-hex: not hex"))
+}
