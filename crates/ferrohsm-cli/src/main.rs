@@ -1,7 +1,10 @@
 //! `ferrohsm`: the command line for operators and auditors. It talks to a FerroHSM server
 //! through one `Client` built on `ferrohsm_core::wire`; `audit verify` works offline through the
 //! core's verifier. Errors print one line on stderr (with the request id when the server
-//! answered) and exit with a code per kind (see `--help`).
+//! answered) and exit with a code per kind (see `--help` and docs/cli.md).
+//!
+//! It must never write plaintext or key material anywhere but the output the user asked for,
+//! never store a token in a file others can read, and never exit 0 when the operation failed.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
