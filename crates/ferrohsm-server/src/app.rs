@@ -165,11 +165,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> FromRequest<S> fo
             .await
             .map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::from(ferrohsm_core::Error::PayloadTooLarge {
-                        what: "request body",
-                        actual: 0,
-                        limit: 0,
-                    })
+                    ApiError::too_large()
                 } else {
                     ApiError::invalid(e.body_text())
                 }

@@ -137,8 +137,8 @@ pub struct Claims {
     pub roles: Vec<String>,
     /// The issuer.
     pub iss: String,
-    /// The audience.
-    pub aud: String,
+    /// The audience: one string or a list (RFC 7519 allows both).
+    pub aud: Audience,
     /// Expiry (seconds since the epoch).
     pub exp: u64,
     /// Not before.
@@ -153,6 +153,16 @@ pub struct Claims {
     /// Confirmation: binds the token to a client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+}
+
+/// The `aud` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
 }
 
 /// The `cnf` claim (RFC 8705).
@@ -427,7 +437,7 @@ pub fn unsigned_token(key: &TokenKey, spec: &TokenSpec) -> Result<UnsignedToken,
         sub: spec.sub.clone(),
         roles: spec.roles.clone(),
         iss: spec.issuer.clone(),
-        aud: spec.audience.clone(),
+        aud: Audience::One(spec.audience.clone()),
         exp: iat + ttl,
         nbf: Some(iat),
         iat: Some(iat),
@@ -461,4 +471,91 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyset(text: &str) -> Result<usize, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("keyset.toml");
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        load_keyset(&path).map(|k| k.len()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn keyset_files_are_checked() {
+        let secret = ferrohsm_core::b64::encode(&[7u8; 32]);
+        let short = ferrohsm_core::b64::encode(&[7u8; 31]);
+        let check = |text: String, expected: Result<usize, &str>| {
+            let got = keyset(&text);
+            match (&got, expected) {
+                (Ok(n), Ok(m)) => assert_eq!(*n, m, "{text}"),
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{e} lacks {needle}"),
+                _ => panic!("{text}: got {got:?}"),
+            }
+        };
+        let hs = |kid: &str, s: &str| {
+            format!(
+                "[[key]]\nkid = \"{kid}\"\nalgorithm = \"HS256\"\nissuer = \"i\"\nsecret = \"{s}\"\n"
+            )
+        };
+        check(hs("a", &secret), Ok(1));
+        check(hs("a", &short), Err("at least 32 bytes"));
+        check(hs("a", "not base64!"), Err("not base64"));
+        check(format!("{}{}", hs("a", &secret), hs("a", &secret)), Err("duplicate kid"));
+        check(
+            "[[key]]\nkid = \"a\"\nalgorithm = \"none\"\nissuer = \"i\"\n".into(),
+            Err("unsupported algorithm"),
+        );
+        check(
+            "[[key]]\nkid = \"a\"\nalgorithm = \"ES256\"\nissuer = \"i\"\n".into(),
+            Err("needs a public key"),
+        );
+        check(
+            "[[key]]\nkid = \"a\"\nalgorithm = \"ES256\"\nissuer = \"i\"\npublic_key = \"x\"\npublic_key_file = \"y\"\n".into(),
+            Err("not both"),
+        );
+        check("[[key]]\nkid = \"a\"\nalgorithm = \"HS256\"\nissuer = \"i\"\nsecret = \"x\"\ncolour = 1\n".into(), Err("colour"));
+        check(String::new(), Ok(0));
+    }
+
+    #[test]
+    fn hex_decoding() {
+        assert_eq!(hex_decode("00ff10"), Some(vec![0, 255, 16]));
+        for bad in ["0", "zz", "0g"] {
+            assert_eq!(hex_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_specs_are_checked() {
+        let master =
+            ferrohsm_core::MasterKey::from_bytes(&[3u8; 32]).unwrap_or_else(|e| panic!("{e}"));
+        let key = TokenKey::derive(ferrohsm_core::default_provider().as_ref(), &master)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let spec = TokenSpec {
+            sub: "s".into(),
+            roles: vec!["operator".into()],
+            ttl: std::time::Duration::from_secs(60),
+            issuer: "i".into(),
+            audience: "a".into(),
+            cert_sha256: None,
+        };
+        assert!(unsigned_token(&key, &spec).is_ok());
+        let bad = [
+            TokenSpec { sub: String::new(), ..spec.clone() },
+            TokenSpec { ttl: std::time::Duration::ZERO, ..spec.clone() },
+            TokenSpec {
+                ttl: std::time::Duration::from_secs(MAX_TOKEN_TTL_SECONDS + 1),
+                ..spec.clone()
+            },
+            TokenSpec { roles: vec!["root".into()], ..spec.clone() },
+            TokenSpec { cert_sha256: Some("abcd".into()), ..spec.clone() },
+        ];
+        for b in bad {
+            assert!(unsigned_token(&key, &b).is_err(), "{b:?}");
+        }
+    }
 }

@@ -45,6 +45,15 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
     }
 
+    /// A 413 `payload_too_large` for a request body over the limit.
+    pub fn too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than the limit",
+        )
+    }
+
     /// A 503 `unavailable`.
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
@@ -163,11 +172,7 @@ pub(crate) fn render(pending: &PendingError, request_id: &str) -> Vec<u8> {
 /// type) to an `ApiError`.
 pub(crate) fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is larger than the limit",
-        );
+        return ApiError::too_large();
     }
     ApiError::invalid(rejection.body_text())
 }

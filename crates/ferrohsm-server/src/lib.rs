@@ -31,12 +31,14 @@ mod tls;
 // Public interface:
 pub use app::{AppConfig, AppState, ConnInfo, openapi_document, router};
 pub use auth::{
-    AuthFailure, Authenticator, CLOCK_SKEW_SECONDS, Claims, KeysetError, MAX_TOKEN_TTL_SECONDS,
-    TokenSpec, UnsignedToken, finish_token, unsigned_token,
+    Audience, AuthFailure, Authenticator, CLOCK_SKEW_SECONDS, Claims, KeysetError,
+    MAX_TOKEN_TTL_SECONDS, TokenSpec, UnsignedToken, finish_token, unsigned_token,
 };
 pub use error::ApiError;
 pub use serve::{Server, ServerConfig};
-pub use tls::{ClientAuth, DevCertificates, TlsError, TlsFiles, TlsState, dev_certificates};
+pub use tls::{
+    ClientAuth, DevCertificates, TlsError, TlsFiles, TlsState, dev_certificates, write_private,
+};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -432,26 +432,14 @@ fn audit_keys(args: AuditKeysArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
     let hmac_file = args.out_dir.join("audit-hmac.key");
     let text = zeroize::Zeroizing::new(ferrohsm_core::b64::encode(hmac.expose()));
-    write_private(&hmac_file, text.as_bytes())?;
+    ferrohsm_server::write_private(&hmac_file, text.as_bytes())
+        .with_context(|| format!("writing {}", hmac_file.display()))?;
     let public_file = args.out_dir.join("audit-public.pem");
     std::fs::write(&public_file, keys.public_key_pem())
         .with_context(|| format!("writing {}", public_file.display()))?;
     println!("{}", hmac_file.display());
     println!("{}", public_file.display());
     Ok(())
-}
-
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(data).with_context(|| format!("writing {}", path.display()))
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {

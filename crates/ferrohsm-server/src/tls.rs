@@ -186,8 +186,8 @@ pub fn dev_certificates(dir: &Path) -> Result<DevCertificates, TlsError> {
     Ok(files)
 }
 
-/// Writes a file readable by its owner only.
-pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Writes a file readable by its owner only (keys, tokens).
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = std::fs::OpenOptions::new()

@@ -32,6 +32,8 @@ async fn key_lifecycle_routes() {
     assert_eq!((r.status, r.code()), (413, "payload_too_large"), "{}", r.body);
     let r = api.send("POST", "/v1/keys", None, &[("content-type", "application/json")]).await;
     assert_eq!(r.status, 400);
+    let r = api.post("/v1/keys/orders/destroy", json!({"grace_seconds": 1, "pad": big})).await;
+    assert_eq!((r.status, r.code()), (413, "payload_too_large"), "optional bodies are limited too");
 
     // Describe by id and by name; unknown is 404; a malformed reference is 400.
     assert_eq!(api.get(&format!("/v1/keys/{id}")).await.body["name"], "orders");
