@@ -2,7 +2,8 @@
 //!
 //! - `test`: formatting, clippy with warnings denied, `cargo deny` against the offline advisory
 //!   snapshot, then every workspace test. It installs what it needs (cargo-deny, and the Python
-//!   OpenAPI validator the server's tests call) when absent.
+//!   OpenAPI validator the server's tests call) when absent, and finally runs the README's
+//!   operator walk-through against a real dev server.
 //! - `bench`: the criterion benchmarks and the REST load test (`bench load` runs only the
 //!   latter), then one table of results, also written as JSON to `target/bench/`.
 //!
@@ -17,6 +18,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod load;
+mod walkthrough;
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -66,6 +68,7 @@ fn test(root: &Path) -> Result<()> {
     deny(root)?;
     python_tools(root)?;
     run(root, "cargo", &["test", "--workspace", "--locked"])?;
+    walkthrough::run(root)?;
     eprintln!("xtask: all checks and tests passed");
     Ok(())
 }

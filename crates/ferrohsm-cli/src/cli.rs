@@ -75,8 +75,9 @@ pub enum Output {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Store a server, token and certificates as a profile (the file is 0600).
-    Login(LoginArgs),
+    /// Check --server, --token (`-` reads it from stdin), --ca-cert and --client-cert/--client-key
+    /// against the server, then store them as the profile (the file is 0600).
+    Login,
     /// Create, list, inspect and manage keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -109,25 +110,6 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-}
-
-#[derive(Args, Debug)]
-pub struct LoginArgs {
-    /// Server URL.
-    #[arg(long)]
-    pub server: String,
-    /// Bearer token, or `-` to read it from stdin.
-    #[arg(long)]
-    pub token: String,
-    /// CA certificate (PEM).
-    #[arg(long)]
-    pub ca_cert: Option<PathBuf>,
-    /// Client certificate (PEM).
-    #[arg(long)]
-    pub client_cert: Option<PathBuf>,
-    /// Client key (PEM).
-    #[arg(long)]
-    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
-        Command::Login(args) => login(g, args),
+        Command::Login => login(g),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferrohsm", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -92,23 +92,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn login(g: &Global, args: cli::LoginArgs) -> Result<ExitCode> {
-    let token = if args.token == "-" {
+fn login(g: &Global) -> Result<ExitCode> {
+    let server = g.server.clone().ok_or_else(|| CliError::input("login needs --server"))?;
+    let token = g.token.clone().ok_or_else(|| {
+        CliError::input("login needs --token (or --token - to read it from stdin)")
+    })?;
+    let token = if token == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| CliError::input(format!("reading the token: {e}")))?;
         text.trim().to_owned()
     } else {
-        args.token
+        token
     };
     let absolute = |p: Option<PathBuf>| p.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
     let profile = config::Profile {
-        server: Some(args.server),
+        server: Some(server),
         token: Some(token),
-        ca_cert: absolute(args.ca_cert),
-        client_cert: absolute(args.client_cert),
-        client_key: absolute(args.client_key),
+        ca_cert: absolute(g.ca_cert.clone()),
+        client_cert: absolute(g.client_cert.clone()),
+        client_key: absolute(g.client_key.clone()),
     };
     // Check the settings work before storing them.
     let client = Client::new(&profile, None, None)?;
@@ -249,7 +253,7 @@ fn online(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Login(_) | Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+        Command::Login | Command::Completions { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -37,6 +37,11 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
+        Env::start_with(None).await
+    }
+
+    /// With `client_ca`, the server demands client certificates issued by it.
+    async fn start_with(client_ca: Option<PathBuf>) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let certs = ferrohsm_server::dev_certificates(&dir.path().join("tls")).unwrap();
         let policy = dir.path().join("policy.toml");
@@ -51,8 +56,12 @@ impl Env {
             tls: TlsFiles {
                 cert: certs.cert,
                 key: certs.key,
-                client_ca: None,
-                client_auth: ClientAuth::None,
+                client_auth: if client_ca.is_some() {
+                    ClientAuth::Required
+                } else {
+                    ClientAuth::None
+                },
+                client_ca,
                 allow_tls12: false,
             },
             reload_interval: Duration::from_secs(1),
@@ -484,4 +493,85 @@ async fn bad_input_gives_one_line_and_the_documented_exit_code() {
     assert!(ok(&env.run(&["completions", "bash"], None)).contains("ferrohsm"));
     assert!(ok(&env.run(&["completions", "zsh"], None)).contains("ferrohsm"));
     assert!(ok(&env.run(&["completions", "fish"], None)).contains("ferrohsm"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_from_flags_environment_and_profile() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let pki = tempfile::tempdir().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    std::fs::write(pki.path().join("clients-ca.pem"), ca.self_signed(&ca_key).unwrap().pem())
+        .unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["ops-laptop".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let (cert, key) = (pki.path().join("client.pem"), pki.path().join("client-key.pem"));
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+
+    let env = Env::start_with(Some(pki.path().join("clients-ca.pem"))).await;
+    let token = env.token("olga", "operator");
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    // Without a certificate the TLS handshake fails: the server is unreachable for this client.
+    let (code, line) = fails(&env.run(
+        &[
+            "--server",
+            &env.url,
+            "--ca-cert",
+            env.ca.to_str().unwrap(),
+            "--token",
+            &token,
+            "keys",
+            "list",
+        ],
+        None,
+    ));
+    assert_eq!(code, 6, "{line}");
+    // With the certificate, from flags…
+    ok(&env.run(
+        &[
+            "--server",
+            &env.url,
+            "--ca-cert",
+            env.ca.to_str().unwrap(),
+            "--token",
+            &token,
+            "--client-cert",
+            c,
+            "--client-key",
+            k,
+            "keys",
+            "list",
+        ],
+        None,
+    ));
+    // …and from a profile written by login.
+    let out = env.run(
+        &[
+            "--profile",
+            "mtls",
+            "login",
+            "--server",
+            &env.url,
+            "--ca-cert",
+            env.ca.to_str().unwrap(),
+            "--token",
+            &token,
+            "--client-cert",
+            c,
+            "--client-key",
+            k,
+        ],
+        None,
+    );
+    ok(&out);
+    ok(&env.run(&["--profile", "mtls", "health"], None));
+    let (code, line) =
+        fails(&env.run(&["--profile", "mtls", "--client-key", "/nonexistent.pem", "health"], None));
+    assert_eq!(code, 1, "{line}");
 }
