@@ -1153,11 +1153,15 @@ impl Hsm {
 
     /// Records a request that failed authentication (the frontend decided; the core keeps the
     /// record). `ctx` carries what is known: source IP, request id, perhaps a claimed subject.
+    /// Failures count against the source's rate limit (by IP for a remote caller with no
+    /// actor); beyond it this returns `RateLimited` without writing a record, so a flood of bad
+    /// credentials cannot grow the audit log without bound.
     pub async fn record_authentication_failure(
         &self,
         ctx: &RequestContext,
         reason: &str,
     ) -> Result<()> {
+        self.rate_limit(ctx, Operation::DescribeKey)?;
         let entry = AuditEntry {
             actor: ctx.actor.clone(),
             action: "authenticate".to_owned(),

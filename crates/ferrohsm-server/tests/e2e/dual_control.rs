@@ -115,6 +115,14 @@ async fn rate_limits_answer_429_with_retry_after() {
         }
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+    // Requests without a valid token are limited per source address: the ones over the limit
+    // are refused with 429 (and counted, not each audited).
+    let mut anonymous = Vec::new();
+    for _ in 0..7 {
+        let r = server.client().get(format!("{}/v1/keys", server.url)).send().await.unwrap();
+        anonymous.push(r.status().as_u16());
+    }
+    assert_eq!(anonymous, [401, 401, 401, 401, 401, 429, 429]);
     // Another actor has its own bucket.
     let other = server.api(&server.token("patient", &["operator"]));
     assert_eq!(other.get("/v1/keys").await.status, 200);
