@@ -83,6 +83,23 @@ async fn every_keyset_algorithm_is_accepted() {
     for token in &tokens {
         assert_eq!(status_with(&server, Some(token)).await, 200, "{token}");
     }
+
+    // The token's session id reaches the audit record.
+    let mut with_sid = claims("https://ci.example", AUDIENCE, now() + 300, None);
+    with_sid["sid"] = json!("session-1234");
+    let token = sign(Algorithm::HS256, "ci-hs256", &EncodingKey::from_secret(&s.hs256), &with_sid);
+    let r = server
+        .client()
+        .get(format!("{}/v1/keys", server.url))
+        .bearer_auth(&token)
+        .header("x-request-id", "with-session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let auditor = server.api(&server.token("audrey", &["auditor"]));
+    let r = auditor.get("/v1/audit?request_id=with-session").await;
+    assert_eq!(r.body["records"][0]["session"], "session-1234", "{}", r.body);
 }
 
 #[tokio::test]

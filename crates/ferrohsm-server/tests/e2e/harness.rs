@@ -51,6 +51,7 @@ pub struct Signers {
     pub es256: KeyPair,
     pub ed25519: KeyPair,
     pub rs256: KeyPair,
+    pub es384: KeyPair,
 }
 
 pub struct TestServer {
@@ -99,6 +100,12 @@ issuer = "https://ci.example"
 public_key = """{}"""
 
 [[key]]
+kid = "ci-es384"
+algorithm = "ES384"
+issuer = "https://ci.example"
+public_key = """{}"""
+
+[[key]]
 kid = "ops-eddsa"
 algorithm = "EdDSA"
 issuer = "https://ops.example"
@@ -106,6 +113,7 @@ public_key = """{}"""
 "#,
         ferrohsm_core::b64::encode(&signers.hs256),
         signers.rs256.public_key_pem(),
+        signers.es384.public_key_pem(),
         signers.ed25519.public_key_pem()
     )
 }
@@ -131,6 +139,7 @@ impl TestServer {
             es256: KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
             ed25519: KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
             rs256: KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap(),
+            es384: KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
         };
         let keyset_path = dir.path().join("keyset.toml");
         std::fs::write(&keyset_path, keyset_toml(&signers, dir.path())).unwrap();
