@@ -2,12 +2,13 @@
 //! durable file audit log, TLS) and the `loadgen` example at 64 connections, for encrypt 1 KiB,
 //! ECDSA P-256 sign and RSA-2048 sign.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+
+use crate::dev::DevServer;
 
 /// One scenario's target: ops/s at least, p99 at most (ms).
 pub(crate) struct LoadTarget {
@@ -69,49 +70,24 @@ pub(crate) fn run(root: &Path) -> Result<Vec<Value>> {
         &policy,
         "version = 1\n[rate_limit]\ncapacity = 1000000000\nrefill_per_second = 1000000000.0\n",
     )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let listen = format!("127.0.0.1:{port}");
-    let server_bin = root.join("target/release/ferrohsm-server");
     let stderr = std::fs::File::create(dir.join("server.log"))?;
-    let mut server = Command::new(&server_bin)
-        .args(["dev", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--listen", &listen, "--token-ttl", "1h", "--policy-file"])
-        .arg(&policy)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .context("starting ferrohsm-server dev")?;
-    let result = drive(root, &mut server, port);
-    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
-    let _ = server.wait();
-    result
-}
-
-fn drive(root: &Path, server: &mut std::process::Child, port: u16) -> Result<Vec<Value>> {
-    let stdout = server.stdout.take().context("no server stdout")?;
-    let (mut ca, mut token) = (None, None);
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if let Some(v) = line.trim().strip_prefix("export FERROHSM_CA_CERT=") {
-            ca = Some(v.to_owned());
-        }
-        if let Some(v) = line.trim().strip_prefix("export FERROHSM_TOKEN=") {
-            token = Some(v.to_owned());
-            break;
-        }
-    }
-    let (Some(ca), Some(token)) = (ca, token) else {
-        bail!("the dev server did not print its CA and token (see target/bench/load/server.log)");
-    };
-    let url = format!("https://localhost:{port}");
+    let data = dir.join("data");
+    let args = ["--data-dir", &*data.to_string_lossy(), "--token-ttl", "1h", "--policy-file"];
+    let policy = policy.to_string_lossy();
+    let server = DevServer::start(
+        &root.join("target/release/ferrohsm-server"),
+        &dir,
+        &[&args[..], &[&*policy]].concat(),
+        stderr.into(),
+    )
+    .context("see target/bench/load/server.log")?;
+    let url = format!("https://localhost:{}", server.port);
     let loadgen = root.join("target/release/examples/loadgen");
     let mut results = Vec::new();
     for target in TARGETS {
         eprintln!("xtask: load test {} ({CONNECTIONS} connections, {SECONDS} s)", target.scenario);
         let out = Command::new(&loadgen)
-            .args([&url, &ca, &token, target.scenario, CONNECTIONS, SECONDS])
+            .args([&url, &server.ca, &server.token, target.scenario, CONNECTIONS, SECONDS])
             .output()
             .context("running loadgen")?;
         if !out.status.success() {

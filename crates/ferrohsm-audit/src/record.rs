@@ -359,13 +359,7 @@ fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0x0f)] as char);
-    }
-    s
+    ferrohsm_crypto::hex::encode(bytes)
 }
 
 /// Parses 64 lowercase hex digits.

@@ -664,13 +664,6 @@ fn seg(text: &str) -> String {
 }
 
 fn unhex(text: &str) -> Result<Vec<u8>> {
-    let text = text.trim();
-    if !text.len().is_multiple_of(2) {
-        return Err(CliError::input("--digest-hex: odd number of hex digits"));
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| CliError::input("--digest-hex: not hex"))
+    ferrohsm_core::hex::decode(text.trim())
+        .ok_or_else(|| CliError::input("--digest-hex: not an even number of hex digits"))
 }

@@ -1174,7 +1174,11 @@ impl Hsm {
             source_ip: ctx.source_ip.map(|ip| ip.to_string()),
             message: Some(format!("unauthenticated: {reason}")),
         };
-        self.inner.audit.append(entry).await.map(|_| ()).map_err(Error::AuditUnavailable)
+        let written = self.inner.audit.append(entry).await;
+        let counter =
+            if written.is_ok() { &self.inner.audit_written } else { &self.inner.audit_failed };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        written.map(|_| ()).map_err(Error::AuditUnavailable)
     }
 
     /// The key this HSM signs bearer tokens with (for publishing and checking them).

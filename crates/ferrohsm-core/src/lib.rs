@@ -54,11 +54,11 @@ pub use ferrohsm_audit::{AuditSink, Checkpoint, FileAuditConfig, FileAuditSink, 
 pub use ferrohsm_audit::{
     Failure, OfflineOptions, Report, summary as audit_summary, verify_files as verify_audit_files,
 };
-pub use ferrohsm_crypto::b64;
 pub use ferrohsm_crypto::{
     Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, SecretBytes, SignInput,
     SignatureScheme, Usage,
 };
+pub use ferrohsm_crypto::{b64, hex};
 pub use ferrohsm_policy::{Approval, ApprovalState, Operation, Policy, Role, parse_duration};
 pub use ferrohsm_seal::MasterKey;
 pub use ferrohsm_store::{ApprovalStore, FileApprovalStore, MemoryApprovalStore};

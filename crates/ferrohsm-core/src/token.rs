@@ -35,7 +35,10 @@ impl TokenKey {
         // The raw key is the last 32 bytes of an Ed25519 SubjectPublicKeyInfo.
         let public = spki.get(spki.len().saturating_sub(32)..).unwrap_or_default().to_vec();
         let digest = provider.sha256(&public);
-        let kid = format!("ferrohsm-{}", ferrohsm_audit::hex(digest.get(..8).unwrap_or_default()));
+        let kid = format!(
+            "ferrohsm-{}",
+            ferrohsm_crypto::hex::encode(digest.get(..8).unwrap_or_default())
+        );
         Ok(TokenKey { kid, secret, public })
     }
 

@@ -30,6 +30,7 @@ mod aws_lc;
 pub mod b64;
 mod encoding;
 mod error;
+pub mod hex;
 mod provider;
 mod secret;
 

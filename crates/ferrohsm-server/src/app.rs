@@ -416,7 +416,7 @@ async fn list_keys(
     let list = s.hsm().list_keys(&ctx, &query).await?;
     let body = serde_json::to_vec(&list).map_err(|e| ApiError::internal(e.to_string()))?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
-    let etag = format!("\"{}\"", crate::hex(&digest.as_ref()[..16]));
+    let etag = format!("\"{}\"", ferrohsm_core::hex::encode(&digest.as_ref()[..16]));
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -715,11 +715,7 @@ async fn audit_checkpoint(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
 ) -> Result<Json<CheckpointResponse>, ApiError> {
-    let checkpoint = s.hsm().latest_checkpoint(&ctx).await?;
-    Ok(Json(CheckpointResponse {
-        checkpoint,
-        public_key_pem: s.hsm().audit_public_key_pem().to_owned(),
-    }))
+    Ok(checkpoint_response(&s, s.hsm().latest_checkpoint(&ctx).await?))
 }
 
 /// Write a signed checkpoint now.
@@ -729,11 +725,14 @@ async fn audit_checkpoint_now(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
 ) -> Result<Json<CheckpointResponse>, ApiError> {
-    let checkpoint = s.hsm().checkpoint_audit(&ctx).await?;
-    Ok(Json(CheckpointResponse {
+    Ok(checkpoint_response(&s, s.hsm().checkpoint_audit(&ctx).await?))
+}
+
+fn checkpoint_response(s: &AppState, checkpoint: Option<Checkpoint>) -> Json<CheckpointResponse> {
+    Json(CheckpointResponse {
         checkpoint,
         public_key_pem: s.hsm().audit_public_key_pem().to_owned(),
-    }))
+    })
 }
 
 /// The whole audit log as NDJSON, as `ferrohsm audit verify` checks it.

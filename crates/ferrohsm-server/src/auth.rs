@@ -95,22 +95,16 @@ fn load_keyset(path: &Path) -> Result<HashMap<String, Accepted>, KeysetError> {
                 }
                 (Algorithm::HS256, DecodingKey::from_secret(&bytes))
             }
-            "RS256" => (
-                Algorithm::RS256,
-                DecodingKey::from_rsa_pem(&need_pem()?).map_err(|e| fail_key(e.to_string()))?,
-            ),
-            "ES256" => (
-                Algorithm::ES256,
-                DecodingKey::from_ec_pem(&need_pem()?).map_err(|e| fail_key(e.to_string()))?,
-            ),
-            "ES384" => (
-                Algorithm::ES384,
-                DecodingKey::from_ec_pem(&need_pem()?).map_err(|e| fail_key(e.to_string()))?,
-            ),
-            "EdDSA" => (
-                Algorithm::EdDSA,
-                DecodingKey::from_ed_pem(&need_pem()?).map_err(|e| fail_key(e.to_string()))?,
-            ),
+            name @ ("RS256" | "ES256" | "ES384" | "EdDSA") => {
+                let pem = need_pem()?;
+                let (algorithm, key) = match name {
+                    "RS256" => (Algorithm::RS256, DecodingKey::from_rsa_pem(&pem)),
+                    "ES256" => (Algorithm::ES256, DecodingKey::from_ec_pem(&pem)),
+                    "ES384" => (Algorithm::ES384, DecodingKey::from_ec_pem(&pem)),
+                    _ => (Algorithm::EdDSA, DecodingKey::from_ed_pem(&pem)),
+                };
+                (algorithm, key.map_err(|e| fail_key(e.to_string()))?)
+            }
             other => {
                 return Err(fail_key(format!(
                     "unsupported algorithm {other:?} (HS256, RS256, ES256, ES384, EdDSA)"
@@ -425,7 +419,7 @@ pub fn unsigned_token(key: &TokenKey, spec: &TokenSpec) -> Result<UnsignedToken,
     let cnf = match &spec.cert_sha256 {
         None => None,
         Some(hex) => {
-            let bytes = hex_decode(hex)
+            let bytes = ferrohsm_core::hex::decode(hex)
                 .filter(|b| b.len() == 32)
                 .ok_or("cert_sha256 must be 64 hex digits")?;
             Some(Confirmation { x5t_s256: URL_SAFE_NO_PAD.encode(bytes) })
@@ -460,17 +454,6 @@ pub fn unsigned_token(key: &TokenKey, spec: &TokenSpec) -> Result<UnsignedToken,
 /// Appends the signature to a signing input.
 pub fn finish_token(unsigned: &UnsignedToken, signature: &[u8]) -> String {
     format!("{}.{}", unsigned.signing_input, URL_SAFE_NO_PAD.encode(signature))
-}
-
-/// Decodes lowercase or uppercase hex.
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -519,14 +502,6 @@ mod tests {
         );
         check("[[key]]\nkid = \"a\"\nalgorithm = \"HS256\"\nissuer = \"i\"\nsecret = \"x\"\ncolour = 1\n".into(), Err("colour"));
         check(String::new(), Ok(0));
-    }
-
-    #[test]
-    fn hex_decoding() {
-        assert_eq!(hex_decode("00ff10"), Some(vec![0, 255, 16]));
-        for bad in ["0", "zz", "0g"] {
-            assert_eq!(hex_decode(bad), None, "{bad}");
-        }
     }
 
     #[test]

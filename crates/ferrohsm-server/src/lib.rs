@@ -78,8 +78,3 @@ impl Error {
 
 /// The server's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}

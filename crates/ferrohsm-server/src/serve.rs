@@ -196,7 +196,7 @@ fn conn_info(
         .map(|leaf| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref()));
     ConnInfo {
         peer: Some(peer),
-        cert_sha256_hex: digest.as_ref().map(|d| crate::hex(d.as_ref())),
+        cert_sha256_hex: digest.as_ref().map(|d| ferrohsm_core::hex::encode(d.as_ref())),
         cert_sha256_b64url: digest
             .as_ref()
             .map(|d| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())),
