@@ -426,4 +426,16 @@ pub enum TokenCommand {
         #[arg(long)]
         cert_sha256: Option<String>,
     },
+    /// Revoke tokens at once, by token id or by session (admin only).
+    Revoke {
+        /// The token id (`jti`) to revoke.
+        #[arg(long, conflicts_with = "sid", required_unless_present = "sid")]
+        jti: Option<String>,
+        /// The session id (`sid`) whose tokens to revoke.
+        #[arg(long)]
+        sid: Option<String>,
+        /// Why (kept in the revocation and the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }

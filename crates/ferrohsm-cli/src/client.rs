@@ -110,12 +110,13 @@ impl Client {
             return Err(CliError {
                 kind: Kind::Conflict,
                 message: format!(
-                    "approval required: approval {id} ({policy}) needs {quorum} approvals from {roles}; \
-                     an approver runs `ferrohsm approvals approve {id}`, then repeat this command with --approval-id {id}",
+                    "approval required: approval {id} ({policy}) needs {quorum} approvals from {roles} for: {summary}; \
+                     an approver runs `ferrohsm approvals show {id}` and `ferrohsm approvals approve {id}`, then repeat this command with --approval-id {id}",
                     id = approval.id,
                     policy = approval.policy,
                     quorum = approval.quorum,
                     roles = approval.approver_roles.join("/"),
+                    summary = approval.summary,
                 ),
                 request_id,
             });

@@ -15,7 +15,8 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use ferrohsm_core::b64;
 use ferrohsm_core::wire::{
     ApprovalInfo, ApprovalList, AuditPage, DecryptRequest, Encrypted, Health, KeyInfo, KeyList,
-    PublicKeyInfo, Signed, TokenResponse, Verified, Wrapped,
+    PublicKeyInfo, RevokeTokenRequest, Signed, TokenResponse, TokenRevocationInfo, Verified,
+    Wrapped,
 };
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -230,6 +231,21 @@ fn online(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Token(TokenCommand::Revoke { jti, sid, reason }) => {
+            let body = RevokeTokenRequest { jti, sid, reason };
+            let r: TokenRevocationInfo = client.post("/v1/auth/revoke", &body)?;
+            if out == Output::Json {
+                print_json(&r)
+            } else {
+                println!(
+                    "revoked every token with {} {} until {}",
+                    r.matches,
+                    r.value,
+                    rfc3339(r.expires_at)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Health => {
             let h: Health = client.get("/healthz")?;
             if out == Output::Json {
@@ -391,7 +407,7 @@ fn approvals(out: Output, client: &Client, command: ApprovalsCommand) -> Result<
         if out == Output::Json {
             print_json(&a)
         } else {
-            print_approvals(std::slice::from_ref(&a))
+            print_approval(&a)
         }
         Ok(ExitCode::SUCCESS)
     };
@@ -645,6 +661,41 @@ fn print_approvals(list: &[ApprovalInfo]) {
         ]);
     }
     println!("{t}");
+}
+
+/// One approval in full: what it authorizes, parameter by parameter, and who voted.
+fn print_approval(a: &ApprovalInfo) {
+    print_approvals(std::slice::from_ref(a));
+    let mut p = table(&["parameter", "value"]);
+    for param in &a.parameters {
+        p.add_row(vec![param.name.clone(), param.value.clone()]);
+    }
+    println!("{p}");
+    let behind = if a.requester_identity.len() > 1 {
+        format!(" (token minted through {})", a.requester_identity[1..].join(" -> "))
+    } else {
+        String::new()
+    };
+    println!("requested by {}{behind}", a.requester);
+    if !a.approver_issuers.is_empty() {
+        println!("approvers only from: {}", a.approver_issuers.join(", "));
+    }
+    if a.require_certificate {
+        println!("approvers need certificate-bound tokens");
+    }
+    if !a.votes.is_empty() {
+        let mut v = table(&["voter", "vote", "identity source", "comment", "at"]);
+        for vote in &a.votes {
+            v.add_row(vec![
+                vote.actor.clone(),
+                if vote.approve { "approve" } else { "deny" }.to_owned(),
+                vote.source.clone(),
+                vote.comment.clone().unwrap_or_default(),
+                rfc3339(vote.at),
+            ]);
+        }
+        println!("{v}");
+    }
 }
 
 /// Percent-encodes a path segment or query value.

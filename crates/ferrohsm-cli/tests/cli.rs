@@ -67,6 +67,7 @@ impl Env {
             reload_interval: Duration::from_secs(1),
             scheduler_interval: Duration::from_secs(3600),
             drain_timeout: Duration::from_secs(5),
+            max_token_lifetime: Duration::from_secs(86_400),
         };
         let server = Server::start(config, MasterKey::from_bytes(&MASTER).unwrap()).await.unwrap();
         let url = format!("https://localhost:{}", server.local_addr().port());
@@ -82,6 +83,8 @@ impl Env {
             issuer: "ferrohsm".into(),
             audience: "ferrohsm".into(),
             cert_sha256: None,
+            minted_by: Vec::new(),
+            max_ttl: Duration::from_secs(86_400),
         };
         let unsigned = ferrohsm_server::unsigned_token(key, &spec).unwrap();
         ferrohsm_server::finish_token(
@@ -385,6 +388,14 @@ async fn dual_control_across_three_actors() {
     let shown = ok(&env.run_as(&bob, &["approvals", "approve", &id, "-o", "json"], None));
     assert_eq!(serde_json::from_str::<serde_json::Value>(&shown).unwrap()["state"], "approved");
     assert!(ok(&env.run(&["approvals", "list"], None)).contains("approved"));
+    // Issue 10: `approvals show` prints exactly what will run, parameter by parameter.
+    let table = ok(&env.run_as(&ada, &["approvals", "show", &id], None));
+    for needle in
+        ["grace_seconds", "3600 (1 hour; requested)", "key_name", "prod-db", "schedule_destruction"]
+    {
+        assert!(table.contains(needle), "{needle} missing from: {table}");
+    }
+    assert!(line.contains("grace_seconds=3600"), "the 202 line names the parameters: {line}");
 
     let done = ok(&env.run(
         &[

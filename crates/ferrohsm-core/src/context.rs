@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ferrohsm_policy::{Caller, Principal};
 use ferrohsm_store::{KeyId, KeyName};
 
 use crate::{Error, Result};
@@ -29,9 +30,39 @@ pub struct RequestContext {
     pub approval_id: Option<uuid::Uuid>,
     /// Whether the caller came over the network: only remote callers are rate limited.
     pub remote: bool,
+    /// The issuer that vouches for `actor`: a keyset entry's issuer, or the server's own
+    /// issuer for tokens its token key signed.
+    pub issuer: String,
+    /// Where the identity comes from: a keyset issuer, `bootstrap` (a token minted offline
+    /// with the master key) or `minted` (a token issued through the API). Dual control can
+    /// demand approvers from named sources.
+    pub identity_source: String,
+    /// Who minted the caller's token, the root first: everyone here stands behind the
+    /// caller, so none of them may also be the requester or another voter of an approval.
+    pub minted_by: Vec<Principal>,
+    /// Whether the token is bound to the client certificate the caller presented.
+    pub certificate_bound: bool,
+    /// The token's id (`jti`), when it has one.
+    pub token_id: Option<String>,
 }
 
 impl RequestContext {
+    /// The caller as dual control sees it.
+    pub fn caller(&self) -> Caller<'_> {
+        Caller {
+            actor: &self.actor,
+            roles: &self.roles,
+            minted_by: &self.minted_by,
+            source: &self.identity_source,
+            certificate_bound: self.certificate_bound,
+        }
+    }
+
+    /// The caller's principal: its subject as its issuer vouches for it.
+    pub fn principal(&self) -> Principal {
+        Principal { iss: self.issuer.clone(), sub: self.actor.clone() }
+    }
+
     /// A context for the in-process program that embeds the HSM (or its scheduler): it holds
     /// the `admin` role, since it holds the master key anyway, and is not rate limited.
     pub fn local(actor: impl Into<String>) -> Self {
@@ -39,6 +70,8 @@ impl RequestContext {
             actor: actor.into(),
             roles: vec!["admin".into()],
             request_id: uuid::Uuid::now_v7().to_string(),
+            issuer: "local".into(),
+            identity_source: "local".into(),
             ..RequestContext::default()
         }
     }

@@ -85,7 +85,7 @@ pub enum Error {
     Forbidden(String),
     /// The operation is under dual control: an approval was opened and must reach its quorum
     /// before the requester repeats the request with its id.
-    #[error("approval {} required: {} of {} approvals (policy {})", .0.id, .0.approvals(), .0.quorum, .0.policy)]
+    #[error("approval {} required: {} of {} approvals (policy {}) for {}", .0.id, .0.approvals(), .0.quorum, .0.policy, .0.summary())]
     ApprovalRequired(Box<Approval>),
     /// An approval step was refused.
     #[error("{0}")]

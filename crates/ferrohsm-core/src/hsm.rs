@@ -20,9 +20,13 @@ use std::path::PathBuf;
 
 use ferrohsm_audit::{AuditEntry, AuditSink, Checkpoint, MemoryAuditSink, Outcome};
 use ferrohsm_policy::{
-    Approval, ApprovalError, ApprovalState, Decision, Policy, PolicyEngine, PolicyRequest,
+    Approval, ApprovalError, ApprovalState, Decision, Parameter, Policy, PolicyEngine,
+    PolicyRequest,
 };
-use ferrohsm_store::{ApprovalStore, MemoryApprovalStore};
+use ferrohsm_store::{
+    ApprovalStore, MemoryApprovalStore, MemoryTokenRevocationStore, TokenMatch, TokenRevocation,
+    TokenRevocationStore,
+};
 use zeroize::Zeroizing;
 
 use crate::audit::{Audited, Purged, derive_audit_hmac_key, derive_audit_keys};
@@ -35,7 +39,7 @@ use crate::wire::{
     CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,
     Wrapped,
 };
-use crate::{Error, KeyRef, Operation, RequestContext, Result, format, validate};
+use crate::{Error, KeyRef, Operation, RequestContext, Result, format, params, validate};
 
 /// The default limit on plaintexts, associated data, messages and key material: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
@@ -47,6 +51,12 @@ pub const MAX_DESTRUCTION_GRACE: Duration = Duration::days(36_525);
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// How often a write is retried when a concurrent writer changed the key first.
 const WRITE_ATTEMPTS: usize = 3;
+/// The default longest lifetime of a bearer token.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::hours(24);
+/// The largest maximum token lifetime that can be configured.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::days(30);
+/// How much longer than the maximum token lifetime a revocation is kept (covers clock skew).
+const REVOCATION_MARGIN: Duration = Duration::minutes(5);
 
 /// The embeddable HSM: composes a crypto provider, the sealer and a key store. Cheap to clone;
 /// clones share everything.
@@ -69,6 +79,10 @@ struct Inner {
     audit_failed: std::sync::atomic::AtomicU64,
     policy: PolicyHandle,
     approvals: Arc<dyn ApprovalStore>,
+    revocations: Arc<dyn TokenRevocationStore>,
+    /// The live revocations, checked on every request.
+    revoked: std::sync::RwLock<std::collections::HashSet<(TokenMatch, String)>>,
+    max_token_lifetime: Duration,
     cache: KeyCache,
     max_payload: usize,
     destruction_grace: Duration,
@@ -85,6 +99,8 @@ pub struct HsmBuilder {
     policy_file: Option<PathBuf>,
     policy_poll: std::time::Duration,
     approvals: Option<Arc<dyn ApprovalStore>>,
+    revocations: Option<Arc<dyn TokenRevocationStore>>,
+    max_token_lifetime: Duration,
     master_key: Option<MasterKey>,
     max_payload: usize,
     destruction_grace: Duration,
@@ -129,6 +145,19 @@ impl HsmBuilder {
     /// Where dual-control approvals persist (in memory when not given).
     pub fn approvals(mut self, store: Arc<dyn ApprovalStore>) -> Self {
         self.approvals = Some(store);
+        self
+    }
+
+    /// Where token revocations persist (in memory when not given).
+    pub fn token_revocations(mut self, store: Arc<dyn TokenRevocationStore>) -> Self {
+        self.revocations = Some(store);
+        self
+    }
+
+    /// The longest a bearer token may live (default 24 hours): frontends refuse tokens that
+    /// would live longer, and a revocation is kept that long.
+    pub fn max_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_token_lifetime = lifetime;
         self
     }
 
@@ -180,6 +209,9 @@ impl HsmBuilder {
                 if self.approvals.is_none() {
                     self.approvals = Some(Arc::new(store.approval_store().await?));
                 }
+                if self.revocations.is_none() {
+                    self.revocations = Some(Arc::new(store.token_revocation_store().await?));
+                }
                 self.store = Some(Arc::new(store));
             }
             if self.audit.is_none() {
@@ -214,6 +246,14 @@ impl HsmBuilder {
             (None, None) => PolicyHandle::fixed(Policy::default()),
         };
         let approvals = self.approvals.unwrap_or_else(|| Arc::new(MemoryApprovalStore::new()));
+        let revocations =
+            self.revocations.unwrap_or_else(|| Arc::new(MemoryTokenRevocationStore::new()));
+        if self.max_token_lifetime <= Duration::ZERO || self.max_token_lifetime > MAX_TOKEN_LIFETIME
+        {
+            return Err(Error::InvalidRequest(
+                "the maximum token lifetime must be between one second and 30 days".into(),
+            ));
+        }
         let hsm = Hsm {
             inner: Arc::new(Inner {
                 provider: self.provider,
@@ -228,11 +268,15 @@ impl HsmBuilder {
                 audit_failed: Default::default(),
                 policy,
                 approvals,
+                revocations,
+                revoked: Default::default(),
+                max_token_lifetime: self.max_token_lifetime,
                 cache: KeyCache::new(self.cache_capacity),
                 max_payload: self.max_payload,
                 destruction_grace: self.destruction_grace,
             }),
         };
+        hsm.refresh_token_revocations().await?;
         let sample = hsm.inner.store.list(&ListQuery { limit: 16, ..ListQuery::default() }).await?;
         let any_verifies =
             sample.keys.iter().any(|r| hsm.inner.cache.check(&hsm.inner.sealer, r).is_ok());
@@ -247,11 +291,8 @@ impl HsmBuilder {
                 loop {
                     tokio::time::sleep(poll).await;
                     let Some(inner) = weak.upgrade() else { break };
-                    match inner.policy.reload_if_changed() {
-                        Ok(false) => {}
-                        Ok(true) => record_policy_reload(&inner, &Ok(())).await,
-                        Err(e) => record_policy_reload(&inner, &Err(e)).await,
-                    }
+                    // Failures are recorded and shown in health; the watcher keeps going.
+                    let _ = Hsm { inner }.policy_file_changed(false).await;
                 }
             });
         }
@@ -270,6 +311,8 @@ impl Hsm {
             policy_file: None,
             policy_poll: std::time::Duration::from_secs(2),
             approvals: None,
+            revocations: None,
+            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             master_key: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             destruction_grace: DEFAULT_DESTRUCTION_GRACE,
@@ -302,11 +345,16 @@ impl Hsm {
             let description = validate::description(request.description.as_deref())?;
             validate::tags(&request.tags)?;
             let usages = validate::usages(request.algorithm, request.usages.as_deref())?;
-            let params = format!(
-                "{:?}|{:?}|{:?}|{:?}",
-                request.algorithm, request.name, request.tags, usages
-            );
-            self.authorize(ctx, Operation::CreateKey, None, Some(&request.tags), || params).await?;
+            let params = || {
+                let usages: Vec<&str> = usages.iter().map(|u| u.as_str()).collect();
+                vec![
+                    Parameter::new("algorithm", request.algorithm.to_string()),
+                    params::optional("name", request.name.as_deref()),
+                    Parameter::new("tags", params::tags(&request.tags)),
+                    Parameter::new("usages", usages.join(", ")),
+                ]
+            };
+            self.authorize(ctx, Operation::CreateKey, None, Some(&request.tags), params).await?;
             if let Some(name) = &name
                 && self.inner.store.find_by_name(name).await?.is_some()
             {
@@ -343,7 +391,7 @@ impl Hsm {
     /// One page of keys, each integrity-checked.
     pub async fn list_keys(&self, ctx: &RequestContext, query: &ListQuery) -> Result<KeyList> {
         self.run(ctx, Operation::ListKeys, None, async {
-            self.authorize(ctx, Operation::ListKeys, None, None, String::new).await?;
+            self.authorize(ctx, Operation::ListKeys, None, None, Vec::new).await?;
             let page = self.inner.store.list(query).await?;
             let engine = self.inner.policy.engine();
             let mut keys = Vec::with_capacity(page.keys.len());
@@ -370,7 +418,7 @@ impl Hsm {
     pub async fn describe_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
         self.run(ctx, Operation::DescribeKey, Some(key), async {
             let verified = self.load(key).await?;
-            self.authorize(ctx, Operation::DescribeKey, Some(&verified.record), None, String::new)
+            self.authorize(ctx, Operation::DescribeKey, Some(&verified.record), None, Vec::new)
                 .await?;
             Ok(KeyInfo::from(verified.record.as_ref()))
         })
@@ -381,7 +429,7 @@ impl Hsm {
     pub async fn rotate_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
         self.run(ctx, Operation::RotateKey, Some(key), async {
             let verified = self.load(key).await?;
-            self.authorize(ctx, Operation::RotateKey, Some(&verified.record), None, String::new)
+            self.authorize(ctx, Operation::RotateKey, Some(&verified.record), None, Vec::new)
                 .await?;
             let algorithm = verified.record.algorithm;
             let (material, public_key) = self.generate(algorithm).await?;
@@ -415,7 +463,11 @@ impl Hsm {
         self.run(ctx, Operation::RollbackKey, Some(key), async {
             let verified = self.load(key).await?;
             self.authorize(ctx, Operation::RollbackKey, Some(&verified.record), None, || {
-                version.to_string()
+                let current = verified.record.current_version.to_string();
+                vec![
+                    Parameter::new("current_version", current),
+                    Parameter::new("version", version.to_string()),
+                ]
             })
             .await?;
             self.modify(key, |old, next| {
@@ -447,9 +499,13 @@ impl Hsm {
                 validate::description(Some(c))?;
             }
             let verified = self.load(key).await?;
-            let params = format!("{reason}|{comment:?}");
-            self.authorize(ctx, Operation::RevokeKey, Some(&verified.record), None, || params)
-                .await?;
+            let params = || {
+                vec![
+                    Parameter::new("reason", reason.to_string()),
+                    params::optional("comment", comment.as_deref()),
+                ]
+            };
+            self.authorize(ctx, Operation::RevokeKey, Some(&verified.record), None, params).await?;
             self.modify(key, |old, next| {
                 let escalation = old.state == KeyState::Revoked
                     && reason == RevocationReason::Compromised
@@ -486,26 +542,28 @@ impl Hsm {
                 ));
             }
             let verified = self.load(key).await?;
-            let params = format!("{grace:?}");
+            // The request's grace, else the key's tag policy, else the configured default:
+            // decided before approval so approvers see the period that will apply.
+            let policy_grace = self.inner.policy.engine().destruction_grace(&verified.record.tags);
+            let (grace, origin) = match (grace, policy_grace) {
+                (Some(g), _) => (g, "requested"),
+                (None, Some(g)) => (g, "the key's tag policy"),
+                (None, None) => (self.inner.destruction_grace, "the server default"),
+            };
             self.authorize(
                 ctx,
                 Operation::ScheduleDestruction,
                 Some(&verified.record),
                 None,
-                || params,
+                || vec![params::grace(grace, origin)],
             )
             .await?;
-            let engine = self.inner.policy.engine();
             self.modify(key, |old, next| {
                 require_state(
                     old,
                     Operation::ScheduleDestruction,
                     &[KeyState::Active, KeyState::Revoked],
                 )?;
-                // The request's grace, else the key's tag policy, else the configured default.
-                let grace = grace
-                    .or_else(|| engine.destruction_grace(&old.tags))
-                    .unwrap_or(self.inner.destruction_grace);
                 next.state = KeyState::PendingDestruction;
                 let after = next.updated_at.checked_add(grace).ok_or_else(|| {
                     Error::InvalidRequest("the destruction grace period is out of range".into())
@@ -527,7 +585,7 @@ impl Hsm {
                 Operation::CancelDestruction,
                 Some(&verified.record),
                 None,
-                String::new,
+                Vec::new,
             )
             .await?;
             self.modify(key, |old, next| {
@@ -631,7 +689,7 @@ impl Hsm {
     async fn purge(&self, ctx: &RequestContext, id: KeyId, now: OffsetDateTime) -> Result<Purged> {
         let verified = self.load(&KeyRef::Id(id)).await?;
         let old = &verified.record;
-        self.authorize(ctx, Operation::PurgeKey, Some(old), None, String::new).await?;
+        self.authorize(ctx, Operation::PurgeKey, Some(old), None, Vec::new).await?;
         require_state(old, Operation::PurgeKey, &[KeyState::PendingDestruction])?;
         if old.destroy_after.is_none_or(|t| t > now) {
             return Err(invalid_state(old, Operation::PurgeKey));
@@ -664,7 +722,13 @@ impl Hsm {
         self.run(ctx, Operation::Encrypt, Some(key), async {
             self.limit("plaintext", plaintext.len())?;
             self.limit("aad", aad.len())?;
-            let params = || digest_hex(&self.inner.sealer, &[plaintext, aad]);
+            let sealer = &self.inner.sealer;
+            let provider = self.inner.provider.as_ref();
+            let params = || {
+                let mut list = params::secret(sealer, "plaintext", plaintext).to_vec();
+                list.extend(params::public(provider, "aad", aad));
+                list
+            };
             let (verified, version) =
                 self.usable(ctx, key, Operation::Encrypt, Usage::Encrypt, None, params).await?;
             let secret = self.secret(&verified, version)?;
@@ -690,7 +754,13 @@ impl Hsm {
             self.limit("ciphertext", ciphertext.len() / 4 * 3)?;
             self.limit("aad", aad.len())?;
             let (version, body) = format::parse(ciphertext)?;
-            let params = || digest_hex(&self.inner.sealer, &[ciphertext.as_bytes(), aad]);
+            let provider = self.inner.provider.as_ref();
+            let params = || {
+                let mut list =
+                    params::public(provider, "ciphertext", ciphertext.as_bytes()).to_vec();
+                list.extend(params::public(provider, "aad", aad));
+                list
+            };
             let (verified, version) = self
                 .usable(ctx, key, Operation::Decrypt, Usage::Decrypt, Some(version), &params)
                 .await?;
@@ -714,7 +784,7 @@ impl Hsm {
     ) -> Result<Signed> {
         self.run(ctx, Operation::Sign, Some(key), async {
             self.limit_input(input)?;
-            let params = || sign_params(&self.inner.sealer, input, scheme);
+            let params = || params::signed(self.inner.provider.as_ref(), input, scheme);
             let (verified, version) =
                 self.usable(ctx, key, Operation::Sign, Usage::Sign, None, params).await?;
             let scheme = scheme_for(&verified.record, scheme)?;
@@ -745,11 +815,14 @@ impl Hsm {
             self.limit_input(input)?;
             self.limit("signature", signature.len())?;
             let params = || {
-                format!(
-                    "{}|{}|{version:?}",
-                    sign_params(&self.inner.sealer, input, scheme),
-                    digest_hex(&self.inner.sealer, &[signature])
-                )
+                let provider = self.inner.provider.as_ref();
+                let mut list = params::signed(provider, input, scheme);
+                list.extend(params::public(provider, "signature", signature));
+                list.push(params::optional(
+                    "key_version",
+                    version.map(|v| v.to_string()).as_deref(),
+                ));
+                list
             };
             let (verified, version) =
                 self.usable(ctx, key, Operation::Verify, Usage::Verify, version, params).await?;
@@ -779,7 +852,8 @@ impl Hsm {
             if key_material.is_empty() {
                 return Err(Error::InvalidRequest("key material to wrap cannot be empty".into()));
             }
-            let params = || digest_hex(&self.inner.sealer, &[key_material]);
+            let params =
+                || params::secret(&self.inner.sealer, "key_material", key_material).to_vec();
             let (verified, version) =
                 self.usable(ctx, key, Operation::Wrap, Usage::Wrap, None, params).await?;
             let secret = self.secret(&verified, version)?;
@@ -803,7 +877,9 @@ impl Hsm {
         self.run(ctx, Operation::Unwrap, Some(key), async {
             self.limit("wrapped key", wrapped.len() / 4 * 3)?;
             let (version, body) = format::parse(wrapped)?;
-            let params = || digest_hex(&self.inner.sealer, &[wrapped.as_bytes()]);
+            let params = || {
+                params::public(self.inner.provider.as_ref(), "wrapped", wrapped.as_bytes()).to_vec()
+            };
             let (verified, version) = self
                 .usable(ctx, key, Operation::Unwrap, Usage::Unwrap, Some(version), &params)
                 .await?;
@@ -827,7 +903,7 @@ impl Hsm {
             let verified = self.load(key).await?;
             let record = &verified.record;
             self.authorize(ctx, Operation::ExportPublicKey, Some(record), None, || {
-                format!("{version:?}")
+                vec![params::optional("version", version.map(|v| v.to_string()).as_deref())]
             })
             .await?;
             if record.algorithm.is_symmetric() {
@@ -862,7 +938,7 @@ impl Hsm {
         limit: usize,
     ) -> Result<Vec<Approval>> {
         self.run(ctx, Operation::ListApprovals, None, async {
-            self.authorize(ctx, Operation::ListApprovals, None, None, String::new).await?;
+            self.authorize(ctx, Operation::ListApprovals, None, None, Vec::new).await?;
             let now = OffsetDateTime::now_utc();
             let mut list =
                 self.inner.approvals.list(limit.clamp(1, ferrohsm_store::MAX_LIST_LIMIT)).await?;
@@ -882,7 +958,7 @@ impl Hsm {
         id: uuid::Uuid,
     ) -> Result<Approval> {
         self.run(ctx, Operation::DescribeApproval, None, async {
-            self.authorize(ctx, Operation::DescribeApproval, None, None, String::new).await?;
+            self.authorize(ctx, Operation::DescribeApproval, None, None, Vec::new).await?;
             let mut a = self.load_approval(id).await?;
             a.state = a.state_at(OffsetDateTime::now_utc());
             Ok(a)
@@ -922,7 +998,7 @@ impl Hsm {
         approve: bool,
     ) -> Result<Approval> {
         let operation = if approve { Operation::Approve } else { Operation::DenyApproval };
-        self.authorize(ctx, operation, None, None, String::new).await?;
+        self.authorize(ctx, operation, None, None, Vec::new).await?;
         if let Some(c) = &comment {
             validate::description(Some(c))?;
         }
@@ -932,13 +1008,21 @@ impl Hsm {
             let mut a = self.load_approval(id).await?;
             let now = OffsetDateTime::now_utc();
             let voted = if approve {
-                a.approve(&ctx.actor, &ctx.roles, comment.clone(), now)
+                a.approve(&ctx.caller(), comment.clone(), now)
             } else {
-                a.deny(&ctx.actor, &ctx.roles, comment.clone(), now)
+                a.deny(&ctx.caller(), comment.clone(), now)
             };
             voted.map_err(Error::Approval)?;
             match self.inner.approvals.update(self.tag_approval(a.clone())).await {
-                Ok(()) => return Ok(a),
+                Ok(()) => {
+                    if a.operation == Operation::ManagePolicy
+                        && a.state == ApprovalState::Approved
+                        && let Err(e) = self.apply_staged_policy(a.id).await
+                    {
+                        tracing::error!(approval = %a.id, error = %e, "applying the approved policy file failed");
+                    }
+                    return Ok(a);
+                }
                 Err(ferrohsm_store::Error::ApprovalConflict(_)) if attempt < WRITE_ATTEMPTS => {
                     continue;
                 }
@@ -949,10 +1033,102 @@ impl Hsm {
 
     /// Reloads the policy file now, and records the outcome in the audit log. On error the
     /// previous policy stays in force.
+    /// When the policy in force puts `manage_policy` under global dual control, the file is
+    /// not applied: an approval is opened and the file applies once it is approved.
     pub async fn reload_policy(&self) -> Result<()> {
-        let result = self.inner.policy.reload();
-        record_policy_reload(&self.inner, &result).await;
-        result.map_err(Error::InvalidPolicy)
+        self.policy_file_changed(true).await.map(|_| ())
+    }
+
+    /// Reads the policy file if it changed (always, with `force`) and puts it in force, or,
+    /// when the policy in force puts `manage_policy` under global dual control, opens an
+    /// approval (requester `system:policy`; parameters: the file, its SHA-256 and size) and
+    /// keeps the new file staged until the approval reaches its quorum. Every outcome is
+    /// recorded in the audit log. Returns whether a new policy is in force.
+    async fn policy_file_changed(&self, force: bool) -> Result<bool> {
+        let inner = &self.inner;
+        let candidate = match inner.policy.read_candidate(inner.provider.as_ref(), force) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                let message = format!("policy file rejected, previous policy kept: {e}");
+                record_policy_event(inner, Outcome::Error, message).await;
+                return Err(Error::InvalidPolicy(e));
+            }
+        };
+        let engine = inner.policy.engine();
+        let dual = engine
+            .policy()
+            .global_dual_control
+            .as_ref()
+            .filter(|d| d.operations.contains(&Operation::ManagePolicy));
+        let Some(dual) = dual else {
+            inner.policy.install(candidate);
+            record_policy_event(inner, Outcome::Success, "policy file reloaded".into()).await;
+            return Ok(true);
+        };
+        if inner.policy.staged().is_some_and(|s| s.candidate.sha256 == candidate.sha256) {
+            return Ok(false);
+        }
+        let rule = ferrohsm_policy::ApprovalRule {
+            policy: ferrohsm_policy::GLOBAL_POLICY_NAME.into(),
+            quorum: dual.quorum,
+            approver_roles: dual.approver_roles.clone(),
+            expires_after: dual.expires_after,
+            approver_issuers: dual.approver_issuers.clone(),
+            require_certificate: dual.require_certificate,
+        };
+        let path = inner.policy.path().map(|p| p.display().to_string()).unwrap_or_default();
+        let parameters = params::describe(
+            Operation::ManagePolicy,
+            None,
+            vec![
+                Parameter::new("policy_file", path),
+                Parameter::new("sha256", candidate.sha256.clone()),
+                Parameter::new("size", candidate.size.to_string()),
+            ],
+        );
+        let digest = params::digest(&inner.sealer, &parameters);
+        let ctx = RequestContext::local(POLICY_ACTOR);
+        let now = OffsetDateTime::now_utc();
+        let approval = self.tag_approval(Approval::new(
+            &rule,
+            Operation::ManagePolicy,
+            String::new(),
+            parameters,
+            digest,
+            &ctx.caller(),
+            now,
+        ));
+        inner.approvals.create(approval.clone()).await?;
+        inner.policy.stage(crate::policy::Staged { candidate, approval: approval.id });
+        let message = format!(
+            "approval_required: the changed policy file waits for approval {} ({} of {} approvals): {}",
+            approval.id,
+            approval.approvals(),
+            approval.quorum,
+            approval.summary()
+        );
+        record_policy_event(inner, Outcome::Denied, message).await;
+        Ok(false)
+    }
+
+    /// Puts the staged policy file in force once its approval `id` is approved, marking the
+    /// approval executed.
+    async fn apply_staged_policy(&self, id: uuid::Uuid) -> Result<()> {
+        let Some(staged) = self.inner.policy.staged().filter(|s| s.approval == id) else {
+            return Ok(());
+        };
+        let mut approval = self.load_approval(id).await?;
+        let digest = approval.params_digest.clone();
+        let now = OffsetDateTime::now_utc();
+        approval
+            .execute(POLICY_ACTOR, Operation::ManagePolicy, "", &digest, now)
+            .map_err(Error::Approval)?;
+        self.inner.approvals.update(self.tag_approval(approval)).await?;
+        self.inner.policy.install(staged.candidate);
+        let message = format!("policy file reloaded after approval {id}");
+        record_policy_event(&self.inner, Outcome::Success, message).await;
+        Ok(())
     }
 
     /// Why the policy file was last rejected, while it stays broken.
@@ -970,7 +1146,7 @@ impl Hsm {
         operation: Operation,
         key: Option<&KeyRecord>,
         tags: Option<&BTreeMap<String, String>>,
-        params: impl FnOnce() -> String,
+        params: impl FnOnce() -> Vec<Parameter>,
     ) -> Result<()> {
         let engine = self.inner.policy.engine();
         let request = PolicyRequest {
@@ -986,18 +1162,17 @@ impl Hsm {
             _ => return Err(Error::Forbidden("the policy engine gave no decision".into())),
         };
         let key_id = key.map(|k| k.id.to_string()).unwrap_or_default();
-        let digest = digest_hex(
-            &self.inner.sealer,
-            &[operation.as_str().as_bytes(), key_id.as_bytes(), params().as_bytes()],
-        );
+        let parameters = params::describe(operation, key, params());
+        let digest = params::digest(&self.inner.sealer, &parameters);
         let now = OffsetDateTime::now_utc();
         let Some(id) = ctx.approval_id else {
             let approval = self.tag_approval(Approval::new(
                 &rule,
                 operation,
                 key_id,
+                parameters,
                 digest,
-                ctx.actor.clone(),
+                &ctx.caller(),
                 now,
             ));
             self.inner.approvals.create(approval.clone()).await?;
@@ -1063,7 +1238,7 @@ impl Hsm {
     /// Writes a signed checkpoint of the audit chain now and returns the latest checkpoint.
     pub async fn checkpoint_audit(&self, ctx: &RequestContext) -> Result<Option<Checkpoint>> {
         self.run(ctx, Operation::CheckpointAudit, None, async {
-            self.authorize(ctx, Operation::CheckpointAudit, None, None, String::new).await?;
+            self.authorize(ctx, Operation::CheckpointAudit, None, None, Vec::new).await?;
             self.inner.audit.checkpoint().await.map_err(Error::AuditUnavailable)
         })
         .await
@@ -1072,7 +1247,7 @@ impl Hsm {
     /// The latest signed checkpoint, without writing one.
     pub async fn latest_checkpoint(&self, ctx: &RequestContext) -> Result<Option<Checkpoint>> {
         self.run(ctx, Operation::ReadAudit, None, async {
-            self.authorize(ctx, Operation::ReadAudit, None, None, String::new).await?;
+            self.authorize(ctx, Operation::ReadAudit, None, None, Vec::new).await?;
             self.inner.audit.latest_checkpoint().await.map_err(Error::AuditUnavailable)
         })
         .await
@@ -1086,7 +1261,7 @@ impl Hsm {
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<u64> {
         self.run(ctx, Operation::ReadAudit, None, async {
-            self.authorize(ctx, Operation::ReadAudit, None, None, String::new).await?;
+            self.authorize(ctx, Operation::ReadAudit, None, None, Vec::new).await?;
             self.inner.audit.export(out).await.map_err(Error::AuditUnavailable)
         })
         .await
@@ -1099,7 +1274,7 @@ impl Hsm {
         query: AuditQuery,
     ) -> Result<AuditPage> {
         self.run(ctx, Operation::ReadAudit, None, async {
-            self.authorize(ctx, Operation::ReadAudit, None, None, String::new).await?;
+            self.authorize(ctx, Operation::ReadAudit, None, None, Vec::new).await?;
             let mut page = PageWriter::new(query)?;
             self.inner.audit.export(&mut page).await.map_err(Error::AuditUnavailable)?;
             let _ = std::io::Write::flush(&mut page);
@@ -1113,7 +1288,7 @@ impl Hsm {
     /// is checked as an excerpt.
     pub async fn verify_audit(&self, ctx: &RequestContext) -> Result<AuditVerification> {
         self.run(ctx, Operation::ReadAudit, None, async {
-            self.authorize(ctx, Operation::ReadAudit, None, None, String::new).await?;
+            self.authorize(ctx, Operation::ReadAudit, None, None, Vec::new).await?;
             let partial = self.inner.audit.kind() == "memory";
             let verifier = ferrohsm_audit::Verifier::new(self.inner.provider.clone())
                 .hmac_key(self.inner.audit_hmac_key.as_ref())
@@ -1186,23 +1361,131 @@ impl Hsm {
         &self.inner.token_key
     }
 
-    /// Signs a token's JWS signing input for `subject` with the token key: the audited way to
-    /// issue a token (it needs the `manage_policy` permission).
+    /// Signs a token's JWS signing input with the token key: the audited way to issue a
+    /// token (`issue_token`, admin only, and under dual control when the policy says so).
+    /// `grant` is what the token says; the frontend builds `signing_input` from it and from
+    /// the caller's mint chain ([`RequestContext::minted_by`] plus the caller).
     pub async fn issue_token(
         &self,
         ctx: &RequestContext,
-        subject: &str,
+        grant: &TokenGrant,
         signing_input: &[u8],
     ) -> Result<Vec<u8>> {
         let issued = self
-            .run(ctx, Operation::ManagePolicy, None, async {
-                self.authorize(ctx, Operation::ManagePolicy, None, None, || subject.to_owned())
-                    .await?;
+            .run(ctx, Operation::IssueToken, None, async {
+                if grant.ttl > self.inner.max_token_lifetime || grant.ttl <= Duration::ZERO {
+                    return Err(Error::InvalidRequest(format!(
+                        "the lifetime must be between 1 and {} seconds",
+                        self.inner.max_token_lifetime.whole_seconds()
+                    )));
+                }
+                self.authorize(ctx, Operation::IssueToken, None, None, || {
+                    let mut chain: Vec<String> =
+                        ctx.minted_by.iter().map(|p| format!("{} ({})", p.sub, p.iss)).collect();
+                    chain.push(format!("{} ({})", ctx.actor, ctx.issuer));
+                    vec![
+                        Parameter::new("sub", grant.subject.clone()),
+                        Parameter::new("roles", grant.roles.join(", ")),
+                        Parameter::new("ttl_seconds", grant.ttl.whole_seconds().to_string()),
+                        params::optional("cert_sha256", grant.cert_sha256.as_deref()),
+                        Parameter::new("minted_by", chain.join(" -> ")),
+                    ]
+                })
+                .await?;
                 let signature = self.inner.token_key.sign(signing_input)?;
-                Ok(IssuedToken { subject: subject.to_owned(), signature })
+                Ok(IssuedToken { subject: grant.subject.clone(), signature })
             })
             .await?;
         Ok(issued.signature)
+    }
+
+    /// Revokes every token whose `jti` (or `sid`) is `value`, from now until the longest
+    /// lifetime a token may have has passed. Audited as `revoke_token` (admin only).
+    pub async fn revoke_token(
+        &self,
+        ctx: &RequestContext,
+        matches: TokenMatch,
+        value: &str,
+        reason: Option<String>,
+    ) -> Result<TokenRevocation> {
+        self.run(ctx, Operation::RevokeToken, None, async {
+            validate::token_field(matches.as_str(), value)?;
+            if let Some(r) = &reason {
+                validate::description(Some(r))?;
+            }
+            self.authorize(ctx, Operation::RevokeToken, None, None, || {
+                vec![
+                    Parameter::new(matches.as_str(), value),
+                    params::optional("reason", reason.as_deref()),
+                ]
+            })
+            .await?;
+            let now = OffsetDateTime::now_utc();
+            let mut revocation = TokenRevocation {
+                id: uuid::Uuid::now_v7(),
+                matches,
+                value: value.to_owned(),
+                reason: reason.clone(),
+                revoked_by: ctx.actor.clone(),
+                revoked_at: now,
+                expires_at: now + self.inner.max_token_lifetime + REVOCATION_MARGIN,
+                tag: None,
+            };
+            let tag = self.inner.sealer.authenticate(&revocation.canonical_bytes());
+            revocation.tag = Some(ferrohsm_crypto::b64::encode(&tag.0));
+            self.inner.revocations.add(revocation.clone(), now).await?;
+            self.inner
+                .revoked
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((matches, value.to_owned()));
+            Ok(RevokedToken(revocation))
+        })
+        .await
+        .map(|r| r.0)
+    }
+
+    /// Whether a token with this `jti` and `sid` is revoked (a set lookup; call it on every
+    /// request, cached verification or not).
+    pub fn is_token_revoked(&self, jti: Option<&str>, sid: Option<&str>) -> bool {
+        let revoked = self.inner.revoked.read().unwrap_or_else(|p| p.into_inner());
+        if revoked.is_empty() {
+            return false;
+        }
+        let hit = |m: TokenMatch, v: Option<&str>| {
+            v.is_some_and(|v| revoked.contains(&(m, v.to_owned())))
+        };
+        hit(TokenMatch::Jti, jti) || hit(TokenMatch::Sid, sid)
+    }
+
+    /// Re-reads the live revocations from the store (so revocations made by another replica
+    /// take effect here), dropping expired ones and any whose integrity tag fails.
+    pub async fn refresh_token_revocations(&self) -> Result<()> {
+        let live = self.inner.revocations.live(OffsetDateTime::now_utc()).await?;
+        let mut set = std::collections::HashSet::with_capacity(live.len());
+        for r in live {
+            let genuine =
+                r.tag.as_deref().and_then(|t| ferrohsm_crypto::b64::decode(t).ok()).is_some_and(
+                    |tag| {
+                        self.inner
+                            .sealer
+                            .verify(&r.canonical_bytes(), &ferrohsm_seal::MetadataTag(tag))
+                            .is_ok()
+                    },
+                );
+            if genuine {
+                set.insert((r.matches, r.value));
+            } else {
+                tracing::error!(revocation = %r.id, "a stored token revocation failed its integrity check; ignored");
+            }
+        }
+        *self.inner.revoked.write().unwrap_or_else(|p| p.into_inner()) = set;
+        Ok(())
+    }
+
+    /// The longest a bearer token may live.
+    pub fn max_token_lifetime(&self) -> Duration {
+        self.inner.max_token_lifetime
     }
 
     /// The health of the store, the audit sink, the seal and the policy.
@@ -1222,7 +1505,13 @@ impl Hsm {
         };
         let seal = ok(format!("master key {}", self.master_key_fingerprint()));
         let policy = match self.policy_error() {
-            None => ok("in force".into()),
+            None => match self.inner.policy.staged() {
+                None => ok("in force".into()),
+                Some(staged) => ok(format!(
+                    "in force; a changed file (sha256 {}) awaits approval {}",
+                    staged.candidate.sha256, staged.approval
+                )),
+            },
             Some(e) => bad(format!("previous policy in force; the file failed: {e}")),
         };
         let healthy = [&store, &audit, &policy].iter().all(|c| c.status == "ok");
@@ -1317,7 +1606,8 @@ impl Hsm {
         let span = tracing::info_span!(
             "hsm",
             operation = operation.as_str(),
-            actor = %ctx.actor,
+            // Debug-escaped: a subject from a keyset token may hold newlines or escapes.
+            actor = ?ctx.actor,
             request_id = %ctx.request_id,
             key = key.map(tracing::field::display),
         );
@@ -1335,7 +1625,7 @@ impl Hsm {
         let (outcome, key_id, key_version, message) = match &result {
             Ok(value) => (Outcome::Success, value.key().or(named), value.version(), value.note()),
             Err(e) => {
-                tracing::info!(parent: &span, code = e.code(), error = %e, "operation refused");
+                tracing::info!(parent: &span, code = e.code(), actor = ?ctx.actor, error = %e, "operation refused");
                 let (key_id, version) = e.key().map_or((named, None), |(k, v)| (Some(k), v));
                 let mut message = format!("{}: {e}", e.code());
                 if key_id.is_none()
@@ -1399,7 +1689,7 @@ impl Hsm {
         operation: Operation,
         usage: Usage,
         version: Option<u32>,
-        params: impl FnOnce() -> String,
+        params: impl FnOnce() -> Vec<Parameter>,
     ) -> Result<(Arc<VerifiedKey>, u32)> {
         let verified = self.load(key).await?;
         let record = &verified.record;
@@ -1542,25 +1832,21 @@ impl Hsm {
     }
 }
 
-/// Records a policy reload (by the watcher or [`Hsm::reload_policy`]): a change of who may do
-/// what is itself audited.
-async fn record_policy_reload(
-    inner: &Inner,
-    result: &std::result::Result<(), ferrohsm_policy::PolicyError>,
-) {
-    let (outcome, message) = match result {
-        Ok(()) => (Outcome::Success, "policy file reloaded".to_owned()),
-        Err(e) => (Outcome::Error, format!("policy file rejected, previous policy kept: {e}")),
-    };
+/// The actor policy file changes are recorded under (and request their approvals as).
+const POLICY_ACTOR: &str = "system:policy";
+
+/// Records a policy file event (by the watcher, [`Hsm::reload_policy`] or an approval): a
+/// change of who may do what is itself audited.
+async fn record_policy_event(inner: &Inner, outcome: Outcome, message: String) {
     let mut entry = AuditEntry::new(
-        "system:policy",
+        POLICY_ACTOR,
         Operation::ManagePolicy.as_str(),
         outcome,
         uuid::Uuid::now_v7().to_string(),
     );
     entry.message = Some(message);
     if let Err(e) = inner.audit.append(entry).await {
-        tracing::error!(error = %e, "could not record a policy reload");
+        tracing::error!(error = %e, "could not record a policy file event");
     }
 }
 
@@ -1612,26 +1898,6 @@ impl Drop for AbandonGuard<'_> {
             }
         }
     }
-}
-
-/// The sealer's keyed digest of length-prefixed parts, in hex: what an approval binds its
-/// parameters by (keyed, so an approval never exposes a guessable hash of a secret).
-fn digest_hex(sealer: &Sealer, parts: &[&[u8]]) -> String {
-    let mut buf = Vec::new();
-    for part in parts {
-        buf.extend_from_slice(&(part.len() as u64).to_be_bytes());
-        buf.extend_from_slice(part);
-    }
-    ferrohsm_audit::hex(&sealer.bind(&buf))
-}
-
-fn sign_params(sealer: &Sealer, input: SignInput<'_>, scheme: Option<SignatureScheme>) -> String {
-    let (kind, bytes) = match input {
-        SignInput::Message(m) => ("message", m),
-        SignInput::Digest(d) => ("digest", d),
-    };
-    let scheme = scheme.map(|s| s.as_str()).unwrap_or("default");
-    digest_hex(sealer, &[kind.as_bytes(), bytes, scheme.as_bytes()])
 }
 
 fn successor(record: &KeyRecord) -> KeyRecord {
@@ -1690,6 +1956,28 @@ fn crypto_error(operation: Operation) -> impl Fn(ferrohsm_crypto::Error) -> Erro
             Error::Unsupported { operation, algorithm }
         }
         other => Error::Crypto(other),
+    }
+}
+
+/// What a token the HSM issues says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// The subject.
+    pub subject: String,
+    /// The roles.
+    pub roles: Vec<String>,
+    /// The lifetime.
+    pub ttl: Duration,
+    /// The client certificate it is bound to (SHA-256, hex), if any.
+    pub cert_sha256: Option<String>,
+}
+
+/// A revocation, audited with what it matches.
+struct RevokedToken(TokenRevocation);
+
+impl Audited for RevokedToken {
+    fn note(&self) -> Option<String> {
+        Some(format!("tokens with {} {} revoked", self.0.matches.as_str(), self.0.value))
     }
 }
 

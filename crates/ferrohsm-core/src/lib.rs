@@ -40,6 +40,7 @@ mod error;
 mod format;
 mod hsm;
 mod jwk;
+mod params;
 mod policy;
 mod token;
 mod validate;
@@ -59,18 +60,28 @@ pub use ferrohsm_crypto::{
     SignatureScheme, Usage,
 };
 pub use ferrohsm_crypto::{b64, hex};
-pub use ferrohsm_policy::{Approval, ApprovalState, Operation, Policy, Role, parse_duration};
+pub use ferrohsm_policy::{
+    Approval, ApprovalState, Operation, Parameter, Policy, Principal, Role, parse_duration,
+};
 pub use ferrohsm_seal::MasterKey;
 pub use ferrohsm_store::{ApprovalStore, FileApprovalStore, MemoryApprovalStore};
 pub use ferrohsm_store::{
     Cursor, FileKeyStore, KeyId, KeyName, KeyState, KeyStore, ListQuery, MemoryKeyStore,
     RevocationReason, VersionState,
 };
+pub use ferrohsm_store::{
+    FileTokenRevocationStore, MemoryTokenRevocationStore, TokenMatch, TokenRevocation,
+    TokenRevocationStore,
+};
 pub use hsm::{
-    DEFAULT_CACHE_CAPACITY, DEFAULT_DESTRUCTION_GRACE, DEFAULT_MAX_PAYLOAD, Hsm, HsmBuilder,
+    DEFAULT_CACHE_CAPACITY, DEFAULT_DESTRUCTION_GRACE, DEFAULT_MAX_PAYLOAD,
+    DEFAULT_MAX_TOKEN_LIFETIME, Hsm, HsmBuilder, MAX_TOKEN_LIFETIME, TokenGrant,
 };
 pub use token::TokenKey;
-pub use validate::{MAX_DESCRIPTION_CHARS, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_CHARS, MAX_TAGS};
+pub use validate::{
+    MAX_DESCRIPTION_CHARS, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_CHARS, MAX_TAGS, MAX_TOKEN_FIELD_LEN,
+    token_field as validate_token_field,
+};
 pub use wire::{
     CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,
     VersionInfo, Wrapped,

@@ -15,7 +15,26 @@ pub(crate) struct PolicyHandle {
     /// The file's modification time and length when last read.
     seen: Mutex<Option<(SystemTime, u64)>>,
     last_error: RwLock<Option<String>>,
+    /// A changed file waiting for approval (when `manage_policy` is under dual control).
+    staged: Mutex<Option<Staged>>,
     pub(crate) limiter: RateLimiter,
+}
+
+/// A policy file read and validated, not yet in force.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub(crate) policy: Policy,
+    /// SHA-256 of the file's bytes, hex.
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
+    stamp: Option<(SystemTime, u64)>,
+}
+
+/// A candidate and the approval it waits for.
+#[derive(Debug, Clone)]
+pub(crate) struct Staged {
+    pub(crate) candidate: Candidate,
+    pub(crate) approval: uuid::Uuid,
 }
 
 impl PolicyHandle {
@@ -27,13 +46,14 @@ impl PolicyHandle {
             file: None,
             seen: Mutex::new(None),
             last_error: RwLock::new(None),
+            staged: Mutex::new(None),
             limiter,
         }
     }
 
     /// The policy in `path`, which must load.
     pub(crate) fn from_file(path: &Path) -> Result<Self, PolicyError> {
-        let (policy, stamp) = read(path)?;
+        let (policy, stamp, _) = read(path)?;
         let mut handle = Self::fixed(policy);
         handle.file = Some(path.to_path_buf());
         *handle.seen.get_mut().unwrap_or_else(|p| p.into_inner()) = stamp;
@@ -53,38 +73,65 @@ impl PolicyHandle {
         self.last_error.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Reloads the file if its modification time or size changed.
-    pub(crate) fn reload_if_changed(&self) -> Result<bool, PolicyError> {
-        let Some(path) = &self.file else { return Ok(false) };
-        let current = stamp(path);
-        if current == *self.seen.lock().unwrap_or_else(|p| p.into_inner()) {
-            return Ok(false);
-        }
-        self.reload().map(|()| true)
+    /// The policy file's path.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 
-    /// Reloads the file now. On failure the previous policy stays in force and the error is
-    /// kept for health reporting.
-    pub(crate) fn reload(&self) -> Result<(), PolicyError> {
-        let Some(path) = &self.file else { return Ok(()) };
+    /// Reads the file if its modification time or size changed (or always, with `force`).
+    /// A file that does not validate is reported once and kept as the last error; the
+    /// policy in force stays.
+    pub(crate) fn read_candidate(
+        &self,
+        provider: &dyn ferrohsm_crypto::CryptoProvider,
+        force: bool,
+    ) -> Result<Option<Candidate>, PolicyError> {
+        let Some(path) = &self.file else { return Ok(None) };
+        let current = stamp(path);
+        if !force && current == *self.seen.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(None);
+        }
         match read(path) {
-            Ok((policy, stamp)) => {
-                self.limiter.reconfigure(policy.rate_limit.clone());
-                *self.engine.write().unwrap_or_else(|p| p.into_inner()) =
-                    Arc::new(DefaultPolicyEngine::new(policy));
+            Ok((policy, stamp, bytes)) => {
                 *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
                 *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = None;
-                tracing::info!(path = %path.display(), "policy reloaded");
-                Ok(())
+                Ok(Some(Candidate {
+                    policy,
+                    sha256: ferrohsm_crypto::hex::encode(&provider.sha256(&bytes)),
+                    size: bytes.len() as u64,
+                    stamp,
+                }))
             }
             Err(e) => {
                 // Remember this version of the file so a broken file is reported once.
-                *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = stamp(path);
+                *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = current;
                 tracing::error!(path = %path.display(), error = %e, "policy file rejected; the previous policy stays in force");
                 *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 Err(e)
             }
         }
+    }
+
+    /// Puts a candidate in force (and forgets any staged one).
+    pub(crate) fn install(&self, candidate: Candidate) {
+        self.limiter.reconfigure(candidate.policy.rate_limit.clone());
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(DefaultPolicyEngine::new(candidate.policy));
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = candidate.stamp;
+        *self.staged.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if let Some(path) = &self.file {
+            tracing::info!(path = %path.display(), "policy reloaded");
+        }
+    }
+
+    /// The candidate waiting for approval, if any.
+    pub(crate) fn staged(&self) -> Option<Staged> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Keeps a candidate until its approval is approved.
+    pub(crate) fn stage(&self, staged: Staged) {
+        *self.staged.lock().unwrap_or_else(|p| p.into_inner()) = Some(staged);
     }
 }
 
@@ -93,12 +140,14 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn read(path: &Path) -> Result<(Policy, Option<(SystemTime, u64)>), PolicyError> {
+type Read = (Policy, Option<(SystemTime, u64)>, Vec<u8>);
+
+fn read(path: &Path) -> Result<Read, PolicyError> {
     let stamp = stamp(path);
-    let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-        line: None,
-        field: None,
-        message: format!("reading {}: {e}", path.display()),
-    })?;
-    Ok((Policy::from_toml(&text)?, stamp))
+    let fail = |message: String| PolicyError { line: None, field: None, message };
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| fail(format!("{} is not UTF-8", path.display())))?;
+    Ok((Policy::from_toml(text)?, stamp, bytes))
 }

@@ -35,6 +35,27 @@ pub(crate) fn description(text: Option<&str>) -> Result<String> {
     Ok(text.to_owned())
 }
 
+/// The longest subject, session or token id the HSM mints or revokes.
+pub const MAX_TOKEN_FIELD_LEN: usize = 128;
+
+/// Checks a token-derived string the HSM mints or revokes (a subject, `sid` or `jti`):
+/// 1 to 128 characters of `[A-Za-z0-9._@:+/=~-]`, starting with a letter or digit. Nothing in
+/// it can break a log line, a header or a table cell.
+pub fn token_field(field: &str, value: &str) -> Result<()> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "._@:+/=~-".contains(c);
+    let ok = !value.is_empty()
+        && value.len() <= MAX_TOKEN_FIELD_LEN
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.chars().all(safe);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "{field} must be 1 to {MAX_TOKEN_FIELD_LEN} characters of letters, digits and ._@:+/=~- starting with a letter or digit"
+        )))
+    }
+}
+
 /// Tag keys are `[A-Za-z0-9_./-]{1,64}` (no `:`, which separates key and value in list
 /// filters); values are up to 256 characters without control characters.
 pub(crate) fn tags(tags: &BTreeMap<String, String>) -> Result<()> {

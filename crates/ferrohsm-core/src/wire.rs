@@ -545,6 +545,16 @@ pub struct ApprovalInfo {
     pub key_id: String,
     /// Who asked; only they may execute it.
     pub requester: String,
+    /// The subjects behind the requester's credential (the requester, then who minted it).
+    #[serde(default)]
+    pub requester_identity: Vec<String>,
+    /// Exactly what will run, in order: operation, key, every parameter. The approval binds
+    /// a keyed digest of this list.
+    #[serde(default)]
+    pub parameters: Vec<ParameterInfo>,
+    /// The parameters on one line (`name=value; …`).
+    #[serde(default)]
+    pub summary: String,
     /// The policy that required it.
     pub policy: String,
     /// How many approvals it needs.
@@ -553,6 +563,12 @@ pub struct ApprovalInfo {
     pub approvals: u32,
     /// Roles whose holders may approve.
     pub approver_roles: Vec<String>,
+    /// When not empty, only approvers whose identity comes from these sources count.
+    #[serde(default)]
+    pub approver_issuers: Vec<String>,
+    /// Whether approvers need certificate-bound tokens.
+    #[serde(default)]
+    pub require_certificate: bool,
     /// `pending`, `approved`, `denied`, `expired` or `executed`.
     pub state: String,
     /// The votes so far.
@@ -575,6 +591,12 @@ pub struct ApprovalInfo {
 pub struct VoteInfo {
     /// The approver.
     pub actor: String,
+    /// Where the approver's identity comes from (`bootstrap`, `minted` or a keyset issuer).
+    #[serde(default)]
+    pub source: String,
+    /// The subjects behind the approver's credential.
+    #[serde(default)]
+    pub identity: Vec<String>,
     /// Approve (true) or deny (false).
     pub approve: bool,
     /// Their note.
@@ -592,16 +614,27 @@ impl From<&Approval> for ApprovalInfo {
             operation: a.operation.as_str().to_owned(),
             key_id: a.key_id.clone(),
             requester: a.requester.clone(),
+            requester_identity: a.requester_identity.clone(),
+            parameters: a
+                .parameters
+                .iter()
+                .map(|p| ParameterInfo { name: p.name.clone(), value: p.value.clone() })
+                .collect(),
+            summary: a.summary(),
             policy: a.policy.clone(),
             quorum: a.quorum,
             approvals: u32::try_from(a.approvals()).unwrap_or(u32::MAX),
             approver_roles: a.approver_roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            approver_issuers: a.approver_issuers.clone(),
+            require_certificate: a.require_certificate,
             state: a.state.as_str().to_owned(),
             votes: a
                 .votes
                 .iter()
                 .map(|v| VoteInfo {
                     actor: v.actor.clone(),
+                    source: v.source.clone(),
+                    identity: v.identity.clone(),
                     approve: v.approve,
                     comment: v.comment.clone(),
                     at: v.at,
@@ -612,6 +645,17 @@ impl From<&Approval> for ApprovalInfo {
             executed_at: a.executed_at,
         }
     }
+}
+
+/// One named parameter of an approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ParameterInfo {
+    /// The name (`operation`, `key_id`, `grace_seconds`…).
+    pub name: String,
+    /// The value.
+    pub value: String,
 }
 
 /// A page of approvals, newest first.
@@ -695,7 +739,7 @@ pub struct TokenRequest {
     pub sub: String,
     /// Its roles (`admin`, `operator`, `auditor`, `service`).
     pub roles: Vec<String>,
-    /// Lifetime in seconds (default 3600, at most 86400).
+    /// Lifetime in seconds (default 3600, at most the server's maximum token lifetime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
     /// Binds the token to a client certificate: its SHA-256 fingerprint, hex.
@@ -715,6 +759,61 @@ pub struct TokenResponse {
     pub expires_at: OffsetDateTime,
     /// The signing key's id.
     pub kid: String,
+    /// The token's id (`jti`), for revoking it.
+    pub jti: String,
+    /// The token's session id (`sid`), for revoking it.
+    pub sid: String,
+}
+
+/// `POST /v1/auth/revoke`: name exactly one of `jti` and `sid`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RevokeTokenRequest {
+    /// Revoke the token with this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Revoke every token of this session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Why (kept in the revocation and the audit log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A token revocation in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenRevocationInfo {
+    /// `jti` or `sid`.
+    pub matches: String,
+    /// The revoked token id or session id.
+    pub value: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who revoked it.
+    pub revoked_by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// When it lapses (every token it can match has expired by then).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl From<&ferrohsm_store::TokenRevocation> for TokenRevocationInfo {
+    fn from(r: &ferrohsm_store::TokenRevocation) -> Self {
+        TokenRevocationInfo {
+            matches: r.matches.as_str().to_owned(),
+            value: r.value.clone(),
+            reason: r.reason.clone(),
+            revoked_by: r.revoked_by.clone(),
+            revoked_at: r.revoked_at,
+            expires_at: r.expires_at,
+        }
+    }
 }
 
 /// `GET /healthz`.

@@ -16,7 +16,7 @@ use std::time::Duration as StdDuration;
 use common::master;
 use ferrohsm_core::{
     Algorithm, ApprovalState, CreateKey, Error, FileKeyStore, Hsm, KeyRef, KeyState, Policy,
-    RequestContext, SignInput,
+    RequestContext, SignInput, TokenMatch,
 };
 
 const POLICY: &str = r#"
@@ -411,4 +411,97 @@ async fn the_schedulers_skip_a_key_they_may_not_touch_and_go_on() {
         hsm.describe_key(&olga, &KeyRef::Id(theirs.id)).await.unwrap().state,
         KeyState::PendingDestruction
     );
+}
+
+/// Issue 10: with `manage_policy` under global dual control, a changed policy file waits for
+/// its approvers (who see its SHA-256), and the policy in force decides, so a file that drops
+/// dual control still needs approval.
+#[tokio::test]
+async fn a_policy_change_under_dual_control_waits_for_its_approvers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    let guarded = |service: &str| {
+        format!(
+            "version = 1\n[[tag_policy]]\nname = \"app\"\nmatch = {{ app = \"x\" }}\nservices = [\"{service}\"]\n\
+             [global_dual_control]\noperations = [\"manage_policy\"]\nquorum = 2\napprover_roles = [\"admin\"]\nexpires_after = \"1h\"\n"
+        )
+    };
+    std::fs::write(&path, guarded("svc-a")).unwrap();
+    let hsm = Hsm::builder()
+        .store(Arc::new(ferrohsm_core::MemoryKeyStore::new()))
+        .master_key(master(3))
+        .policy_file(&path, StdDuration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    let key = hsm
+        .create_key(
+            &RequestContext::local("setup"),
+            CreateKey::new(Algorithm::Aes256Gcm).tag("app", "x"),
+        )
+        .await
+        .unwrap();
+    let k = KeyRef::Id(key.id);
+    let svc_b = who("svc-b", "service");
+    assert_eq!(hsm.encrypt(&svc_b, &k, b"x", b"").await.unwrap_err().code(), "forbidden");
+
+    // The new file (granting svc-b, and dropping dual control) is staged, not applied.
+    let unguarded = "version = 1\n[[tag_policy]]\nname = \"app\"\nmatch = { app = \"x\" }\nservices = [\"svc-b\"]\n";
+    std::fs::write(&path, unguarded).unwrap();
+    hsm.reload_policy().await.unwrap();
+    assert_eq!(hsm.encrypt(&svc_b, &k, b"x", b"").await.unwrap_err().code(), "forbidden");
+    let ada = who("ada", "admin");
+    let pending = hsm.list_approvals(&ada, 10).await.unwrap();
+    let approval =
+        pending.iter().find(|a| a.operation.as_str() == "manage_policy").unwrap().clone();
+    assert_eq!(approval.requester, "system:policy");
+    let sha = ferrohsm_crypto_hex_sha256(unguarded.as_bytes());
+    assert!(approval.summary().contains(&format!("sha256={sha}")), "{}", approval.summary());
+    assert!(hsm.health().await.policy.detail.contains(&approval.id.to_string()));
+    // Reading the same file again opens no second approval.
+    hsm.reload_policy().await.unwrap();
+    assert_eq!(hsm.list_approvals(&ada, 10).await.unwrap().len(), 1);
+
+    hsm.approve(&ada, approval.id, None).await.unwrap();
+    assert_eq!(hsm.encrypt(&svc_b, &k, b"x", b"").await.unwrap_err().code(), "forbidden");
+    hsm.approve(&who("bob", "admin"), approval.id, None).await.unwrap();
+    hsm.encrypt(&svc_b, &k, b"x", b"").await.unwrap();
+    let executed = hsm.describe_approval(&ada, approval.id).await.unwrap();
+    assert_eq!(executed.state, ApprovalState::Executed);
+    let mut out = Vec::new();
+    hsm.export_audit(&RequestContext::local("auditor"), &mut out).await.unwrap();
+    let log = String::from_utf8(out).unwrap();
+    assert!(log.contains(&format!("policy file reloaded after approval {}", approval.id)), "{log}");
+    assert!(log.contains("the changed policy file waits for approval"), "{log}");
+}
+
+fn ferrohsm_crypto_hex_sha256(bytes: &[u8]) -> String {
+    let digest = ferrohsm_core::default_provider().sha256(bytes);
+    ferrohsm_core::hex::encode(&digest)
+}
+
+/// Issue 10: token revocations are persisted beside the keys and survive a restart.
+#[tokio::test]
+async fn token_revocations_survive_a_restart_and_need_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || Hsm::builder().data_dir(dir.path()).master_key(master(4)).build();
+    let hsm = open().await.unwrap();
+    let olga = who("olga", "operator");
+    let err = hsm.revoke_token(&olga, TokenMatch::Jti, "abc", None).await.unwrap_err();
+    assert_eq!(err.code(), "forbidden");
+    let bad = hsm.revoke_token(&who("ada", "admin"), TokenMatch::Sid, "a\nb", None).await;
+    assert_eq!(bad.unwrap_err().code(), "invalid_request");
+    let revoked = hsm
+        .revoke_token(&who("ada", "admin"), TokenMatch::Jti, "abc", Some("lost".into()))
+        .await
+        .unwrap();
+    assert!(revoked.expires_at > revoked.revoked_at + time::Duration::hours(24));
+    assert!(hsm.is_token_revoked(Some("abc"), None));
+    assert!(!hsm.is_token_revoked(Some("abd"), Some("abc")), "a jti revocation is not a sid");
+    hsm.shutdown().await.unwrap();
+    drop(hsm);
+    let hsm = open().await.unwrap();
+    assert!(hsm.is_token_revoked(Some("abc"), None), "lost across a restart");
+    hsm.revoke_token(&RequestContext::local("ops"), TokenMatch::Sid, "s-1", None).await.unwrap();
+    assert!(hsm.is_token_revoked(None, Some("s-1")));
 }

@@ -7,6 +7,9 @@ use time::Duration;
 
 use crate::{Operation, Policy, Role};
 
+/// The policy name approvals opened by `[global_dual_control]` carry.
+pub const GLOBAL_POLICY_NAME: &str = "global_dual_control";
+
 /// What is asked, by whom, on which key.
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyRequest<'a> {
@@ -43,6 +46,23 @@ pub struct ApprovalRule {
     pub approver_roles: Vec<Role>,
     /// How long the approval stays valid.
     pub expires_after: Duration,
+    /// When not empty, only approvers whose identity comes from these sources count.
+    pub approver_issuers: Vec<String>,
+    /// Whether approvers must hold certificate-bound credentials.
+    pub require_certificate: bool,
+}
+
+impl ApprovalRule {
+    fn from_dual_control(policy: &str, dual: &crate::DualControl) -> Self {
+        ApprovalRule {
+            policy: policy.to_owned(),
+            quorum: dual.quorum,
+            approver_roles: dual.approver_roles.clone(),
+            expires_after: dual.expires_after,
+            approver_issuers: dual.approver_issuers.clone(),
+            require_certificate: dual.require_certificate,
+        }
+    }
 }
 
 /// Decides requests. Implementations are pure: no I/O, no clocks, no side effects.
@@ -80,6 +100,7 @@ impl PolicyEngine for DefaultPolicyEngine {
     /// 2. Each tag policy matching the key may narrow the roles that count.
     /// 3. If only the `service` role is left, some matching policy must list the actor.
     /// 4. Dual control of any matching policy applies (the largest quorum wins), to admins too.
+    /// 5. Operations on no key follow `[global_dual_control]` when it lists them.
     fn decide(&self, request: &PolicyRequest<'_>) -> Decision {
         let op = request.operation;
         let mut roles: Vec<Role> = request
@@ -91,7 +112,14 @@ impl PolicyEngine for DefaultPolicyEngine {
         if roles.is_empty() {
             return Decision::Deny(format!("no role of {} allows {op}", request.actor));
         }
-        let Some(tags) = request.key_tags else { return Decision::Allow };
+        let Some(tags) = request.key_tags else {
+            return match &self.policy.global_dual_control {
+                Some(dual) if dual.operations.contains(&op) => Decision::RequireApproval(
+                    ApprovalRule::from_dual_control(GLOBAL_POLICY_NAME, dual),
+                ),
+                _ => Decision::Allow,
+            };
+        };
         let matching: Vec<_> = self.policy.matching(tags).collect();
         for policy in &matching {
             if let Some(allowed) = &policy.roles {
@@ -121,12 +149,9 @@ impl PolicyEngine for DefaultPolicyEngine {
             })
             .max_by_key(|(_, d)| d.quorum);
         match rule {
-            Some((policy, dual)) => Decision::RequireApproval(ApprovalRule {
-                policy: policy.name.clone(),
-                quorum: dual.quorum,
-                approver_roles: dual.approver_roles.clone(),
-                expires_after: dual.expires_after,
-            }),
+            Some((policy, dual)) => {
+                Decision::RequireApproval(ApprovalRule::from_dual_control(&policy.name, dual))
+            }
             None => Decision::Allow,
         }
     }

@@ -42,6 +42,38 @@ pub enum ApprovalError {
     /// The caller holds none of the approver roles.
     #[error("approving needs one of the roles: {0}")]
     NotAnApprover(String),
+    /// The voter's credential shares a person with the requester's or another voter's: the
+    /// voter, or someone who minted its token, is that participant or minted theirs.
+    #[error(
+        "the vote of {voter} does not count: {shared} is behind both {voter}'s credential and that of {other}, who {role} (a vote counts only if nobody in the voter's mint chain is the requester or another voter)"
+    )]
+    SharedIdentity {
+        /// The refused voter.
+        voter: String,
+        /// The subject both credentials lead back to.
+        shared: String,
+        /// The requester or earlier voter it collides with.
+        other: String,
+        /// `requested` or `voted`.
+        role: &'static str,
+    },
+    /// The voter's identity does not come from a source the rule accepts.
+    #[error(
+        "the vote of {actor} does not count: its identity comes from {origin:?}, and this approval accepts approvers only from {accepted}"
+    )]
+    SourceNotAccepted {
+        /// The refused voter.
+        actor: String,
+        /// Where its identity comes from.
+        origin: String,
+        /// The accepted sources.
+        accepted: String,
+    },
+    /// The rule demands certificate-bound credentials.
+    #[error(
+        "the vote of {0} does not count: this approval needs approvers whose token is bound to their client certificate"
+    )]
+    CertificateRequired(String),
     /// The approver already voted on this request.
     #[error("{0} has already voted on this request")]
     AlreadyVoted(String),
@@ -78,6 +110,9 @@ impl ApprovalError {
         match self {
             ApprovalError::RequesterCannotVote
             | ApprovalError::NotAnApprover(_)
+            | ApprovalError::SharedIdentity { .. }
+            | ApprovalError::SourceNotAccepted { .. }
+            | ApprovalError::CertificateRequired(_)
             | ApprovalError::WrongRequester => "forbidden",
             ApprovalError::Mismatch => "invalid_request",
             _ => "conflict",

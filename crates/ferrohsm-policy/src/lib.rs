@@ -40,9 +40,11 @@ mod rate;
 mod role;
 
 // Public interface:
-pub use approval::{Approval, ApprovalState, Vote};
+pub use approval::{Approval, ApprovalState, Caller, Parameter, Principal, Vote};
 pub use duration::parse_duration;
-pub use engine::{ApprovalRule, Decision, DefaultPolicyEngine, PolicyEngine, PolicyRequest};
+pub use engine::{
+    ApprovalRule, Decision, DefaultPolicyEngine, GLOBAL_POLICY_NAME, PolicyEngine, PolicyRequest,
+};
 pub use error::{ApprovalError, PolicyError};
 pub use operation::Operation;
 pub use policy::{DualControl, Policy, RateLimitConfig, Retention, TagPolicy};

@@ -59,7 +59,9 @@ operations! {
     DenyApproval => "deny_approval": "Deny a pending request.",
     ReadAudit => "read_audit": "Read or export the audit log.",
     CheckpointAudit => "checkpoint_audit": "Write a signed audit checkpoint now.",
-    ManagePolicy => "manage_policy": "Change the policy or issue tokens.",
+    ManagePolicy => "manage_policy": "Change the policy in force.",
+    IssueToken => "issue_token": "Issue a bearer token signed by the HSM's token key.",
+    RevokeToken => "revoke_token": "Revoke bearer tokens by token id or session.",
 }
 
 impl Operation {
@@ -76,7 +78,15 @@ impl Operation {
                 | Operation::ReadAudit
                 | Operation::CheckpointAudit
                 | Operation::ManagePolicy
+                | Operation::IssueToken
+                | Operation::RevokeToken
         )
+    }
+
+    /// Whether a `[global_dual_control]` section may put the operation under dual control:
+    /// the administrative operations that act on no key.
+    pub fn globally_controllable(self) -> bool {
+        matches!(self, Operation::IssueToken | Operation::RevokeToken | Operation::ManagePolicy)
     }
 }
 

@@ -16,6 +16,9 @@ use crate::{Operation, PolicyError, Role};
 pub struct Policy {
     /// Tag policies, in file order.
     pub tag_policies: Vec<TagPolicy>,
+    /// Dual control of operations that act on no key (`issue_token`, `revoke_token`,
+    /// `manage_policy`).
+    pub global_dual_control: Option<DualControl>,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
 }
@@ -49,6 +52,11 @@ pub struct DualControl {
     pub approver_roles: Vec<Role>,
     /// How long an approval stays valid.
     pub expires_after: Duration,
+    /// When not empty, only approvers whose identity comes from one of these sources count
+    /// (a keyset issuer, `bootstrap` or `minted`).
+    pub approver_issuers: Vec<String>,
+    /// Whether approvers must hold a token bound to their client certificate.
+    pub require_certificate: bool,
 }
 
 /// Retention settings.
@@ -97,6 +105,7 @@ struct RawPolicy {
     version: Spanned<u32>,
     #[serde(default)]
     tag_policy: Vec<RawTagPolicy>,
+    global_dual_control: Option<RawDualControl>,
     rate_limit: Option<RawRateLimit>,
 }
 
@@ -120,6 +129,10 @@ struct RawDualControl {
     quorum: Spanned<u32>,
     approver_roles: Spanned<Vec<String>>,
     expires_after: Spanned<String>,
+    #[serde(default)]
+    approver_issuers: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    require_certificate: bool,
 }
 
 #[derive(Deserialize)]
@@ -182,67 +195,10 @@ impl Policy {
                         .map_err(|e| at(list.span(), field("roles"), e.message))?,
                 ),
             };
-            let dual_control = match p.dual_control {
-                None => None,
-                Some(d) => {
-                    let f = |name: &str| field(&format!("dual_control.{name}"));
-                    let operations = d
-                        .operations
-                        .get_ref()
-                        .iter()
-                        .map(|o| o.parse::<Operation>())
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| at(d.operations.span(), f("operations"), e.message))?;
-                    if operations.is_empty() {
-                        return Err(at(
-                            d.operations.span(),
-                            f("operations"),
-                            "list at least one operation".into(),
-                        ));
-                    }
-                    if operations.contains(&Operation::PurgeKey) {
-                        return Err(at(
-                            d.operations.span(),
-                            f("operations"),
-                            "purges run unattended when the grace period ends; put schedule_destruction under dual control instead".into(),
-                        ));
-                    }
-                    if let Some(op) = operations.iter().find(|o| !o.targets_key()) {
-                        return Err(at(
-                            d.operations.span(),
-                            f("operations"),
-                            format!("{op} does not act on a key, so no tag policy can govern it"),
-                        ));
-                    }
-                    let quorum = *d.quorum.get_ref();
-                    if !(1..=10).contains(&quorum) {
-                        return Err(at(
-                            d.quorum.span(),
-                            f("quorum"),
-                            "must be between 1 and 10".into(),
-                        ));
-                    }
-                    let approver_roles = parse_roles(d.approver_roles.get_ref())
-                        .map_err(|e| at(d.approver_roles.span(), f("approver_roles"), e.message))?;
-                    if approver_roles.is_empty() {
-                        return Err(at(
-                            d.approver_roles.span(),
-                            f("approver_roles"),
-                            "name at least one role".into(),
-                        ));
-                    }
-                    if let Some(r) = approver_roles.iter().find(|r| !r.allows(Operation::Approve)) {
-                        return Err(at(
-                            d.approver_roles.span(),
-                            f("approver_roles"),
-                            format!("the {r} role cannot approve"),
-                        ));
-                    }
-                    let expires_after = parse_duration(d.expires_after.get_ref())
-                        .map_err(|e| at(d.expires_after.span(), f("expires_after"), e))?;
-                    Some(DualControl { operations, quorum, approver_roles, expires_after })
-                }
-            };
+            let dual_control = p
+                .dual_control
+                .map(|d| parse_dual_control(text, d, &field("dual_control"), DualScope::Tag))
+                .transpose()?;
             let retention = match p.retention {
                 None => Retention::default(),
                 Some(r) => {
@@ -271,6 +227,10 @@ impl Policy {
                 retention,
             });
         }
+        let global_dual_control = raw
+            .global_dual_control
+            .map(|d| parse_dual_control(text, d, "global_dual_control", DualScope::Global))
+            .transpose()?;
         let rate_limit = match raw.rate_limit {
             None => RateLimitConfig::default(),
             Some(r) => {
@@ -315,7 +275,7 @@ impl Policy {
                 RateLimitConfig { capacity, refill_per_second: refill, max_actors, weights }
             }
         };
-        Ok(Policy { tag_policies, rate_limit })
+        Ok(Policy { tag_policies, global_dual_control, rate_limit })
     }
 
     /// The tag policies that apply to a key with these tags.
@@ -325,6 +285,107 @@ impl Policy {
     ) -> impl Iterator<Item = &'a TagPolicy> + 'a {
         self.tag_policies.iter().filter(|p| p.matches.iter().all(|(k, v)| tags.get(k) == Some(v)))
     }
+}
+
+/// Where a dual-control section stands: in a tag policy (operations on keys) or global.
+#[derive(Clone, Copy, PartialEq)]
+enum DualScope {
+    Tag,
+    Global,
+}
+
+fn parse_dual_control(
+    text: &str,
+    d: RawDualControl,
+    prefix: &str,
+    scope: DualScope,
+) -> Result<DualControl, PolicyError> {
+    let at = |span: Range<usize>, name: &str, message: String| PolicyError {
+        line: Some(line_of(text, &span)),
+        field: Some(format!("{prefix}.{name}")),
+        message,
+    };
+    let operations = d
+        .operations
+        .get_ref()
+        .iter()
+        .map(|o| o.parse::<Operation>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| at(d.operations.span(), "operations", e.message))?;
+    if operations.is_empty() {
+        return Err(at(d.operations.span(), "operations", "list at least one operation".into()));
+    }
+    if operations.contains(&Operation::PurgeKey) {
+        return Err(at(
+            d.operations.span(),
+            "operations",
+            "purges run unattended when the grace period ends; put schedule_destruction under dual control instead".into(),
+        ));
+    }
+    match scope {
+        DualScope::Tag => {
+            if let Some(op) = operations.iter().find(|o| !o.targets_key()) {
+                return Err(at(
+                    d.operations.span(),
+                    "operations",
+                    format!(
+                        "{op} does not act on a key, so no tag policy can govern it; use [global_dual_control]"
+                    ),
+                ));
+            }
+        }
+        DualScope::Global => {
+            if let Some(op) = operations.iter().find(|o| !o.globally_controllable()) {
+                return Err(at(
+                    d.operations.span(),
+                    "operations",
+                    format!(
+                        "{op} cannot be under global dual control (only issue_token, revoke_token and manage_policy)"
+                    ),
+                ));
+            }
+        }
+    }
+    let quorum = *d.quorum.get_ref();
+    if !(1..=10).contains(&quorum) {
+        return Err(at(d.quorum.span(), "quorum", "must be between 1 and 10".into()));
+    }
+    let approver_roles = parse_roles(d.approver_roles.get_ref())
+        .map_err(|e| at(d.approver_roles.span(), "approver_roles", e.message))?;
+    if approver_roles.is_empty() {
+        return Err(at(d.approver_roles.span(), "approver_roles", "name at least one role".into()));
+    }
+    if let Some(r) = approver_roles.iter().find(|r| !r.allows(Operation::Approve)) {
+        return Err(at(
+            d.approver_roles.span(),
+            "approver_roles",
+            format!("the {r} role cannot approve"),
+        ));
+    }
+    let expires_after = parse_duration(d.expires_after.get_ref())
+        .map_err(|e| at(d.expires_after.span(), "expires_after", e))?;
+    let approver_issuers = match d.approver_issuers {
+        None => Vec::new(),
+        Some(list) => {
+            let names = list.get_ref();
+            if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
+                return Err(at(
+                    list.span(),
+                    "approver_issuers",
+                    "name at least one issuer, none of them empty (leave the field out to accept any)".into(),
+                ));
+            }
+            names.clone()
+        }
+    };
+    Ok(DualControl {
+        operations,
+        quorum,
+        approver_roles,
+        expires_after,
+        approver_issuers,
+        require_certificate: d.require_certificate,
+    })
 }
 
 fn parse_roles(names: &[String]) -> Result<Vec<Role>, PolicyError> {

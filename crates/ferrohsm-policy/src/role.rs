@@ -38,7 +38,7 @@ impl Role {
     /// | operation | admin | operator | auditor | service |
     /// |---|---|---|---|---|
     /// | create, rotate, rollback, revoke, schedule/cancel destruction | ✓ | ✓ | | |
-    /// | purge (final destruction), manage policy | ✓ | | | |
+    /// | purge (final destruction), manage policy, issue and revoke tokens | ✓ | | | |
     /// | list keys | ✓ | ✓ | ✓ | |
     /// | describe, export public key | ✓ | ✓ | ✓ | ✓ |
     /// | encrypt, decrypt, sign, wrap, unwrap | ✓ | ✓ | | ✓ |
@@ -50,9 +50,10 @@ impl Role {
         use Operation::*;
         match self {
             Role::Admin => true,
-            Role::Operator => {
-                !matches!(operation, PurgeKey | ManagePolicy | ReadAudit | CheckpointAudit)
-            }
+            Role::Operator => !matches!(
+                operation,
+                PurgeKey | ManagePolicy | IssueToken | RevokeToken | ReadAudit | CheckpointAudit
+            ),
             Role::Auditor => matches!(
                 operation,
                 ListKeys

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration as StdDuration, Instant};
 
 use ferrohsm_policy::{
-    Approval, ApprovalError, ApprovalState, Decision, DefaultPolicyEngine, Operation, Policy,
-    PolicyEngine, PolicyRequest, RateLimitConfig, RateLimiter, Role,
+    Approval, ApprovalError, ApprovalState, Caller, Decision, DefaultPolicyEngine, Operation,
+    Parameter, Policy, PolicyEngine, PolicyRequest, Principal, RateLimitConfig, RateLimiter, Role,
 };
 use proptest::prelude::*;
 use time::{Duration, OffsetDateTime};
@@ -219,11 +219,18 @@ fn rule() -> ferrohsm_policy::ApprovalRule {
         quorum: 2,
         approver_roles: vec![Role::Admin, Role::Operator],
         expires_after: Duration::hours(1),
+        approver_issuers: Vec::new(),
+        require_certificate: false,
     }
 }
 
 fn ops(role: &str) -> Vec<String> {
     vec![role.to_string()]
+}
+
+/// A caller from a root source (no mint chain, no certificate).
+fn c<'a>(actor: &'a str, roles: &'a [String]) -> Caller<'a> {
+    Caller { actor, roles, minted_by: &[], source: "bootstrap", certificate_bound: false }
 }
 
 #[test]
@@ -233,22 +240,23 @@ fn dual_control_journey() {
         &rule(),
         Operation::ScheduleDestruction,
         "key-1".into(),
+        Vec::new(),
         "digest-1".into(),
-        "olga".into(),
+        &c("olga", &ops("operator")),
         t0,
     );
     assert_eq!(a.state_at(t0), ApprovalState::Pending);
     assert_eq!(
-        a.approve("olga", &ops("operator"), None, t0),
+        a.approve(&c("olga", &ops("operator")), None, t0),
         Err(ApprovalError::RequesterCannotVote)
     );
     assert!(matches!(
-        a.approve("sam", &ops("service"), None, t0),
+        a.approve(&c("sam", &ops("service")), None, t0),
         Err(ApprovalError::NotAnApprover(_))
     ));
-    a.approve("ada", &ops("admin"), Some("ok".into()), t0).unwrap();
+    a.approve(&c("ada", &ops("admin")), Some("ok".into()), t0).unwrap();
     assert_eq!(
-        a.approve("ada", &ops("admin"), None, t0),
+        a.approve(&c("ada", &ops("admin")), None, t0),
         Err(ApprovalError::AlreadyVoted("ada".into()))
     );
     assert_eq!((a.approvals(), a.state_at(t0)), (1, ApprovalState::Pending), "counted once");
@@ -256,10 +264,10 @@ fn dual_control_journey() {
         a.execute("olga", Operation::ScheduleDestruction, "key-1", "digest-1", t0),
         Err(ApprovalError::NotApproved { approvals: 1, quorum: 2, .. })
     ));
-    a.approve("bob", &ops("operator"), None, t0).unwrap();
+    a.approve(&c("bob", &ops("operator")), None, t0).unwrap();
     assert_eq!(a.state_at(t0), ApprovalState::Approved);
     assert!(matches!(
-        a.approve("carl", &ops("admin"), None, t0),
+        a.approve(&c("carl", &ops("admin")), None, t0),
         Err(ApprovalError::NotPending("approved"))
     ));
     // Changed parameters, another key, another operation, another caller: refused.
@@ -290,13 +298,20 @@ fn dual_control_journey() {
 #[test]
 fn denial_and_expiry() {
     let t0 = OffsetDateTime::now_utc();
-    let mut denied =
-        Approval::new(&rule(), Operation::RevokeKey, "k".into(), "d".into(), "olga".into(), t0);
-    denied.approve("ada", &ops("admin"), None, t0).unwrap();
-    denied.deny("bob", &ops("operator"), Some("not today".into()), t0).unwrap();
+    let mut denied = Approval::new(
+        &rule(),
+        Operation::RevokeKey,
+        "k".into(),
+        Vec::new(),
+        "d".into(),
+        &c("olga", &ops("operator")),
+        t0,
+    );
+    denied.approve(&c("ada", &ops("admin")), None, t0).unwrap();
+    denied.deny(&c("bob", &ops("operator")), Some("not today".into()), t0).unwrap();
     assert_eq!(denied.state_at(t0), ApprovalState::Denied);
     assert!(matches!(
-        denied.approve("carl", &ops("admin"), None, t0),
+        denied.approve(&c("carl", &ops("admin")), None, t0),
         Err(ApprovalError::NotPending("denied"))
     ));
     assert!(matches!(
@@ -304,16 +319,195 @@ fn denial_and_expiry() {
         Err(ApprovalError::NotApproved { state: "denied", .. })
     ));
 
-    let mut late =
-        Approval::new(&rule(), Operation::RevokeKey, "k".into(), "d".into(), "olga".into(), t0);
+    let mut late = Approval::new(
+        &rule(),
+        Operation::RevokeKey,
+        "k".into(),
+        Vec::new(),
+        "d".into(),
+        &c("olga", &ops("operator")),
+        t0,
+    );
     let later = t0 + Duration::hours(2);
-    assert_eq!(late.approve("ada", &ops("admin"), None, later), Err(ApprovalError::Expired));
-    late.approve("ada", &ops("admin"), None, t0).unwrap();
-    late.approve("bob", &ops("admin"), None, t0).unwrap();
+    assert_eq!(late.approve(&c("ada", &ops("admin")), None, later), Err(ApprovalError::Expired));
+    late.approve(&c("ada", &ops("admin")), None, t0).unwrap();
+    late.approve(&c("bob", &ops("admin")), None, t0).unwrap();
     assert_eq!(late.state_at(later), ApprovalState::Expired, "an approved request also expires");
     assert_eq!(
         late.execute("olga", Operation::RevokeKey, "k", "d", later),
         Err(ApprovalError::Expired)
+    );
+}
+
+fn minted(chain: &[&str]) -> Vec<Principal> {
+    chain.iter().map(|s| Principal { iss: "ferrohsm".into(), sub: (*s).into() }).collect()
+}
+
+/// Issue 10: one admin minting tokens for invented subjects is still one person.
+#[test]
+fn sock_puppets_and_chained_minting_do_not_count() {
+    let t0 = OffsetDateTime::now_utc();
+    let operator = ops("operator");
+    let new = |requester: &Caller<'_>| {
+        let params = vec![Parameter::new("grace_seconds", "0")];
+        Approval::new(
+            &rule(),
+            Operation::ScheduleDestruction,
+            "k".into(),
+            params,
+            "d".into(),
+            requester,
+            t0,
+        )
+    };
+    let vote = |a: &mut Approval, actor: &str, chain: &[&str]| {
+        let chain = minted(chain);
+        let voter = Caller { minted_by: &chain, ..c(actor, &operator) };
+        a.approve(&voter, None, t0)
+    };
+    let refused = |r: Result<(), ApprovalError>, shared: &str, other: &str| match r {
+        Err(ApprovalError::SharedIdentity { shared: s, other: o, .. }) => {
+            assert_eq!((s.as_str(), o.as_str()), (shared, other));
+        }
+        other => panic!("expected a shared identity, got {other:?}"),
+    };
+
+    // Ada requests, then has two tokens she minted approve.
+    let mut a = new(&c("ada", &operator));
+    refused(vote(&mut a, "puppet-1", &["ada"]), "ada", "ada");
+    refused(vote(&mut a, "puppet-2", &["ada"]), "ada", "ada");
+    // Chained minting: ada mints x, x mints puppet-3; ada is still behind it.
+    refused(vote(&mut a, "puppet-3", &["ada", "x"]), "ada", "ada");
+    assert_eq!(a.approvals(), 0);
+    let message = vote(&mut a, "puppet-1", &["ada"]).unwrap_err().to_string();
+    assert!(message.contains("nobody in the voter's mint chain is the requester"), "{message}");
+
+    // Mallory mints the requester and both voters: every pair shares mallory.
+    let chain = minted(&["mallory"]);
+    let mut b = new(&Caller { minted_by: &chain, ..c("req", &operator) });
+    refused(vote(&mut b, "v1", &["mallory"]), "mallory", "req");
+    // Mallory herself voting on a request made with a token she minted.
+    refused(vote(&mut b, "mallory", &[]), "mallory", "req");
+
+    // A voter whose token was minted by an earlier voter.
+    let mut d = new(&c("olga", &operator));
+    vote(&mut d, "bob", &[]).unwrap();
+    refused(vote(&mut d, "bobs-friend", &["bob"]), "bob", "bob");
+    // An earlier voter's minter voting.
+    let mut e = new(&c("olga", &operator));
+    vote(&mut e, "carl", &["dee"]).unwrap();
+    refused(vote(&mut e, "dee", &[]), "dee", "carl");
+
+    // Two real people (even with tokens minted by a third, uninvolved admin on one side).
+    let mut f = new(&c("olga", &operator));
+    vote(&mut f, "bob", &["root-admin"]).unwrap();
+    vote(&mut f, "carl", &[]).unwrap();
+    assert_eq!(f.state_at(t0), ApprovalState::Approved);
+    assert_eq!(f.summary(), "grace_seconds=0");
+}
+
+#[test]
+fn approvers_from_named_sources_and_certificates_only() {
+    let t0 = OffsetDateTime::now_utc();
+    let operator = ops("operator");
+    let mut rule = rule();
+    rule.approver_issuers = vec!["corp-idp".into()];
+    rule.require_certificate = true;
+    let mut a = Approval::new(
+        &rule,
+        Operation::RollbackKey,
+        "k".into(),
+        Vec::new(),
+        "d".into(),
+        &c("olga", &operator),
+        t0,
+    );
+    let from = |actor, source, certificate_bound| Caller {
+        source,
+        certificate_bound,
+        ..c(actor, &operator)
+    };
+    assert!(matches!(
+        a.approve(&from("ada", "bootstrap", true), None, t0),
+        Err(ApprovalError::SourceNotAccepted { .. })
+    ));
+    assert!(matches!(
+        a.approve(&from("ada", "minted", true), None, t0),
+        Err(ApprovalError::SourceNotAccepted { .. })
+    ));
+    assert_eq!(
+        a.approve(&from("ada", "corp-idp", false), None, t0),
+        Err(ApprovalError::CertificateRequired("ada".into()))
+    );
+    a.approve(&from("ada", "corp-idp", true), None, t0).unwrap();
+    a.approve(&from("bob", "corp-idp", true), None, t0).unwrap();
+    assert_eq!(a.state_at(t0), ApprovalState::Approved);
+}
+
+#[test]
+fn global_dual_control_covers_token_issuance_and_policy_changes() {
+    let policy = Policy::from_toml(
+        r#"
+        version = 1
+        [global_dual_control]
+        operations = ["issue_token", "manage_policy"]
+        quorum = 2
+        approver_roles = ["admin"]
+        expires_after = "1h"
+        approver_issuers = ["corp-idp"]
+        require_certificate = true
+        "#,
+    )
+    .unwrap();
+    let engine = DefaultPolicyEngine::new(policy);
+    let admin = ops("admin");
+    let ask = |operation| {
+        engine.decide(&PolicyRequest { actor: "ada", roles: &admin, operation, key_tags: None })
+    };
+    match ask(Operation::IssueToken) {
+        Decision::RequireApproval(rule) => {
+            assert_eq!(rule.policy, ferrohsm_policy::GLOBAL_POLICY_NAME);
+            assert_eq!(rule.approver_issuers, ["corp-idp"]);
+            assert!(rule.require_certificate);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(ask(Operation::ManagePolicy), Decision::RequireApproval(_)));
+    assert_eq!(ask(Operation::RevokeToken), Decision::Allow);
+    let operator = ops("operator");
+    assert!(matches!(
+        engine.decide(&PolicyRequest {
+            actor: "olga",
+            roles: &operator,
+            operation: Operation::IssueToken,
+            key_tags: None
+        }),
+        Decision::Deny(_)
+    ));
+
+    let global = |ops: &str, extra: &str| {
+        Policy::from_toml(&format!(
+            "version = 1\n[global_dual_control]\noperations = {ops}\nquorum = 1\napprover_roles = [\"admin\"]\nexpires_after = \"1h\"\n{extra}"
+        ))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    assert!(global(r#"["encrypt"]"#, "").unwrap_err().contains("global_dual_control.operations"));
+    assert!(global(r#"["revoke_token"]"#, "").is_ok());
+    assert!(
+        global(r#"["issue_token"]"#, "approver_issuers = []")
+            .unwrap_err()
+            .contains("approver_issuers")
+    );
+    let tag = Policy::from_toml(
+        "version = 1\n[[tag_policy]]\nname = \"p\"\nmatch = { a = \"b\" }\n[tag_policy.dual_control]\noperations = [\"issue_token\"]\nquorum = 1\napprover_roles = [\"admin\"]\nexpires_after = \"1h\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        tag.contains("tag_policy[0].dual_control.operations")
+            && tag.contains("[global_dual_control]"),
+        "{tag}"
     );
 }
 
@@ -329,12 +523,12 @@ proptest! {
         let people = ["olga", "ada", "bob", "carl", "dee", "eve"];
         let mut rule = rule();
         rule.quorum = quorum;
-        let mut a = Approval::new(&rule, Operation::RollbackKey, "k".into(), "d".into(), "olga".into(), t0);
+        let mut a = Approval::new(&rule, Operation::RollbackKey, "k".into(), Vec::new(), "d".into(), &c("olga", &ops("operator")), t0);
         let mut approvers = std::collections::BTreeSet::new();
         let mut denied = false;
         for (who, approve) in votes {
             let actor = people[who];
-            let result = if approve { a.approve(actor, &ops("operator"), None, t0) } else { a.deny(actor, &ops("operator"), None, t0) };
+            let result = if approve { a.approve(&c(actor, &ops("operator")), None, t0) } else { a.deny(&c(actor, &ops("operator")), None, t0) };
             if result.is_ok() {
                 prop_assert!(actor != "olga");
                 if approve { approvers.insert(actor); } else { denied = true; }
@@ -489,7 +683,8 @@ fn purges_cannot_be_dual_controlled() {
 fn the_documented_example_policy_loads_and_behaves_as_described() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/policy.md"))
         .unwrap();
-    let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+    let section = doc.find("## A complete policy file").unwrap();
+    let start = section + doc[section..].find("```toml\n").unwrap() + "```toml\n".len();
     let end = start + doc[start..].find("```").unwrap();
     let policy =
         Policy::from_toml(&doc[start..end]).unwrap_or_else(|e| panic!("docs/policy.md: {e}"));

@@ -19,11 +19,11 @@ use axum::{Json, Router};
 use ferrohsm_core::wire::{
     ApprovalInfo, ApprovalList, AuditPage, AuditQuery, AuditVerification, CreateKey,
     DecryptRequest, DestroyRequest, EncryptRequest, Encrypted, ErrorBody, Health, JwkSet, KeyInfo,
-    KeyList, KeyMaterialResponse, Plaintext, PublicKeyInfo, RevokeRequest, RollbackRequest,
-    SignRequest, Signed, TokenRequest, TokenResponse, UnwrapRequest, Verified, VerifyRequest,
-    VoteRequest, WrapRequest, Wrapped,
+    KeyList, KeyMaterialResponse, Plaintext, PublicKeyInfo, RevokeRequest, RevokeTokenRequest,
+    RollbackRequest, SignRequest, Signed, TokenRequest, TokenResponse, TokenRevocationInfo,
+    UnwrapRequest, Verified, VerifyRequest, VoteRequest, WrapRequest, Wrapped,
 };
-use ferrohsm_core::{Checkpoint, Hsm, KeyRef, ListQuery, RequestContext};
+use ferrohsm_core::{Checkpoint, Hsm, KeyRef, ListQuery, RequestContext, TokenGrant, TokenMatch};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 use utoipa::OpenApi as _;
@@ -241,6 +241,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_checkpoint, audit_checkpoint_now))
         .routes(routes!(audit_export))
         .routes(routes!(issue_token))
+        .routes(routes!(revoke_token))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
@@ -326,7 +327,16 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     let verified = match token {
         None => Err(crate::auth::AuthFailure::Missing),
         Some(t) => state.inner.auth.verify(t, conn.cert_sha256_b64url.as_deref()),
-    };
+    }
+    .and_then(|v| {
+        // Checked on every request, after the cache: a revocation takes effect at once.
+        let c = &v.claims;
+        if state.inner.hsm.is_token_revoked(c.jti.as_deref(), c.sid.as_deref()) {
+            Err(crate::auth::AuthFailure::Revoked)
+        } else {
+            Ok(v)
+        }
+    });
     let base = RequestContext {
         request_id,
         client_fingerprint: conn.cert_sha256_hex.clone(),
@@ -335,11 +345,17 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         ..RequestContext::default()
     };
     match verified {
-        Ok(claims) => {
+        Ok(verified) => {
+            let claims = &verified.claims;
             let ctx = RequestContext {
-                actor: claims.sub,
-                roles: claims.roles,
-                session: claims.sid,
+                actor: claims.sub.clone(),
+                roles: claims.roles.clone(),
+                session: claims.sid.clone(),
+                issuer: claims.iss.clone(),
+                identity_source: verified.identity_source().to_owned(),
+                minted_by: claims.minted_by.clone(),
+                certificate_bound: claims.cnf.is_some(),
+                token_id: claims.jti.clone(),
                 ..base
             };
             req.extensions_mut().insert(ctx);
@@ -754,6 +770,10 @@ async fn issue_token(
     Ctx(ctx): Ctx,
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    let max_ttl = s.hsm().max_token_lifetime().unsigned_abs();
+    // The new token's mint chain: the caller's own chain, then the caller.
+    let mut minted_by = ctx.minted_by.clone();
+    minted_by.push(ctx.principal());
     let spec = TokenSpec {
         sub: body.sub,
         roles: body.roles,
@@ -761,15 +781,42 @@ async fn issue_token(
         issuer: s.inner.issuer.clone(),
         audience: s.auth().audience().to_owned(),
         cert_sha256: body.cert_sha256,
+        minted_by,
+        max_ttl,
     };
     let key = s.hsm().token_key();
     let unsigned = crate::auth::unsigned_token(key, &spec).map_err(ApiError::invalid)?;
-    let signature = s.hsm().issue_token(&ctx, &spec.sub, unsigned.signing_input.as_bytes()).await?;
+    let grant = TokenGrant {
+        subject: spec.sub.clone(),
+        roles: spec.roles.clone(),
+        ttl: time::Duration::try_from(spec.ttl).unwrap_or(time::Duration::MAX),
+        cert_sha256: spec.cert_sha256.clone(),
+    };
+    let signature = s.hsm().issue_token(&ctx, &grant, unsigned.signing_input.as_bytes()).await?;
     Ok(Json(TokenResponse {
         token: crate::auth::finish_token(&unsigned, &signature),
         expires_at: unsigned.expires_at,
         kid: key.kid().to_owned(),
+        jti: unsigned.jti,
+        sid: unsigned.sid,
     }))
+}
+
+/// Revoke tokens by token id (`jti`) or session (`sid`), effective at once (admin).
+#[utoipa::path(post, path = "/v1/auth/revoke", tag = "auth", request_body = RevokeTokenRequest,
+    responses((status = 200, description = "Revoked", body = TokenRevocationInfo), (status = 202, description = "Accepted: the operation needs approval (dual control)", body = ApprovalInfo), (status = 400, description = "Invalid request", body = ErrorBody), (status = 403, description = "Forbidden", body = ErrorBody)))]
+async fn revoke_token(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    ApiJson(body): ApiJson<RevokeTokenRequest>,
+) -> Result<Json<TokenRevocationInfo>, ApiError> {
+    let (matches, value) = match (body.jti, body.sid) {
+        (Some(jti), None) => (TokenMatch::Jti, jti),
+        (None, Some(sid)) => (TokenMatch::Sid, sid),
+        _ => return Err(ApiError::invalid("name exactly one of jti and sid")),
+    };
+    let revoked = s.hsm().revoke_token(&ctx, matches, &value, body.reason).await?;
+    Ok(Json(TokenRevocationInfo::from(&revoked)))
 }
 
 /// The public key the server signs tokens with.

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ferrohsm_core::{Hsm, TokenKey};
+use ferrohsm_core::{Hsm, Principal, Role, TokenKey};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -19,8 +19,10 @@ use zeroize::Zeroizing;
 
 /// How far a token's `exp` and `nbf` may be off the server's clock.
 pub const CLOCK_SKEW_SECONDS: u64 = 30;
-/// The longest lifetime of a token the server issues.
+/// The default longest lifetime of a token the server issues or accepts.
 pub const MAX_TOKEN_TTL_SECONDS: u64 = 86_400;
+/// Identity-source names the server gives its own tokens; no keyset issuer may take them.
+pub const RESERVED_ISSUERS: &[&str] = &["bootstrap", "minted", "local"];
 
 /// A keyset file entry (TOML `[[key]]`).
 #[derive(Debug, Deserialize)]
@@ -29,6 +31,8 @@ struct KeyEntry {
     kid: String,
     algorithm: String,
     issuer: String,
+    /// The roles tokens of this issuer may grant; a token claiming another is refused.
+    roles: Vec<String>,
     /// HS256: the secret, base64, at least 32 bytes decoded.
     #[serde(default)]
     secret: Option<String>,
@@ -51,6 +55,8 @@ struct KeysetFile {
 struct Accepted {
     algorithm: Algorithm,
     issuer: String,
+    /// The roles its tokens may grant (`None`: the server's own key, any role).
+    roles: Option<Vec<String>>,
     key: DecodingKey,
 }
 
@@ -62,7 +68,7 @@ pub struct KeysetError {
     message: String,
 }
 
-fn load_keyset(path: &Path) -> Result<HashMap<String, Accepted>, KeysetError> {
+fn load_keyset(path: &Path, own_issuer: &str) -> Result<HashMap<String, Accepted>, KeysetError> {
     let fail = |message: String| KeysetError { path: path.display().to_string(), message };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let file: KeysetFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
@@ -114,7 +120,23 @@ fn load_keyset(path: &Path) -> Result<HashMap<String, Accepted>, KeysetError> {
         if algorithm != Algorithm::HS256 && entry.secret.is_some() {
             return Err(fail_key("only HS256 keys take a secret".into()));
         }
-        if keys.insert(entry.kid, Accepted { algorithm, issuer: entry.issuer, key }).is_some() {
+        if entry.issuer == own_issuer || RESERVED_ISSUERS.contains(&entry.issuer.as_str()) {
+            return Err(fail_key(format!(
+                "the issuer {:?} is the server's own or reserved ({}); name the identity provider",
+                entry.issuer,
+                RESERVED_ISSUERS.join(", ")
+            )));
+        }
+        if entry.issuer.is_empty() {
+            return Err(fail_key("the issuer cannot be empty".into()));
+        }
+        if let Some(role) =
+            entry.roles.iter().find(|r| !Role::ALL.iter().any(|known| known.as_str() == *r))
+        {
+            return Err(fail_key(format!("unknown role {role:?} in roles")));
+        }
+        let accepted = Accepted { algorithm, issuer: entry.issuer, roles: Some(entry.roles), key };
+        if keys.insert(entry.kid, accepted).is_some() {
             return Err(fail(format!("duplicate kid {kid:?}")));
         }
     }
@@ -147,6 +169,13 @@ pub struct Claims {
     /// Confirmation: binds the token to a client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// The token id, for revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Who minted the token through the API, the root first (only in tokens the server
+    /// signs; taken from the minter's credential, never from the request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub minted_by: Vec<Principal>,
 }
 
 /// The `aud` claim.
@@ -192,6 +221,12 @@ pub enum AuthFailure {
     MissingClaim,
     /// Bound to a certificate the connection did not present.
     CertificateMismatch,
+    /// Claims a role its issuer may not grant.
+    RoleNotGranted,
+    /// Lives longer than the maximum token lifetime.
+    LifetimeTooLong,
+    /// Revoked by `jti` or `sid`.
+    Revoked,
 }
 
 impl AuthFailure {
@@ -209,6 +244,9 @@ impl AuthFailure {
             AuthFailure::WrongAudience => "wrong_audience",
             AuthFailure::MissingClaim => "missing_claim",
             AuthFailure::CertificateMismatch => "certificate_mismatch",
+            AuthFailure::RoleNotGranted => "role_not_granted",
+            AuthFailure::LifetimeTooLong => "lifetime_too_long",
+            AuthFailure::Revoked => "revoked",
         }
     }
 }
@@ -229,11 +267,42 @@ const TOKEN_CACHE_ENTRIES: usize = 10_000;
 /// cache is emptied whenever the keyset changes, so a removed key stops working at once.
 pub struct Authenticator {
     audience: String,
+    issuer: String,
+    max_lifetime: u64,
     file: Option<PathBuf>,
     keyset: RwLock<Arc<Keyset>>,
     own_kid: String,
     own: Accepted,
-    verified: std::sync::Mutex<HashMap<[u8; 32], Arc<Claims>>>,
+    verified: std::sync::Mutex<TokenCache>,
+}
+
+/// Verified tokens by SHA-256. The generation changes with every keyset reload, so a
+/// verification that began under the previous keyset cannot insert into the new cache.
+#[derive(Default)]
+struct TokenCache {
+    generation: u64,
+    entries: HashMap<[u8; 32], Arc<VerifiedToken>>,
+}
+
+/// A token whose signature and claims verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// Its claims.
+    pub claims: Claims,
+    /// Whether the server's own token key signed it (else a keyset key did).
+    pub own: bool,
+}
+
+impl VerifiedToken {
+    /// Where the identity comes from: the keyset issuer, or `bootstrap` / `minted` for the
+    /// server's own tokens (minted through the API when they carry a mint chain).
+    pub fn identity_source(&self) -> &str {
+        match (self.own, self.claims.minted_by.is_empty()) {
+            (false, _) => &self.claims.iss,
+            (true, true) => "bootstrap",
+            (true, false) => "minted",
+        }
+    }
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -251,25 +320,29 @@ impl Authenticator {
         audience: &str,
         keyset_file: Option<PathBuf>,
     ) -> Result<Self, KeysetError> {
+        let max_lifetime = u64::try_from(hsm.max_token_lifetime().whole_seconds()).unwrap_or(0);
         let key = hsm.token_key();
         let x = URL_SAFE_NO_PAD.encode(key.public_key());
         let own = Accepted {
             algorithm: Algorithm::EdDSA,
             issuer: issuer.to_owned(),
+            roles: None,
             key: DecodingKey::from_ed_components(&x)
                 .map_err(|e| KeysetError { path: "token key".into(), message: e.to_string() })?,
         };
         let keyset = match &keyset_file {
-            Some(path) => Keyset { keys: load_keyset(path)?, modified: modified(path) },
+            Some(path) => Keyset { keys: load_keyset(path, issuer)?, modified: modified(path) },
             None => Keyset { keys: HashMap::new(), modified: None },
         };
         Ok(Authenticator {
             audience: audience.to_owned(),
+            issuer: issuer.to_owned(),
+            max_lifetime,
             file: keyset_file,
             keyset: RwLock::new(Arc::new(keyset)),
             own_kid: key.kid().to_owned(),
             own,
-            verified: std::sync::Mutex::new(HashMap::new()),
+            verified: std::sync::Mutex::new(TokenCache::default()),
         })
     }
 
@@ -281,64 +354,91 @@ impl Authenticator {
         if now == current {
             return Ok(false);
         }
-        let keys = load_keyset(path)?;
+        let keys = load_keyset(path, &self.issuer)?;
         *self.keyset.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(Keyset { keys, modified: now });
-        self.verified.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        cache.generation += 1;
+        cache.entries.clear();
         Ok(true)
     }
 
     /// Verifies a token. `client_cert` is the connection's certificate fingerprint as
-    /// base64url SHA-256, when it presented one.
-    pub fn verify(&self, token: &str, client_cert: Option<&str>) -> Result<Claims, AuthFailure> {
+    /// base64url SHA-256, when it presented one. Revocation is the caller's check (it needs
+    /// the HSM's revocation list), made on every request.
+    pub fn verify(
+        &self,
+        token: &str,
+        client_cert: Option<&str>,
+    ) -> Result<Arc<VerifiedToken>, AuthFailure> {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let mut id = [0u8; 32];
         id.copy_from_slice(digest.as_ref());
-        let cached = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
-        let claims = match cached {
-            Some(claims) => {
-                let now = jsonwebtoken::get_current_timestamp();
-                if claims.exp.saturating_add(CLOCK_SKEW_SECONDS) < now {
-                    return Err(AuthFailure::Expired);
-                }
-                if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(CLOCK_SKEW_SECONDS)) {
-                    return Err(AuthFailure::NotYetValid);
-                }
-                claims
-            }
+        let (cached, generation) = {
+            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            (cache.entries.get(&id).cloned(), cache.generation)
+        };
+        let verified = match cached {
+            Some(verified) => verified,
             None => {
-                let claims = Arc::new(self.verify_signed(token)?);
+                // The generation was read before the keyset snapshot, so a reload in between
+                // makes the insert below a no-op.
+                let verified = Arc::new(self.verify_signed(token)?);
                 let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= TOKEN_CACHE_ENTRIES {
-                    // Expired entries go first; if none, start over (a re-check is only cost).
-                    let now = jsonwebtoken::get_current_timestamp();
-                    cache.retain(|_, c| c.exp.saturating_add(CLOCK_SKEW_SECONDS) >= now);
-                    if cache.len() >= TOKEN_CACHE_ENTRIES {
-                        cache.clear();
+                if cache.generation == generation {
+                    if cache.entries.len() >= TOKEN_CACHE_ENTRIES {
+                        // Expired entries go first; if none, start over (a re-check is only cost).
+                        let now = jsonwebtoken::get_current_timestamp();
+                        cache
+                            .entries
+                            .retain(|_, v| v.claims.exp.saturating_add(CLOCK_SKEW_SECONDS) >= now);
+                        if cache.entries.len() >= TOKEN_CACHE_ENTRIES {
+                            cache.entries.clear();
+                        }
                     }
+                    cache.entries.insert(id, verified.clone());
                 }
-                cache.insert(id, claims.clone());
-                claims
+                verified
             }
         };
-        if let Some(cnf) = &claims.cnf
+        self.check_times(&verified.claims)?;
+        if let Some(cnf) = &verified.claims.cnf
             && client_cert != Some(cnf.x5t_s256.as_str())
         {
             return Err(AuthFailure::CertificateMismatch);
         }
-        Ok(Claims::clone(&claims))
+        Ok(verified)
+    }
+
+    /// The time rules, checked on every use: not expired, not before `nbf`, and no longer
+    /// lived than the maximum lifetime (from now, and from `iat`).
+    fn check_times(&self, claims: &Claims) -> Result<(), AuthFailure> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if claims.exp.saturating_add(CLOCK_SKEW_SECONDS) < now {
+            return Err(AuthFailure::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(CLOCK_SKEW_SECONDS)) {
+            return Err(AuthFailure::NotYetValid);
+        }
+        let limit = self.max_lifetime.saturating_add(CLOCK_SKEW_SECONDS);
+        let iat = claims.iat.ok_or(AuthFailure::MissingClaim)?;
+        if iat > now.saturating_add(CLOCK_SKEW_SECONDS)
+            || claims.exp.saturating_sub(iat) > limit
+            || claims.exp.saturating_sub(now) > limit
+        {
+            return Err(AuthFailure::LifetimeTooLong);
+        }
+        Ok(())
     }
 
     /// Checks a token's signature and claims (everything but the certificate binding).
-    fn verify_signed(&self, token: &str) -> Result<Claims, AuthFailure> {
+    fn verify_signed(&self, token: &str) -> Result<VerifiedToken, AuthFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
         let kid = header.kid.as_deref().ok_or(AuthFailure::UnknownKey)?;
         let keyset = self.keyset.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let accepted = if kid == self.own_kid {
-            &self.own
-        } else {
-            keyset.keys.get(kid).ok_or(AuthFailure::UnknownKey)?
-        };
+        let own = kid == self.own_kid;
+        let accepted =
+            if own { &self.own } else { keyset.keys.get(kid).ok_or(AuthFailure::UnknownKey)? };
         if header.alg != accepted.algorithm {
             return Err(AuthFailure::WrongAlgorithm);
         }
@@ -346,7 +446,7 @@ impl Authenticator {
         validation.leeway = CLOCK_SKEW_SECONDS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "iat"]);
         validation.set_issuer(&[&accepted.issuer]);
         validation.set_audience(&[&self.audience]);
         let data =
@@ -363,7 +463,17 @@ impl Authenticator {
                     _ => AuthFailure::Malformed,
                 }
             })?;
-        Ok(data.claims)
+        let claims = data.claims;
+        if !own && !claims.minted_by.is_empty() {
+            // Only the server records mint chains; from anyone else it is a forgery attempt.
+            return Err(AuthFailure::Malformed);
+        }
+        if let Some(granted) = &accepted.roles
+            && claims.roles.iter().any(|r| !granted.contains(r))
+        {
+            return Err(AuthFailure::RoleNotGranted);
+        }
+        Ok(VerifiedToken { claims, own })
     }
 
     /// The audience tokens must name.
@@ -375,6 +485,9 @@ impl Authenticator {
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
+
+/// The longest mint chain (A mints B mints C… ): bounds the token size.
+pub const MAX_MINT_CHAIN: usize = 8;
 
 /// What a new token says.
 #[derive(Debug, Clone)]
@@ -391,6 +504,10 @@ pub struct TokenSpec {
     pub audience: String,
     /// Certificate binding: hex SHA-256 of the client certificate.
     pub cert_sha256: Option<String>,
+    /// Who mints it, the root first (empty for a bootstrap token minted with the master key).
+    pub minted_by: Vec<Principal>,
+    /// The longest lifetime allowed.
+    pub max_ttl: std::time::Duration,
 }
 
 /// A token ready to sign: the JWS signing input and what it claims.
@@ -400,16 +517,22 @@ pub struct UnsignedToken {
     pub signing_input: String,
     /// When it expires.
     pub expires_at: OffsetDateTime,
+    /// Its id.
+    pub jti: String,
+    /// Its session id.
+    pub sid: String,
 }
 
 /// Builds a token's signing input for the HSM's token key.
 pub fn unsigned_token(key: &TokenKey, spec: &TokenSpec) -> Result<UnsignedToken, String> {
-    if spec.sub.is_empty() || spec.sub.len() > 256 {
-        return Err("the subject must be 1 to 256 characters".into());
-    }
+    ferrohsm_core::validate_token_field("the subject", &spec.sub).map_err(|e| e.to_string())?;
     let ttl = spec.ttl.as_secs();
-    if ttl == 0 || ttl > MAX_TOKEN_TTL_SECONDS {
-        return Err(format!("the lifetime must be 1 to {MAX_TOKEN_TTL_SECONDS} seconds"));
+    let max = spec.max_ttl.as_secs();
+    if ttl == 0 || ttl > max {
+        return Err(format!("the lifetime must be 1 to {max} seconds"));
+    }
+    if spec.minted_by.len() > MAX_MINT_CHAIN {
+        return Err(format!("a mint chain is at most {MAX_MINT_CHAIN} long"));
     }
     for role in &spec.roles {
         if !ferrohsm_core::Role::ALL.iter().any(|r| r.as_str() == role) {
@@ -427,6 +550,8 @@ pub fn unsigned_token(key: &TokenKey, spec: &TokenSpec) -> Result<UnsignedToken,
     };
     let now = OffsetDateTime::now_utc();
     let iat = u64::try_from(now.unix_timestamp()).unwrap_or_default();
+    let jti = uuid::Uuid::now_v7().to_string();
+    let sid = uuid::Uuid::now_v7().to_string();
     let claims = Claims {
         sub: spec.sub.clone(),
         roles: spec.roles.clone(),
@@ -435,8 +560,10 @@ pub fn unsigned_token(key: &TokenKey, spec: &TokenSpec) -> Result<UnsignedToken,
         exp: iat + ttl,
         nbf: Some(iat),
         iat: Some(iat),
-        sid: Some(uuid::Uuid::now_v7().to_string()),
+        sid: Some(sid.clone()),
         cnf,
+        jti: Some(jti.clone()),
+        minted_by: spec.minted_by.clone(),
     };
     let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": key.kid()});
     let claims = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
@@ -448,6 +575,8 @@ pub fn unsigned_token(key: &TokenKey, spec: &TokenSpec) -> Result<UnsignedToken,
     Ok(UnsignedToken {
         signing_input,
         expires_at: now + time::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX)),
+        jti,
+        sid,
     })
 }
 
@@ -464,7 +593,7 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let path = dir.path().join("keyset.toml");
         std::fs::write(&path, text).map_err(|e| e.to_string())?;
-        load_keyset(&path).map(|k| k.len()).map_err(|e| e.to_string())
+        load_keyset(&path, "ferrohsm").map(|k| k.len()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -481,7 +610,7 @@ mod tests {
         };
         let hs = |kid: &str, s: &str| {
             format!(
-                "[[key]]\nkid = \"{kid}\"\nalgorithm = \"HS256\"\nissuer = \"i\"\nsecret = \"{s}\"\n"
+                "[[key]]\nkid = \"{kid}\"\nalgorithm = \"HS256\"\nissuer = \"i\"\nroles = [\"operator\"]\nsecret = \"{s}\"\n"
             )
         };
         check(hs("a", &secret), Ok(1));
@@ -489,19 +618,36 @@ mod tests {
         check(hs("a", "not base64!"), Err("not base64"));
         check(format!("{}{}", hs("a", &secret), hs("a", &secret)), Err("duplicate kid"));
         check(
-            "[[key]]\nkid = \"a\"\nalgorithm = \"none\"\nissuer = \"i\"\n".into(),
+            "[[key]]\nkid = \"a\"\nalgorithm = \"none\"\nissuer = \"i\"\nroles = []\n".into(),
             Err("unsupported algorithm"),
         );
         check(
-            "[[key]]\nkid = \"a\"\nalgorithm = \"ES256\"\nissuer = \"i\"\n".into(),
+            "[[key]]\nkid = \"a\"\nalgorithm = \"ES256\"\nissuer = \"i\"\nroles = []\n".into(),
             Err("needs a public key"),
         );
         check(
-            "[[key]]\nkid = \"a\"\nalgorithm = \"ES256\"\nissuer = \"i\"\npublic_key = \"x\"\npublic_key_file = \"y\"\n".into(),
+            "[[key]]\nkid = \"a\"\nalgorithm = \"ES256\"\nissuer = \"i\"\nroles = []\npublic_key = \"x\"\npublic_key_file = \"y\"\n".into(),
             Err("not both"),
         );
-        check("[[key]]\nkid = \"a\"\nalgorithm = \"HS256\"\nissuer = \"i\"\nsecret = \"x\"\ncolour = 1\n".into(), Err("colour"));
+        check("[[key]]\nkid = \"a\"\nalgorithm = \"HS256\"\nissuer = \"i\"\nroles = []\nsecret = \"x\"\ncolour = 1\n".into(), Err("colour"));
         check(String::new(), Ok(0));
+        // Issue 10: an issuer lists the roles it may grant, and cannot pose as the server.
+        let entry = |issuer: &str, roles: &str| {
+            format!(
+                "[[key]]\nkid = \"a\"\nalgorithm = \"HS256\"\nissuer = \"{issuer}\"\nroles = {roles}\nsecret = \"{secret}\"\n"
+            )
+        };
+        check(entry("idp", r#"["admin", "operator"]"#), Ok(1));
+        check(entry("idp", r#"["root"]"#), Err("unknown role"));
+        check(
+            format!(
+                "[[key]]\nkid = \"a\"\nalgorithm = \"HS256\"\nissuer = \"idp\"\nsecret = \"{secret}\"\n"
+            ),
+            Err("missing field `roles`"),
+        );
+        for reserved in ["ferrohsm", "bootstrap", "minted", "local", ""] {
+            check(entry(reserved, "[]"), Err("issuer"));
+        }
     }
 
     #[test]
@@ -517,6 +663,8 @@ mod tests {
             issuer: "i".into(),
             audience: "a".into(),
             cert_sha256: None,
+            minted_by: Vec::new(),
+            max_ttl: std::time::Duration::from_secs(MAX_TOKEN_TTL_SECONDS),
         };
         assert!(unsigned_token(&key, &spec).is_ok());
         let bad = [
@@ -528,6 +676,14 @@ mod tests {
             },
             TokenSpec { roles: vec!["root".into()], ..spec.clone() },
             TokenSpec { cert_sha256: Some("abcd".into()), ..spec.clone() },
+            // Issue 10: a subject that could forge a log line, or any unsafe character.
+            TokenSpec { sub: "olga\n2026-12-01T00:00:00Z INFO forged".into(), ..spec.clone() },
+            TokenSpec { sub: "a b".into(), ..spec.clone() },
+            TokenSpec { sub: "x".repeat(129), ..spec.clone() },
+            TokenSpec {
+                minted_by: vec![Principal { iss: "i".into(), sub: "s".into() }; 9],
+                ..spec.clone()
+            },
         ];
         for b in bad {
             assert!(unsigned_token(&key, &b).is_err(), "{b:?}");

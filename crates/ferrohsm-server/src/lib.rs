@@ -31,8 +31,9 @@ mod tls;
 // Public interface:
 pub use app::{AppConfig, AppState, ConnInfo, openapi_document, router};
 pub use auth::{
-    Audience, AuthFailure, Authenticator, CLOCK_SKEW_SECONDS, Claims, KeysetError,
-    MAX_TOKEN_TTL_SECONDS, TokenSpec, UnsignedToken, finish_token, unsigned_token,
+    Audience, AuthFailure, Authenticator, CLOCK_SKEW_SECONDS, Claims, KeysetError, MAX_MINT_CHAIN,
+    MAX_TOKEN_TTL_SECONDS, RESERVED_ISSUERS, TokenSpec, UnsignedToken, VerifiedToken, finish_token,
+    unsigned_token,
 };
 pub use error::ApiError;
 pub use serve::{Server, ServerConfig};

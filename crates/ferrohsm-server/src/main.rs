@@ -115,6 +115,9 @@ struct ServeArgs {
     /// How often changed certificate, keyset and policy files are picked up [default: 2s].
     #[arg(long, env = "FERROHSM_RELOAD_INTERVAL")]
     reload_interval: Option<String>,
+    /// The longest lifetime of a token the server accepts or issues, e.g. 8h [default: 24h].
+    #[arg(long, env = "FERROHSM_MAX_TOKEN_LIFETIME")]
+    max_token_lifetime: Option<String>,
 }
 
 #[derive(Clone, Copy, Deserialize, clap::ValueEnum)]
@@ -144,6 +147,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     request_timeout: Option<String>,
     reload_interval: Option<String>,
+    max_token_lifetime: Option<String>,
 }
 
 #[derive(Args)]
@@ -327,6 +331,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )?,
         scheduler_interval: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(30),
+        max_token_lifetime: duration(
+            args.max_token_lifetime.or(file.max_token_lifetime).as_deref().unwrap_or("24h"),
+        )?,
     };
     let server = Server::start(config, master).await.context("starting the server")?;
     server.run_until_signal().await;
@@ -374,6 +381,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         reload_interval: Duration::from_secs(2),
         scheduler_interval: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(10),
+        max_token_lifetime: Duration::from_secs(ferrohsm_server::MAX_TOKEN_TTL_SECONDS),
     };
     let server = Server::start(config, master).await.context("starting the server")?;
     let ca = std::fs::canonicalize(&certs.ca).unwrap_or(certs.ca);
@@ -408,6 +416,8 @@ fn mint(
         issuer: issuer.to_owned(),
         audience: audience.to_owned(),
         cert_sha256,
+        minted_by: Vec::new(),
+        max_ttl: Duration::from_secs(ferrohsm_server::MAX_TOKEN_TTL_SECONDS),
     };
     let unsigned = ferrohsm_server::unsigned_token(key, &spec).map_err(anyhow::Error::msg)?;
     let signature = key.sign(unsigned.signing_input.as_bytes())?;

@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub scheduler_interval: Duration,
     /// How long shutdown waits for open requests.
     pub drain_timeout: Duration,
+    /// The longest lifetime of a token the server accepts or issues.
+    pub max_token_lifetime: Duration,
 }
 
 /// A running server.
@@ -59,7 +61,10 @@ impl Server {
         // Pin the process-wide rustls provider (a second provider in the tree would panic).
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let tls = Arc::new(TlsState::load(config.tls.clone())?);
-        let mut builder = Hsm::builder().master_key(master_key);
+        let lifetime = time::Duration::try_from(config.max_token_lifetime).map_err(|e| {
+            Error::Io { what: "max_token_lifetime".into(), source: std::io::Error::other(e) }
+        })?;
+        let mut builder = Hsm::builder().master_key(master_key).max_token_lifetime(lifetime);
         builder = match &config.data_dir {
             Some(dir) => builder.data_dir(dir),
             None => builder.store(Arc::new(MemoryKeyStore::new())),
@@ -84,6 +89,7 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         spawn_reloader(tls.clone(), auth, config.reload_interval, stopped.clone());
         spawn_scheduler(hsm.clone(), config.scheduler_interval, stopped.clone());
+        spawn_revocation_refresher(hsm.clone(), stopped.clone());
         let drain = config.drain_timeout;
         let task = tokio::spawn(async move {
             accept_loop(listener, tls, app, stopped, drain).await;
@@ -228,6 +234,22 @@ fn spawn_reloader(
                 Err(e) => {
                     tracing::warn!(error = %e, "keyset reload failed; keeping the previous keyset")
                 }
+            }
+        }
+    });
+}
+
+/// Re-reads token revocations every second, so one made through another replica sharing the
+/// store takes effect here within a second (this replica's own take effect at once).
+fn spawn_revocation_refresher(hsm: Hsm, mut stopped: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stopped.changed() => break,
+            }
+            if let Err(e) = hsm.refresh_token_revocations().await {
+                tracing::warn!(error = %e, "reading token revocations failed; keeping the ones in force");
             }
         }
     });

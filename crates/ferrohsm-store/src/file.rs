@@ -146,6 +146,18 @@ impl FileKeyStore {
         .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
     }
 
+    /// The token revocations kept in this store's data directory
+    /// (`<data-dir>/revocations`), under the same exclusive lock.
+    pub async fn token_revocation_store(&self) -> Result<crate::FileTokenRevocationStore> {
+        let dir = self.inner.data_dir.join("revocations");
+        let guard = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::tokens::FileTokenRevocationStore::open_blocking(dir, Box::new(guard))
+        })
+        .await
+        .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
+    }
+
     async fn write(&self, kind: WriteKind, record: KeyRecord) -> Result<Arc<KeyRecord>> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.write(kind, record))

@@ -37,6 +37,7 @@ mod index;
 mod memory;
 mod query;
 mod record;
+mod tokens;
 mod types;
 
 // Public interface:
@@ -46,6 +47,10 @@ pub use file::FileKeyStore;
 pub use memory::MemoryKeyStore;
 pub use query::{Cursor, DEFAULT_LIST_LIMIT, ListQuery, MAX_LIST_LIMIT, Page};
 pub use record::{KeyRecord, KeyVersion, Revocation, transition_allowed};
+pub use tokens::{
+    FileTokenRevocationStore, MAX_TOKEN_REVOCATIONS, MemoryTokenRevocationStore, TokenMatch,
+    TokenRevocation, TokenRevocationStore,
+};
 pub use types::{InvalidName, KeyId, KeyName, KeyState, RevocationReason, VersionState};
 
 /// Persists key records. Implementations never receive plaintext key material or the master

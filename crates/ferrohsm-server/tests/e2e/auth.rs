@@ -77,7 +77,7 @@ async fn every_keyset_algorithm_is_accepted() {
             Algorithm::HS256,
             "ci-hs256",
             &EncodingKey::from_secret(&s.hs256),
-            &json!({"sub": "ci", "roles": ["operator"], "iss": "https://ci.example", "aud": ["other", AUDIENCE], "exp": now() + 300}),
+            &json!({"sub": "ci", "roles": ["operator"], "iss": "https://ci.example", "aud": ["other", AUDIENCE], "exp": now() + 300, "iat": now()}),
         ),
     ];
     for token in &tokens {
@@ -247,6 +247,8 @@ async fn certificate_bound_tokens_need_that_certificate() {
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
         cert_sha256: Some(fingerprint.clone()),
+        minted_by: Vec::new(),
+        max_ttl: Duration::from_secs(86_400),
     });
     let get = |client: reqwest::Client| {
         let url = format!("{}/v1/keys", server.url);

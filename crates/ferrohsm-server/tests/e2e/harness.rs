@@ -85,30 +85,35 @@ pub fn keyset_toml(signers: &Signers, dir: &Path) -> String {
 kid = "ci-hs256"
 algorithm = "HS256"
 issuer = "https://ci.example"
+roles = ["admin", "operator", "auditor", "service"]
 secret = "{}"
 
 [[key]]
 kid = "ci-es256"
 algorithm = "ES256"
 issuer = "https://ci.example"
+roles = ["admin", "operator", "auditor", "service"]
 public_key_file = "es256.pem"
 
 [[key]]
 kid = "ci-rs256"
 algorithm = "RS256"
 issuer = "https://ci.example"
+roles = ["admin", "operator", "auditor", "service"]
 public_key = """{}"""
 
 [[key]]
 kid = "ci-es384"
 algorithm = "ES384"
 issuer = "https://ci.example"
+roles = ["admin", "operator", "auditor", "service"]
 public_key = """{}"""
 
 [[key]]
 kid = "ops-eddsa"
 algorithm = "EdDSA"
 issuer = "https://ops.example"
+roles = ["admin", "operator"]
 public_key = """{}"""
 "#,
         ferrohsm_core::b64::encode(&signers.hs256),
@@ -165,6 +170,7 @@ impl TestServer {
             reload_interval: Duration::from_millis(100),
             scheduler_interval: Duration::from_secs(3600),
             drain_timeout: Duration::from_secs(5),
+            max_token_lifetime: Duration::from_secs(86_400),
         };
         let server =
             Server::start(config, MasterKey::from_bytes(&[42u8; 32]).unwrap()).await.unwrap();
@@ -195,6 +201,8 @@ impl TestServer {
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
             cert_sha256: None,
+            minted_by: Vec::new(),
+            max_ttl: Duration::from_secs(86_400),
         })
     }
 

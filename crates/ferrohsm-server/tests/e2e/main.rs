@@ -10,3 +10,4 @@ mod ops;
 mod reload;
 mod roles;
 mod routes;
+mod trust;

@@ -78,6 +78,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         ("post", "/v1/audit/checkpoint"),
         ("get", "/v1/audit/export"),
         ("post", "/v1/auth/token"),
+        ("post", "/v1/auth/revoke"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

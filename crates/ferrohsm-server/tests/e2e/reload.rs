@@ -24,7 +24,7 @@ async fn a_changed_keyset_is_picked_up_and_a_broken_one_ignored() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("rotated".into());
-    let claims = json!({"sub": "ci", "roles": ["operator"], "iss": "https://ci.example", "aud": AUDIENCE, "exp": now + 600});
+    let claims = json!({"sub": "ci", "roles": ["operator"], "iss": "https://ci.example", "aud": AUDIENCE, "exp": now + 600, "iat": now});
     let token = encode(&header, &claims, &EncodingKey::from_secret(&new_secret)).unwrap();
     let get = || {
         let req = server.client().get(format!("{}/v1/keys", server.url)).bearer_auth(&token);
@@ -34,7 +34,7 @@ async fn a_changed_keyset_is_picked_up_and_a_broken_one_ignored() {
 
     let mut text = keyset_toml(&server.signers, server.dir.path());
     text.push_str(&format!(
-        "\n[[key]]\nkid = \"rotated\"\nalgorithm = \"HS256\"\nissuer = \"https://ci.example\"\nsecret = \"{}\"\n",
+        "\n[[key]]\nkid = \"rotated\"\nalgorithm = \"HS256\"\nissuer = \"https://ci.example\"\nroles = [\"operator\"]\nsecret = \"{}\"\n",
         ferrohsm_core::b64::encode(&new_secret)
     ));
     std::fs::write(&server.keyset_path, &text).unwrap();

@@ -101,7 +101,13 @@ async fn every_role_on_every_route() {
             "POST",
             "/v1/auth/token".into(),
             Some(json!({"sub": "x", "roles": ["service"]})),
-            Operation::ManagePolicy,
+            Operation::IssueToken,
+        ),
+        (
+            "POST",
+            "/v1/auth/revoke".into(),
+            Some(json!({"sid": "no-such-session"})),
+            Operation::RevokeToken,
         ),
     ];
     for role in Role::ALL {
