@@ -44,6 +44,13 @@ impl Chain {
         self.seq
     }
 
+    /// Continues after record `seq` with hash `head` instead (after recovering from a failed
+    /// write, whose records were never acknowledged).
+    pub(crate) fn reset(&mut self, seq: u64, head: [u8; 32]) {
+        self.seq = seq;
+        self.head = head;
+    }
+
     /// Seals `entry` as the next record.
     pub(crate) fn seal(&mut self, entry: AuditEntry) -> AuditRecord {
         let mut record = AuditRecord {

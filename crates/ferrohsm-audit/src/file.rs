@@ -111,7 +111,12 @@ pub struct FileAuditSink {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     latest: Arc<Mutex<Option<Checkpoint>>>,
     recovery: Option<Recovery>,
+    failed: Failed,
 }
+
+/// How often a failed log tries to recover (re-reading its last segment and cutting what was
+/// never acknowledged) while it keeps failing.
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
 
 impl FileAuditSink {
     /// Opens (creating if needed) the log in `config.dir`, recovering from a crash if needed.
@@ -176,9 +181,11 @@ impl FileAuditSink {
             checkpointed_seq: state.checkpoint.as_ref().map_or(0, |c| c.seq),
             last_checkpoint: Instant::now(),
             failed: failed.clone(),
+            last_recovery: None,
             syncer: sync_sender,
             _lock: lock,
         };
+        let sink_failed = failed.clone();
         let syncer = {
             let latest = latest.clone();
             std::thread::Builder::new()
@@ -196,6 +203,7 @@ impl FileAuditSink {
             threads: Mutex::new(vec![sealer, syncer]),
             latest,
             recovery,
+            failed: sink_failed,
         })
     }
 
@@ -285,6 +293,10 @@ impl AuditSink for FileAuditSink {
         Ok(lines)
     }
 
+    fn failure(&self) -> Option<String> {
+        failure(&self.failed)
+    }
+
     async fn close(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Close(tx))?;
@@ -310,7 +322,9 @@ impl Drop for FileAuditSink {
 }
 
 /// Shared between the two stages: set after a failed write or sync, when the chain head on
-/// disk is unknown, so nothing more is accepted until the log is reopened (and recovered).
+/// disk is unknown, so nothing more is accepted until the sealing stage has recovered (it
+/// re-reads the last segment, cuts a torn tail and continues the chain from the last whole
+/// record, at most once per [`RECOVERY_INTERVAL`]).
 type Failed = Arc<Mutex<Option<String>>>;
 
 fn failure(failed: &Failed) -> Option<String> {
@@ -342,6 +356,7 @@ struct Writer {
     checkpointed_seq: u64,
     last_checkpoint: Instant,
     failed: Failed,
+    last_recovery: Option<Instant>,
     syncer: mpsc::Sender<Pending>,
     _lock: File,
 }
@@ -350,7 +365,12 @@ impl Writer {
     fn run(mut self, receiver: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(64);
         loop {
-            let wait = self.config.checkpoint_every.saturating_sub(self.last_checkpoint.elapsed());
+            let mut wait =
+                self.config.checkpoint_every.saturating_sub(self.last_checkpoint.elapsed());
+            if failure(&self.failed).is_some() {
+                // Retry recovery soon even when nobody writes, so health turns green again.
+                wait = wait.min(RECOVERY_INTERVAL);
+            }
             let first = match receiver.recv_timeout(wait.max(Duration::from_millis(1))) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
@@ -409,8 +429,14 @@ impl Writer {
             close,
         };
         if let Some(reason) = failure(&self.failed) {
-            fail(pending, appends.into_iter().map(|(_, reply)| reply).collect(), &reason);
-            return;
+            let recovered = self.try_recover(&reason);
+            if let Some(Err(e)) = &recovered {
+                tracing::warn!(error = %e, "audit log still failing");
+            }
+            if !matches!(recovered, Some(Ok(()))) {
+                fail(pending, appends.into_iter().map(|(_, reply)| reply).collect(), &reason);
+                return;
+            }
         }
         let mut buffer = Vec::with_capacity(appends.len() * 400 + 256);
         let mut encode_error = None;
@@ -459,6 +485,61 @@ impl Writer {
             tracing::error!(error = %reason, "audit segment rotation failed; refusing further records");
             *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         }
+    }
+
+    /// Recovers from a failed write or sync, if the last attempt was long enough ago.
+    fn try_recover(&mut self, reason: &str) -> Option<std::result::Result<(), String>> {
+        if self.last_recovery.is_some_and(|t| t.elapsed() < RECOVERY_INTERVAL) {
+            return None;
+        }
+        self.last_recovery = Some(Instant::now());
+        Some(self.recover(reason).map_err(|e| e.to_string()))
+    }
+
+    /// Re-reads the current segment, cuts a torn tail (bytes of records never acknowledged),
+    /// continues the chain from the last whole record, and proves the log writable again by
+    /// writing and syncing an `audit.recovered` record; only then are records accepted again.
+    /// Acknowledged records were synced before their answer, so none is lost, and the chain
+    /// stays continuous.
+    fn recover(&mut self, reason: &str) -> Result<()> {
+        let (mut tail, torn) = scan(&self.path, true)?;
+        if tail.seq == 0 && self.number > 1 {
+            let (before, _) = scan(&segment_path(&self.dir, self.number - 1), false)?;
+            tail = Tail { checkpoint: tail.checkpoint.or(before.checkpoint), ..before };
+        }
+        let file = open_segment(&self.path)?;
+        let length = file.metadata().map_err(Error::io(&self.path))?.len();
+        let dropped = self.chain.seq().saturating_sub(tail.seq);
+        self.chain.reset(tail.seq, tail.head);
+        let cut = torn.map_or(0, |r| r.discarded_bytes);
+        let mut entry = AuditEntry::new(
+            "system:audit",
+            "audit.recovered",
+            Outcome::Success,
+            uuid::Uuid::now_v7().to_string(),
+        );
+        entry.message = Some(format!(
+            "recovered after a failed write ({reason}); the chain continues after record {}; {dropped} unacknowledged records and {cut} torn bytes were dropped",
+            tail.seq
+        ));
+        let record = self.chain.seal(entry);
+        let line = to_line(&record)?;
+        let probe = (&file)
+            .write_all(line.as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(Error::io(&self.path));
+        if let Err(e) = probe {
+            // Still failing: take the probe back off (best effort) and stay failed.
+            let _ = file.set_len(length);
+            self.chain.reset(tail.seq, tail.head);
+            return Err(e);
+        }
+        self.file = Arc::new(file);
+        self.bytes = length + line.len() as u64;
+        self.checkpointed_seq = self.checkpointed_seq.min(tail.seq);
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        tracing::warn!(seq = tail.seq, dropped, cut, "audit log recovered after a failed write");
+        Ok(())
     }
 
     fn rotate(&mut self) -> Result<()> {

@@ -32,6 +32,12 @@ pub trait AuditSink: Send + Sync + Debug {
 
     /// Checkpoints and closes the sink; later appends fail with `Unavailable`.
     async fn close(&self) -> Result<()>;
+
+    /// Why the sink refuses records right now (a failed write it has not yet recovered
+    /// from), or `None` when it accepts them. Health checks report it.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// An audit log in process memory, for tests and embedding; nothing survives the process.

@@ -413,7 +413,10 @@ impl Verification<'_> {
             self.seq = record.seq.saturating_sub(1);
             self.head = record.prev_hash;
         }
-        let expected = self.seq + 1;
+        // A crafted log may claim the last sequence number; nothing can follow it.
+        let Some(expected) = self.seq.checked_add(1) else {
+            return Err(FailureKind::Sequence { expected: self.seq, found: record.seq });
+        };
         if record.seq != expected {
             return Err(FailureKind::Sequence { expected, found: record.seq });
         }
@@ -504,5 +507,23 @@ impl Verification<'_> {
             signatures_checked: self.signatures,
             latest_checkpoint: self.latest,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11: an excerpt anchored at the largest sequence number, followed by one more
+    /// record, is a sequence failure, not an overflow.
+    #[test]
+    fn a_log_past_the_last_sequence_number_is_refused_without_overflow() {
+        let verifier = Verifier::new(Arc::new(ferrohsm_crypto::AwsLcProvider)).allow_partial(true);
+        let mut run = verifier.start();
+        let last =
+            RecordFacts { v: FORMAT_VERSION, seq: u64::MAX, prev_hash: [1; 32], hash: [2; 32] };
+        assert_eq!(run.record(last, true, true), Ok(()));
+        let next = RecordFacts { v: FORMAT_VERSION, seq: 0, prev_hash: [2; 32], hash: [3; 32] };
+        assert!(matches!(run.record(next, true, true), Err(FailureKind::Sequence { .. })));
     }
 }

@@ -530,6 +530,21 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
         .map_err(|e| CliError::input(format!("writing {}: {e}", path.display())))
 }
 
+/// Writes secret bytes (plaintext, unwrapped key material): a new file is created 0600; an
+/// existing file keeps its mode (never widened) and is truncated.
+fn write_secret_file(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let fail = |e: std::io::Error| CliError::input(format!("writing {}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(data).and_then(|()| file.flush()).map_err(fail)
+}
+
 /// The bytes of `--data`, `--in FILE` or stdin.
 fn read_input(input: &Input) -> Result<Vec<u8>> {
     if let Some(text) = &input.data {
@@ -589,7 +604,7 @@ fn secret_output(
             .map_err(|_| CliError::new(Kind::Server, "the server sent invalid base64"))?,
     );
     match file {
-        Some(path) => write_file(path, &bytes)?,
+        Some(path) => write_secret_file(path, &bytes)?,
         None => {
             let mut stdout = std::io::stdout();
             stdout

@@ -68,6 +68,7 @@ impl Env {
             scheduler_interval: Duration::from_secs(3600),
             drain_timeout: Duration::from_secs(5),
             max_token_lifetime: Duration::from_secs(86_400),
+            refusal_interval: Duration::from_secs(60),
         };
         let server = Server::start(config, MasterKey::from_bytes(&MASTER).unwrap()).await.unwrap();
         let url = format!("https://localhost:{}", server.local_addr().port());
@@ -249,6 +250,20 @@ async fn journey_1_operator_keys_and_round_trips() {
     let out = env.run(&["unwrap", "orders", "--wrapped", wrapped.trim()], None);
     ok(&out);
     assert_eq!(out.stdout, material);
+
+    // Issue 11: secrets written to files are 0600, and an existing file's mode is never
+    // widened (here it stays 0640 and is overwritten).
+    let mode = |p: &str| std::fs::metadata(env.path(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("pt.bin"), 0o600, "decrypt --out");
+    let key_out = env.path("key.bin");
+    let args =
+        ["unwrap", "orders", "--wrapped", wrapped.trim(), "--out", key_out.to_str().unwrap()];
+    ok(&env.run(&args, None));
+    assert_eq!((std::fs::read(&key_out).unwrap(), mode("key.bin")), (material.to_vec(), 0o600));
+    std::fs::write(&key_out, b"old contents, longer than the key material").unwrap();
+    std::fs::set_permissions(&key_out, std::fs::Permissions::from_mode(0o640)).unwrap();
+    ok(&env.run(&args, None));
+    assert_eq!((std::fs::read(&key_out).unwrap(), mode("key.bin")), (material.to_vec(), 0o640));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,7 @@ use crate::audit::{Audited, Purged, derive_audit_hmac_key, derive_audit_keys};
 use crate::audit_read::{PageWriter, VerifyWriter};
 use crate::cache::{KeyCache, VerifiedKey};
 use crate::policy::PolicyHandle;
+use crate::refusals::Refusals;
 use crate::token::TokenKey;
 use crate::wire::{AuditPage, AuditQuery, AuditVerification, ComponentHealth, Health};
 use crate::wire::{
@@ -83,6 +84,7 @@ struct Inner {
     /// The live revocations, checked on every request.
     revoked: std::sync::RwLock<std::collections::HashSet<(TokenMatch, String)>>,
     max_token_lifetime: Duration,
+    refusals: Refusals,
     cache: KeyCache,
     max_payload: usize,
     destruction_grace: Duration,
@@ -101,6 +103,7 @@ pub struct HsmBuilder {
     approvals: Option<Arc<dyn ApprovalStore>>,
     revocations: Option<Arc<dyn TokenRevocationStore>>,
     max_token_lifetime: Duration,
+    refusal_interval: std::time::Duration,
     master_key: Option<MasterKey>,
     max_payload: usize,
     destruction_grace: Duration,
@@ -158,6 +161,14 @@ impl HsmBuilder {
     /// would live longer, and a revocation is kept that long.
     pub fn max_token_lifetime(mut self, lifetime: Duration) -> Self {
         self.max_token_lifetime = lifetime;
+        self
+    }
+
+    /// How often refusals beyond each source's small budget of individual audit records are
+    /// written as one aggregated record per (source, action, reason) with their count
+    /// (default one minute).
+    pub fn refusal_interval(mut self, interval: std::time::Duration) -> Self {
+        self.refusal_interval = interval.max(std::time::Duration::from_millis(10));
         self
     }
 
@@ -271,12 +282,25 @@ impl HsmBuilder {
                 revocations,
                 revoked: Default::default(),
                 max_token_lifetime: self.max_token_lifetime,
+                refusals: Refusals::new(self.refusal_interval),
                 cache: KeyCache::new(self.cache_capacity),
                 max_payload: self.max_payload,
                 destruction_grace: self.destruction_grace,
             }),
         };
         hsm.refresh_token_revocations().await?;
+        {
+            // Writes aggregated refusals; ends when the last handle to the HSM is dropped.
+            let weak = Arc::downgrade(&hsm.inner);
+            let every = hsm.inner.refusals.interval;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(inner) = weak.upgrade() else { break };
+                    flush_refusals(&inner).await;
+                }
+            });
+        }
         let sample = hsm.inner.store.list(&ListQuery { limit: 16, ..ListQuery::default() }).await?;
         let any_verifies =
             sample.keys.iter().any(|r| hsm.inner.cache.check(&hsm.inner.sealer, r).is_ok());
@@ -313,6 +337,7 @@ impl Hsm {
             approvals: None,
             revocations: None,
             max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            refusal_interval: crate::refusals::DEFAULT_REFUSAL_INTERVAL,
             master_key: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             destruction_grace: DEFAULT_DESTRUCTION_GRACE,
@@ -1336,7 +1361,13 @@ impl Hsm {
         ctx: &RequestContext,
         reason: &str,
     ) -> Result<()> {
-        self.rate_limit(ctx, Operation::DescribeKey)?;
+        let source = source_key(ctx);
+        let limited = self.inner.refusals.failure(&source);
+        let reason = format!("unauthenticated: {reason}");
+        if !self.inner.refusals.admit(&source) {
+            self.inner.refusals.count(&source, "authenticate", &reason);
+            return limited.map_err(|retry_after| Error::RateLimited { retry_after });
+        }
         let entry = AuditEntry {
             actor: ctx.actor.clone(),
             action: "authenticate".to_owned(),
@@ -1347,13 +1378,14 @@ impl Hsm {
             session: ctx.session.clone(),
             client_fingerprint: ctx.client_fingerprint.clone(),
             source_ip: ctx.source_ip.map(|ip| ip.to_string()),
-            message: Some(format!("unauthenticated: {reason}")),
+            message: Some(reason),
         };
         let written = self.inner.audit.append(entry).await;
         let counter =
             if written.is_ok() { &self.inner.audit_written } else { &self.inner.audit_failed };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        written.map(|_| ()).map_err(Error::AuditUnavailable)
+        written.map_err(Error::AuditUnavailable)?;
+        limited.map_err(|retry_after| Error::RateLimited { retry_after })
     }
 
     /// The key this HSM signs bearer tokens with (for publishing and checking them).
@@ -1499,9 +1531,12 @@ impl Hsm {
                 Err(e) => bad(format!("{kind}: {}", e.code())),
             };
         let audit_kind = self.inner.audit.kind();
-        let audit = match self.inner.audit.latest_checkpoint().await {
-            Ok(_) => ok(audit_kind.to_owned()),
-            Err(e) => bad(format!("{audit_kind}: {e}")),
+        let audit = match (self.audit_failure(), self.inner.audit.latest_checkpoint().await) {
+            (Some(reason), _) => bad(format!(
+                "{audit_kind}: records cannot be written ({reason}); operations answer unavailable until a write succeeds"
+            )),
+            (None, Ok(_)) => ok(audit_kind.to_owned()),
+            (None, Err(e)) => bad(format!("{audit_kind}: {e}")),
         };
         let seal = ok(format!("master key {}", self.master_key_fingerprint()));
         let policy = match self.policy_error() {
@@ -1562,6 +1597,11 @@ impl Hsm {
         Ok(counts.into_values().collect())
     }
 
+    /// Why the audit sink refuses records right now, if it does (it retries by itself).
+    pub fn audit_failure(&self) -> Option<String> {
+        self.inner.audit.failure()
+    }
+
     /// Audit records written by operations, and records that could not be written, since start.
     pub fn audit_stats(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -1587,6 +1627,7 @@ impl Hsm {
 
     /// Checkpoints and closes the audit sink. Every later operation fails with `unavailable`.
     pub async fn shutdown(&self) -> Result<()> {
+        flush_refusals(&self.inner).await;
         self.inner.audit.close().await.map_err(Error::AuditUnavailable)
     }
 
@@ -1620,7 +1661,16 @@ impl Hsm {
         let mut guard = AbandonGuard { audit: &self.inner.audit, ctx, operation, key, armed: true };
         let result = match self.rate_limit(ctx, operation) {
             Ok(()) => work.instrument(span.clone()).await,
-            Err(e) => Err(e),
+            Err(e) => {
+                let source = source_key(ctx);
+                if !self.inner.refusals.admit(&source) {
+                    // Beyond the source's budget: counted for the next aggregated record.
+                    guard.armed = false;
+                    self.inner.refusals.count(&source, operation.as_str(), e.code());
+                    return Err(e);
+                }
+                Err(e)
+            }
         };
         let (outcome, key_id, key_version, message) = match &result {
             Ok(value) => (Outcome::Success, value.key().or(named), value.version(), value.note()),
@@ -1828,6 +1878,41 @@ impl Hsm {
         match input {
             SignInput::Message(m) => self.limit("message", m.len()),
             SignInput::Digest(d) => self.limit("digest", d.len()),
+        }
+    }
+}
+
+/// Who a refusal is charged to: the actor, else the source address.
+fn source_key(ctx: &RequestContext) -> String {
+    match (ctx.actor.is_empty(), ctx.source_ip) {
+        (false, _) => format!("actor:{}", ctx.actor),
+        (true, Some(ip)) => format!("ip:{ip}"),
+        (true, None) => "anonymous".to_owned(),
+    }
+}
+
+/// Writes one record per (source, action, reason) counted since the last flush.
+async fn flush_refusals(inner: &Inner) {
+    let seconds = inner.refusals.interval.as_secs_f64();
+    for a in inner.refusals.drain() {
+        let (actor, source_ip) = match a.source.split_once(':') {
+            Some(("ip", ip)) => (String::new(), Some(ip.to_owned())),
+            Some(("actor", actor)) => (actor.to_owned(), None),
+            _ => (String::new(), None),
+        };
+        let mut entry = AuditEntry::new(
+            actor,
+            a.action.clone(),
+            Outcome::Denied,
+            uuid::Uuid::now_v7().to_string(),
+        );
+        entry.source_ip = source_ip;
+        entry.message = Some(format!(
+            "aggregated: {} refusals ({}) from {} in the last {seconds} s",
+            a.count, a.reason, a.source
+        ));
+        if let Err(e) = inner.audit.append(entry).await {
+            tracing::error!(error = %e, "could not record aggregated refusals");
         }
     }
 }

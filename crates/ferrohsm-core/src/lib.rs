@@ -42,6 +42,7 @@ mod hsm;
 mod jwk;
 mod params;
 mod policy;
+mod refusals;
 mod token;
 mod validate;
 pub mod wire;

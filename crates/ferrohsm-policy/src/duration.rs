@@ -5,7 +5,10 @@ use time::Duration;
 /// Parses `<n>s`, `<n>m`, `<n>h` or `<n>d` with a positive whole `n`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    // Split before the last character, not the last byte: `"1é"` must be an error, not a
+    // panic inside a multi-byte character.
+    let at = text.char_indices().next_back().map_or(0, |(i, _)| i);
+    let (number, unit) = text.split_at(at);
     let n: i64 = number
         .parse()
         .ok()
@@ -34,7 +37,24 @@ mod tests {
         for (text, secs) in [("30s", 30), ("15m", 900), ("24h", 86_400), ("7d", 604_800)] {
             assert_eq!(parse_duration(text), Ok(Duration::seconds(secs)));
         }
-        for bad in ["", "h", "0h", "-1h", "1.5h", "10", "1w", "+3d", "99999999999d"] {
+        // Issue 11: multi-byte characters anywhere are errors, never panics.
+        for bad in [
+            "",
+            "h",
+            "0h",
+            "-1h",
+            "1.5h",
+            "10",
+            "1w",
+            "+3d",
+            "99999999999d",
+            "1é",
+            "é",
+            "1日",
+            "日h",
+            "٣h",
+            "1\u{301}",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }

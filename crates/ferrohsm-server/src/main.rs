@@ -118,6 +118,10 @@ struct ServeArgs {
     /// The longest lifetime of a token the server accepts or issues, e.g. 8h [default: 24h].
     #[arg(long, env = "FERROHSM_MAX_TOKEN_LIFETIME")]
     max_token_lifetime: Option<String>,
+    /// How often refusals beyond each source's budget are written as one aggregated audit
+    /// record per source and reason [default: 60s].
+    #[arg(long, env = "FERROHSM_REFUSAL_INTERVAL")]
+    refusal_interval: Option<String>,
 }
 
 #[derive(Clone, Copy, Deserialize, clap::ValueEnum)]
@@ -148,6 +152,7 @@ struct FileConfig {
     request_timeout: Option<String>,
     reload_interval: Option<String>,
     max_token_lifetime: Option<String>,
+    refusal_interval: Option<String>,
 }
 
 #[derive(Args)]
@@ -334,6 +339,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_token_lifetime: duration(
             args.max_token_lifetime.or(file.max_token_lifetime).as_deref().unwrap_or("24h"),
         )?,
+        refusal_interval: duration(
+            args.refusal_interval.or(file.refusal_interval).as_deref().unwrap_or("60s"),
+        )?,
     };
     let server = Server::start(config, master).await.context("starting the server")?;
     server.run_until_signal().await;
@@ -382,6 +390,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         scheduler_interval: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(10),
         max_token_lifetime: Duration::from_secs(ferrohsm_server::MAX_TOKEN_TTL_SECONDS),
+        refusal_interval: Duration::from_secs(60),
     };
     let server = Server::start(config, master).await.context("starting the server")?;
     let ca = std::fs::canonicalize(&certs.ca).unwrap_or(certs.ca);

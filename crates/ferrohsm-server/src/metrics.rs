@@ -37,9 +37,9 @@ impl Metrics {
     /// Counts one answered request.
     pub fn request(&self, route: &str, method: &str, status: StatusCode, elapsed: Duration) {
         let route = route.to_owned();
-        let method = method.to_owned();
+        let method = method_label(method);
         let code = status.as_u16().to_string();
-        metrics::counter!("ferrohsm_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => code.clone()).increment(1);
+        metrics::counter!("ferrohsm_http_requests_total", "route" => route.clone(), "method" => method, "status" => code.clone()).increment(1);
         metrics::histogram!("ferrohsm_http_request_duration_seconds", "route" => route.clone(), "method" => method).record(elapsed.as_secs_f64());
         if let Some(op) = crypto_operation(&route) {
             let outcome = if status.is_success() { "success" } else { "error" };
@@ -50,7 +50,7 @@ impl Metrics {
         }
     }
 
-    /// Counts a refused token.
+    /// Counts a refused token (the reason is one of a fixed set).
     pub fn auth_failure(&self, reason: &'static str) {
         metrics::counter!("ferrohsm_auth_failures_total", "reason" => reason).increment(1);
     }
@@ -73,6 +73,10 @@ impl Metrics {
         let (written, failed) = hsm.audit_stats();
         metrics::counter!("ferrohsm_audit_records_total").absolute(written);
         metrics::counter!("ferrohsm_audit_write_failures_total").absolute(failed);
+        let writable = if hsm.audit_failure().is_none() { 1.0 } else { 0.0 };
+        metrics::gauge!("ferrohsm_audit_writable").set(writable);
+        let policy_ok = if hsm.policy_error().is_none() { 1.0 } else { 0.0 };
+        metrics::gauge!("ferrohsm_policy_file_ok").set(policy_ok);
         self.handle.as_ref().map(PrometheusHandle::render).unwrap_or_default()
     }
 }
@@ -83,4 +87,11 @@ fn crypto_operation(route: &str) -> Option<&'static str> {
     ["encrypt", "decrypt", "sign", "verify", "wrap", "unwrap"]
         .into_iter()
         .find(|op| *op == last && route.starts_with("/v1/keys/"))
+}
+
+/// The method as a metric label: a standard method, else `other`, so invented methods sent
+/// before authentication cannot grow the label set.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    KNOWN.iter().find(|m| **m == method).copied().unwrap_or("other")
 }

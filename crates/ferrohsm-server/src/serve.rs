@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// The longest lifetime of a token the server accepts or issues.
     pub max_token_lifetime: Duration,
+    /// How often refusals beyond each source's small budget of audit records are written as
+    /// one aggregated record per source and reason.
+    pub refusal_interval: Duration,
 }
 
 /// A running server.
@@ -64,7 +67,10 @@ impl Server {
         let lifetime = time::Duration::try_from(config.max_token_lifetime).map_err(|e| {
             Error::Io { what: "max_token_lifetime".into(), source: std::io::Error::other(e) }
         })?;
-        let mut builder = Hsm::builder().master_key(master_key).max_token_lifetime(lifetime);
+        let mut builder = Hsm::builder()
+            .master_key(master_key)
+            .max_token_lifetime(lifetime)
+            .refusal_interval(config.refusal_interval);
         builder = match &config.data_dir {
             Some(dir) => builder.data_dir(dir),
             None => builder.store(Arc::new(MemoryKeyStore::new())),

@@ -22,8 +22,24 @@ struct Dev {
 }
 
 fn start_dev(data: &Path, extra: &[&str]) -> Dev {
+    spawn_dev(Command::new(BIN), data, extra)
+}
+
+/// `dev` under a soft file-size limit of `blocks` × 512 bytes, with SIGXFSZ ignored, so a
+/// write past the limit fails with EFBIG instead of killing the process (the hard limit stays
+/// unlimited, so the limit can be lifted on the running process).
+fn start_dev_limited(data: &Path, blocks: u64) -> Dev {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -S -f {blocks}; exec \"$0\" \"$@\""))
+        .arg(BIN);
+    spawn_dev(command, data, &[])
+}
+
+fn spawn_dev(mut command: Command, data: &Path, extra: &[&str]) -> Dev {
     let port = free_port();
-    let mut child = Command::new(BIN)
+    let mut child = command
         .args(extra)
         .arg("dev")
         .arg("--data-dir")
@@ -174,4 +190,120 @@ async fn spans_are_exported_over_otlp() {
             && *len > 0),
         "{received:?}"
     );
+}
+
+/// Issue 11: when the audit log cannot be written (here: the process's file size limit is
+/// reached), every operation answers 503, health says why, and once writes succeed again the
+/// log recovers by itself with every acknowledged record kept and the chain continuous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_log_shows_in_health_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ferrohsm-data");
+    // 256 KiB: room for the keys and a few hundred audit records.
+    let dev = start_dev_limited(&data, 512);
+    let client = dev.client();
+    let url = dev.url.clone();
+    let token = dev.token.clone();
+    let r = client
+        .post(format!("{url}/v1/keys"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"algorithm": "aes-256-gcm", "name": "k"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let encrypt = |i: usize| {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        async move {
+            client
+                .post(format!("{url}/v1/keys/k/encrypt"))
+                .bearer_auth(&token)
+                .header("x-request-id", format!("req-{i}"))
+                .json(&serde_json::json!({"plaintext": "aGVsbG8="}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for i in 0..5000 {
+        match encrypt(i).await {
+            200 => acknowledged.push(i),
+            503 => {
+                refused = Some(i);
+                break;
+            }
+            other => panic!("request {i}: {other}"),
+        }
+    }
+    let refused = refused.expect("the file size limit was never reached");
+    assert!(!acknowledged.is_empty());
+    let health = client.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["audit"]["status"], "error", "{body}");
+    assert!(body["audit"]["detail"].as_str().unwrap().contains("cannot be written"), "{body}");
+    assert_eq!(client.get(format!("{url}/readyz")).send().await.unwrap().status(), 503);
+    let metrics = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("ferrohsm_audit_writable 0"), "{metrics}");
+    assert_eq!(encrypt(refused + 1).await, 503, "still failing while the limit holds");
+
+    // Lift the limit: the log recovers without a restart.
+    let pid = dev.child.id().to_string();
+    let lifted = Command::new("prlimit").args(["--pid", &pid, "--fsize=unlimited"]).status();
+    assert!(lifted.unwrap().success());
+    let mut healthy = false;
+    for _ in 0..100 {
+        if client.get(format!("{url}/healthz")).send().await.unwrap().status() == 200 {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "health never recovered");
+    for i in 10_000..10_050 {
+        assert_eq!(encrypt(i).await, 200);
+        acknowledged.push(i);
+    }
+
+    // Every acknowledged request has its record, the chain verifies, and the recovery is
+    // itself recorded.
+    let auditor = Command::new(BIN)
+        .args(["token", "--sub", "audrey", "--role", "auditor", "--ttl", "5m", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let auditor = String::from_utf8(auditor.stdout).unwrap().trim().to_owned();
+    let verify: serde_json::Value = client
+        .get(format!("{url}/v1/audit/verify"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["valid"], true, "{verify}");
+    let export = client
+        .get(format!("{url}/v1/audit/export"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ids: std::collections::HashSet<String> = export
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["request_id"].as_str().map(str::to_owned))
+        .collect();
+    for i in &acknowledged {
+        assert!(ids.contains(&format!("req-{i}")), "acknowledged request {i} has no record");
+    }
+    assert!(export.contains("audit.recovered"), "the recovery is not recorded");
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
 }

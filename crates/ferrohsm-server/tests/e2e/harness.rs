@@ -69,11 +69,16 @@ pub struct TestServer {
 pub struct Options {
     pub client_auth: ClientAuth,
     pub policy: Option<String>,
+    pub refusal_interval: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { client_auth: ClientAuth::Optional, policy: None }
+        Options {
+            client_auth: ClientAuth::Optional,
+            policy: None,
+            refusal_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -171,6 +176,7 @@ impl TestServer {
             scheduler_interval: Duration::from_secs(3600),
             drain_timeout: Duration::from_secs(5),
             max_token_lifetime: Duration::from_secs(86_400),
+            refusal_interval: options.refusal_interval,
         };
         let server =
             Server::start(config, MasterKey::from_bytes(&[42u8; 32]).unwrap()).await.unwrap();

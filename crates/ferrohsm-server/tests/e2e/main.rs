@@ -5,6 +5,7 @@
 mod harness;
 
 mod auth;
+mod availability;
 mod dual_control;
 mod ops;
 mod reload;
