@@ -69,6 +69,7 @@ impl Env {
             drain_timeout: Duration::from_secs(5),
             max_token_lifetime: Duration::from_secs(86_400),
             refusal_interval: Duration::from_secs(60),
+            limits: Default::default(),
         };
         let server = Server::start(config, MasterKey::from_bytes(&MASTER).unwrap()).await.unwrap();
         let url = format!("https://localhost:{}", server.local_addr().port());

@@ -289,6 +289,7 @@ impl HsmBuilder {
             }),
         };
         hsm.refresh_token_revocations().await?;
+        record_quarantine(&hsm).await?;
         {
             // Writes aggregated refusals; ends when the last handle to the HSM is dropped.
             let weak = Arc::downgrade(&hsm.inner);
@@ -1253,7 +1254,12 @@ impl Hsm {
     }
 
     async fn load_approval(&self, id: uuid::Uuid) -> Result<Approval> {
-        let approval = self.inner.approvals.get(&id).await?.ok_or(Error::ApprovalNotFound(id))?;
+        let approval = match self.inner.approvals.get(&id).await {
+            Err(ferrohsm_store::Error::Corrupt { .. }) => {
+                return Err(Error::Forbidden(format!("approval {id} failed its integrity check")));
+            }
+            other => other?.ok_or(Error::ApprovalNotFound(id))?,
+        };
         self.check_approval(&approval)?;
         Ok(approval)
     }
@@ -1525,11 +1531,22 @@ impl Hsm {
         let ok = |detail: String| ComponentHealth { status: "ok".into(), detail };
         let bad = |detail: String| ComponentHealth { status: "error".into(), detail };
         let kind = self.inner.store.kind();
-        let store =
-            match self.inner.store.list(&ListQuery { limit: 1, ..ListQuery::default() }).await {
-                Ok(_) => ok(kind.to_owned()),
-                Err(e) => bad(format!("{kind}: {}", e.code())),
-            };
+        let damaged = self.damaged_records().len();
+        let store = match self
+            .inner
+            .store
+            .list(&ListQuery { limit: 1, ..ListQuery::default() })
+            .await
+        {
+            Ok(_) if damaged == 0 => ok(kind.to_owned()),
+            Ok(_) => ComponentHealth {
+                status: "degraded".into(),
+                detail: format!(
+                    "{kind}: {damaged} damaged records quarantined (their keys or approvals answer integrity; `ferrohsm-server check` names them)"
+                ),
+            },
+            Err(e) => bad(format!("{kind}: {}", e.code())),
+        };
         let audit_kind = self.inner.audit.kind();
         let audit = match (self.audit_failure(), self.inner.audit.latest_checkpoint().await) {
             (Some(reason), _) => bad(format!(
@@ -1595,6 +1612,21 @@ impl Hsm {
             counts.entry(state.as_str()).or_insert((state, 0)).1 += 1;
         }
         Ok(counts.into_values().collect())
+    }
+
+    /// Stored key records and approvals that could not be read when the HSM opened: each is
+    /// quarantined (left in place, refused with `integrity`) while everything else works.
+    pub fn damaged_records(&self) -> Vec<ferrohsm_store::DamagedRecord> {
+        let mut all = self.inner.store.damaged();
+        all.extend(self.inner.approvals.damaged());
+        all
+    }
+
+    /// Whether the HSM can answer requests: the audit log accepts records and the store
+    /// answers. (Damaged records or a rejected policy file degrade health but not readiness.)
+    pub async fn ready(&self) -> bool {
+        self.audit_failure().is_none()
+            && self.inner.store.list(&ListQuery { limit: 1, ..ListQuery::default() }).await.is_ok()
     }
 
     /// Why the audit sink refuses records right now, if it does (it retries by itself).
@@ -1723,7 +1755,11 @@ impl Hsm {
     /// Reads and integrity-checks a key.
     async fn load(&self, key: &KeyRef) -> Result<Arc<VerifiedKey>> {
         let record = match key {
-            KeyRef::Id(id) => self.inner.store.get(id).await?,
+            // A quarantined record answers `integrity`, like one whose tag fails.
+            KeyRef::Id(id) => self.inner.store.get(id).await.map_err(|e| match e {
+                ferrohsm_store::Error::Corrupt { .. } => Error::Integrity(*id),
+                other => other.into(),
+            })?,
             KeyRef::Name(name) => self.inner.store.find_by_name(name).await?,
         }
         .ok_or_else(|| Error::NotFound(key.to_string()))?;
@@ -1880,6 +1916,43 @@ impl Hsm {
             SignInput::Digest(d) => self.limit("digest", d.len()),
         }
     }
+}
+
+/// The most damaged records named one by one in the audit log at start-up.
+const MAX_QUARANTINE_RECORDS: usize = 100;
+
+/// Records every damaged record found at start-up (bounded; the rest in one summary).
+async fn record_quarantine(hsm: &Hsm) -> Result<()> {
+    let damaged = hsm.damaged_records();
+    let mut entries = Vec::new();
+    for d in damaged.iter().take(MAX_QUARANTINE_RECORDS) {
+        let mut entry = AuditEntry::new(
+            "system:store",
+            "store.quarantined",
+            Outcome::Error,
+            uuid::Uuid::now_v7().to_string(),
+        );
+        entry.key_id = d.id.clone().filter(|id| id.parse::<KeyId>().is_ok());
+        entry.message = Some(format!("quarantined {}: {}", d.path.display(), d.reason));
+        entries.push(entry);
+    }
+    if damaged.len() > MAX_QUARANTINE_RECORDS {
+        let mut entry = AuditEntry::new(
+            "system:store",
+            "store.quarantined",
+            Outcome::Error,
+            uuid::Uuid::now_v7().to_string(),
+        );
+        entry.message = Some(format!(
+            "{} more damaged records quarantined; `ferrohsm-server check` names them",
+            damaged.len() - MAX_QUARANTINE_RECORDS
+        ));
+        entries.push(entry);
+    }
+    for entry in entries {
+        hsm.inner.audit.append(entry).await.map_err(Error::AuditUnavailable)?;
+    }
+    Ok(())
 }
 
 /// Who a refusal is charged to: the actor, else the source address.

@@ -35,6 +35,7 @@
 mod audit;
 mod audit_read;
 mod cache;
+mod check;
 mod context;
 mod error;
 mod format;
@@ -49,6 +50,7 @@ pub mod wire;
 
 // Public interface:
 pub use audit::{danger_derive_audit_hmac_key, derive_audit_keys};
+pub use check::{CheckReport, check_data_dir};
 pub use context::{KeyRef, RequestContext};
 pub use error::{Error, Result};
 pub use ferrohsm_audit::AuditRecord;

@@ -845,10 +845,10 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
     if s.inner.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
-    if s.hsm().health().await.status == "ok" {
+    if s.hsm().ready().await {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the audit log or the store is failing")
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use ferrohsm_core::{MasterKey, TokenKey};
-use ferrohsm_server::{AppConfig, ClientAuth, Server, ServerConfig, TlsFiles, TokenSpec};
+use ferrohsm_server::{
+    AppConfig, ClientAuth, ConnectionLimits, Server, ServerConfig, TlsFiles, TokenSpec,
+};
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -34,7 +36,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API with a configuration file, environment and flags (flags win).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a local instance on 127.0.0.1 with a filesystem store in ./ferrohsm-data,
     /// creating a master key and a development certificate on first run, and print the URL,
     /// the CA file and an admin token.
@@ -47,6 +49,21 @@ enum Command {
     /// (`audit-hmac.key`, 0600, base64; it can forge HMACs, so hand it to auditors only) and the
     /// checkpoint public key (`audit-public.pem`).
     AuditKeys(AuditKeysArgs),
+    /// Check a data directory offline (stop the server first): every key record and version,
+    /// every approval and every audit segment. Prints each damaged one; exits 1 if any.
+    ///
+    /// Example: ferrohsm-server check --data-dir ./ferrohsm-data
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The data directory.
+    #[arg(long, env = "FERROHSM_DATA_DIR", default_value = "./ferrohsm-data")]
+    data_dir: PathBuf,
+    /// The master key file, if not DIR/master.key; else FERROHSM_MASTER_KEY.
+    #[arg(long, env = "FERROHSM_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -122,6 +139,22 @@ struct ServeArgs {
     /// record per source and reason [default: 60s].
     #[arg(long, env = "FERROHSM_REFUSAL_INTERVAL")]
     refusal_interval: Option<String>,
+    /// The longest a TLS handshake may take [default: 10s].
+    #[arg(long, env = "FERROHSM_HANDSHAKE_TIMEOUT")]
+    handshake_timeout: Option<String>,
+    /// The longest a client may take to send a request's headers, and to start the next
+    /// request on a kept-alive HTTP/1.1 connection [default: 10s].
+    #[arg(long, env = "FERROHSM_HEADER_TIMEOUT")]
+    header_timeout: Option<String>,
+    /// Connections with no traffic for this long are closed [default: 60s].
+    #[arg(long, env = "FERROHSM_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
+    /// Open connections in all [default: 10000].
+    #[arg(long, env = "FERROHSM_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open connections from one address [default: 256].
+    #[arg(long, env = "FERROHSM_MAX_CONNECTIONS_PER_ADDRESS")]
+    max_connections_per_address: Option<usize>,
 }
 
 #[derive(Clone, Copy, Deserialize, clap::ValueEnum)]
@@ -153,6 +186,11 @@ struct FileConfig {
     reload_interval: Option<String>,
     max_token_lifetime: Option<String>,
     refusal_interval: Option<String>,
+    handshake_timeout: Option<String>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
 }
 
 #[derive(Args)]
@@ -208,10 +246,11 @@ fn main() -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Dev(args) => dev(args).await,
             Command::Token(args) => token(args),
             Command::AuditKeys(args) => audit_keys(args),
+            Command::Check(args) => check(args).await,
         }
     });
     if let Some(provider) = tracer {
@@ -342,6 +381,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         refusal_interval: duration(
             args.refusal_interval.or(file.refusal_interval).as_deref().unwrap_or("60s"),
         )?,
+        limits: ConnectionLimits {
+            handshake_timeout: duration(
+                args.handshake_timeout.or(file.handshake_timeout).as_deref().unwrap_or("10s"),
+            )?,
+            header_timeout: duration(
+                args.header_timeout.or(file.header_timeout).as_deref().unwrap_or("10s"),
+            )?,
+            idle_timeout: duration(
+                args.idle_timeout.or(file.idle_timeout).as_deref().unwrap_or("60s"),
+            )?,
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(10_000),
+            max_connections_per_address: args
+                .max_connections_per_address
+                .or(file.max_connections_per_address)
+                .unwrap_or(256),
+        },
     };
     let server = Server::start(config, master).await.context("starting the server")?;
     server.run_until_signal().await;
@@ -391,6 +446,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(10),
         max_token_lifetime: Duration::from_secs(ferrohsm_server::MAX_TOKEN_TTL_SECONDS),
         refusal_interval: Duration::from_secs(60),
+        limits: ConnectionLimits::default(),
     };
     let server = Server::start(config, master).await.context("starting the server")?;
     let ca = std::fs::canonicalize(&certs.ca).unwrap_or(certs.ca);
@@ -440,6 +496,32 @@ fn master_for(data_dir: &Path, file: Option<&Path>) -> anyhow::Result<MasterKey>
         f.exists().then_some(f)
     });
     load_master_key(file.as_deref())
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let master = master_for(&args.data_dir, args.master_key_file.as_deref())?;
+    let report = ferrohsm_core::check_data_dir(&args.data_dir, &master)
+        .await
+        .with_context(|| format!("checking {}", args.data_dir.display()))?;
+    for problem in &report.problems {
+        println!("damaged: {problem}");
+    }
+    println!(
+        "checked {} keys ({} versions), {} approvals, {} audit records: {}",
+        report.keys,
+        report.versions,
+        report.approvals,
+        report.audit_records,
+        if report.problems.is_empty() {
+            "all intact".to_owned()
+        } else {
+            format!("{} damaged", report.problems.len())
+        }
+    );
+    if !report.problems.is_empty() {
+        bail!("{} damaged records in {}", report.problems.len(), args.data_dir.display());
+    }
+    Ok(())
 }
 
 fn audit_keys(args: AuditKeysArgs) -> anyhow::Result<()> {

@@ -47,6 +47,150 @@ pub struct ServerConfig {
     /// How often refusals beyond each source's small budget of audit records are written as
     /// one aggregated record per source and reason.
     pub refusal_interval: Duration,
+    /// Connection timeouts and caps.
+    pub limits: ConnectionLimits,
+}
+
+/// What one client may hold of the server's connections, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// The longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// The longest a client may take to send a request's headers (HTTP/1.1; also the wait
+    /// for the next request on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// A connection with no bytes in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections in all; beyond, new ones are closed at once.
+    pub max_connections: usize,
+    /// Open connections from one address; beyond, new ones from it are closed at once.
+    pub max_connections_per_address: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_address: 256,
+        }
+    }
+}
+
+/// Counts open connections, in all and per address; a slot is given back when dropped.
+#[derive(Debug)]
+struct ConnectionTable {
+    limits: ConnectionLimits,
+    open: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
+}
+
+struct Slot {
+    table: Arc<ConnectionTable>,
+    ip: std::net::IpAddr,
+}
+
+impl ConnectionTable {
+    fn admit(table: &Arc<ConnectionTable>, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut open = table.open.lock().unwrap_or_else(|p| p.into_inner());
+        let per_address = open.1.get(&ip).copied().unwrap_or(0);
+        if open.0 >= table.limits.max_connections
+            || per_address >= table.limits.max_connections_per_address
+        {
+            return None;
+        }
+        open.0 += 1;
+        *open.1.entry(ip).or_insert(0) += 1;
+        Some(Slot { table: table.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The connection's I/O with a clock of its last activity, for the idle timeout.
+struct Watched<T> {
+    inner: T,
+    last: Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
+}
+
+impl<T> Watched<T> {
+    fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        poll
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(poll, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        poll
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolves once the connection has seen no activity for `idle`.
+async fn idle_for(
+    last: Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
+    idle: Duration,
+) {
+    loop {
+        let quiet = epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last.load(std::sync::atomic::Ordering::Relaxed)));
+        if quiet >= idle {
+            return;
+        }
+        tokio::time::sleep(idle - quiet).await;
+    }
 }
 
 /// A running server.
@@ -97,8 +241,9 @@ impl Server {
         spawn_scheduler(hsm.clone(), config.scheduler_interval, stopped.clone());
         spawn_revocation_refresher(hsm.clone(), stopped.clone());
         let drain = config.drain_timeout;
+        let limits = config.limits;
         let task = tokio::spawn(async move {
-            accept_loop(listener, tls, app, stopped, drain).await;
+            accept_loop(listener, tls, app, stopped, drain, limits).await;
             if let Err(e) = hsm.shutdown().await {
                 tracing::error!(error = %e, "closing the audit log failed");
             }
@@ -151,8 +296,10 @@ async fn accept_loop(
     app: axum::Router,
     mut stopped: watch::Receiver<bool>,
     drain: Duration,
+    limits: ConnectionLimits,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let table = Arc::new(ConnectionTable { limits, open: Default::default() });
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -165,20 +312,32 @@ async fn accept_loop(
             },
             _ = stopped.changed() => break,
         };
+        let Some(slot) = ConnectionTable::admit(&table, peer.ip()) else {
+            metrics::counter!("ferrohsm_connections_refused_total").increment(1);
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let _slot = slot;
+            let epoch = std::time::Instant::now();
+            let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let tcp = Watched { inner: tcp, last: last.clone(), epoch };
+            let handshake = acceptor.accept(tcp);
+            let stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
             let info = conn_info(peer, stream.get_ref().1.peer_certificates());
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -186,10 +345,22 @@ async fn accept_loop(
                     app.clone().call(req)
                 },
             );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            builder.http2().timer(hyper_util::rt::TokioTimer::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                served = watcher.watch(conn.into_owned()) => {
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                () = idle_for(last, epoch, limits.idle_timeout) => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                }
             }
         });
     }

@@ -307,3 +307,104 @@ async fn a_full_audit_log_shows_in_health_and_recovers_by_itself() {
     assert!(export.contains("audit.recovered"), "the recovery is not recorded");
     tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
 }
+
+/// Issue 11: one damaged key record (and one damaged approval) no longer stops the server:
+/// they are quarantined and reported, every other key keeps working, the damaged key answers
+/// `integrity`, and `ferrohsm-server check` names every damaged record offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_records_are_quarantined_and_named_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ferrohsm-data");
+    let dev = start_dev(&data, &[]);
+    let client = dev.client();
+    let mut ids = Vec::new();
+    for name in ["broken", "edited", "fine"] {
+        let r: serde_json::Value = client
+            .post(format!("{}/v1/keys", dev.url))
+            .bearer_auth(&dev.token)
+            .json(&serde_json::json!({"algorithm": "aes-256-gcm", "name": name}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(r["id"].as_str().unwrap().to_owned());
+    }
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+
+    // Damage: garbage in one record, an edited (still valid JSON) field in another, and a
+    // garbage approval.
+    let record = |id: &str| data.join("keys").join("keys").join(format!("{id}.json"));
+    std::fs::write(record(&ids[0]), b"{\"id\": \"not what it was").unwrap();
+    let text = std::fs::read_to_string(record(&ids[1])).unwrap();
+    std::fs::write(record(&ids[1]), text.replace("\"edited\"", "\"edited2\"")).unwrap();
+    let approval = data.join("keys").join("approvals").join(format!("{}.json", uuid_like()));
+    std::fs::write(&approval, b"garbage").unwrap();
+
+    let dev = start_dev(&data, &[]);
+    let client = dev.client();
+    let health = client.get(format!("{}/healthz", dev.url)).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["store"]["status"], "degraded", "{health}");
+    assert!(health["store"]["detail"].as_str().unwrap().contains("2 damaged"), "{health}");
+    assert_eq!(client.get(format!("{}/readyz", dev.url)).send().await.unwrap().status(), 200);
+    let get = |key: String| {
+        let (client, url, token) = (client.clone(), dev.url.clone(), dev.token.clone());
+        async move {
+            let r = client.get(format!("{url}/v1/keys/{key}")).bearer_auth(token).send().await;
+            let r = r.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    assert_eq!(get(ids[0].clone()).await, (500, "integrity".to_owned()));
+    assert_eq!(get(ids[1].clone()).await, (500, "integrity".to_owned()));
+    assert_eq!(get("fine".into()).await.0, 200);
+    let r = client
+        .post(format!("{}/v1/keys/fine/encrypt", dev.url))
+        .bearer_auth(&dev.token)
+        .json(&serde_json::json!({"plaintext": "aGk="}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = client.get(format!("{}/metrics", dev.url)).send().await.unwrap();
+    assert!(metrics.text().await.unwrap().contains("ferrohsm_store_damaged_records 2"));
+    let export = client
+        .get(format!("{}/v1/audit/export", dev.url))
+        .bearer_auth(&dev.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(export.matches("store.quarantined").count(), 2, "{export}");
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+
+    // Offline, `check` names all three; on an intact directory it exits 0.
+    let out = Command::new(BIN).args(["check", "--data-dir"]).arg(&data).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(&format!("{}.json", ids[0])), "{stdout}");
+    assert!(
+        stdout.contains(&format!("key {}: its metadata fails the integrity tag", ids[1])),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&approval.display().to_string()), "{stdout}");
+    assert!(stdout.contains("3 damaged"), "{stdout}");
+    let clean = dir.path().join("clean");
+    let dev = start_dev(&clean, &[]);
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+    let out = Command::new(BIN).args(["check", "--data-dir"]).arg(&clean).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("all intact"), "{stdout}");
+}
+
+fn uuid_like() -> &'static str {
+    "01900000-0000-7000-8000-000000000001"
+}

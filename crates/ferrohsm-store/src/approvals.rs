@@ -29,6 +29,12 @@ pub trait ApprovalStore: Send + Sync + Debug {
 
     /// Up to `limit` approvals, newest first.
     async fn list(&self, limit: usize) -> Result<Vec<Approval>>;
+
+    /// Stored approvals that could not be read when the store opened (quarantined: reported,
+    /// and refused by id with [`Error::Corrupt`]).
+    fn damaged(&self) -> Vec<crate::DamagedRecord> {
+        Vec::new()
+    }
 }
 
 /// Checks that `next` may replace what is stored.
@@ -104,6 +110,7 @@ struct FileInner {
     approvals: RwLock<BTreeMap<Uuid, Approval>>,
     writer: Mutex<()>,
     counter: AtomicU64,
+    damaged: Vec<crate::DamagedRecord>,
     /// Keeps the data directory's lock (held by the key store) alive.
     _guard: Box<dyn Debug + Send + Sync>,
 }
@@ -114,6 +121,7 @@ impl FileApprovalStore {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(Error::io(&dir))?;
         let mut approvals = BTreeMap::new();
+        let mut damaged = Vec::new();
         let mut cleaned = false;
         for entry in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
             let path = entry.map_err(Error::io(&dir))?.path();
@@ -123,14 +131,29 @@ impl FileApprovalStore {
                 std::fs::remove_file(&path).map_err(Error::io(&path))?;
                 cleaned = true;
             } else if let Some(stem) = name.strip_suffix(".json") {
-                let corrupt = |reason: String| Error::Corrupt { path: path.clone(), reason };
                 let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
-                let approval: Approval =
-                    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-                if approval.id.to_string() != stem {
-                    return Err(corrupt("file name does not match the approval id".into()));
+                let parsed = serde_json::from_slice::<Approval>(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|a| {
+                        if a.id.to_string() == stem {
+                            Ok(a)
+                        } else {
+                            Err("file name does not match the approval id".to_owned())
+                        }
+                    });
+                match parsed {
+                    Ok(approval) => {
+                        approvals.insert(approval.id, approval);
+                    }
+                    Err(reason) => {
+                        tracing::error!(path = %path.display(), %reason, "quarantining a damaged approval");
+                        damaged.push(crate::DamagedRecord {
+                            path: path.clone(),
+                            id: Some(stem.to_owned()),
+                            reason,
+                        });
+                    }
                 }
-                approvals.insert(approval.id, approval);
             }
         }
         if cleaned {
@@ -142,6 +165,7 @@ impl FileApprovalStore {
                 approvals: RwLock::new(approvals),
                 writer: Mutex::new(()),
                 counter: AtomicU64::new(0),
+                damaged,
                 _guard: guard,
             }),
         })
@@ -184,6 +208,10 @@ impl ApprovalStore for FileApprovalStore {
     }
 
     async fn get(&self, id: &Uuid) -> Result<Option<Approval>> {
+        let name = id.to_string();
+        if let Some(d) = self.inner.damaged.iter().find(|d| d.id.as_deref() == Some(&name)) {
+            return Err(Error::Corrupt { path: d.path.clone(), reason: d.reason.clone() });
+        }
         Ok(self.inner.approvals.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned())
     }
 
@@ -193,5 +221,9 @@ impl ApprovalStore for FileApprovalStore {
 
     async fn list(&self, limit: usize) -> Result<Vec<Approval>> {
         Ok(newest(&self.inner.approvals, limit))
+    }
+
+    fn damaged(&self) -> Vec<crate::DamagedRecord> {
+        self.inner.damaged.clone()
     }
 }

@@ -43,6 +43,8 @@ struct Inner {
     writer: Mutex<()>,
     /// Makes temporary file names unique within the process.
     temp_counter: AtomicU64,
+    /// Records that could not be read at open: quarantined, reported, refused by id.
+    damaged: Vec<crate::DamagedRecord>,
     /// Holds the directory's exclusive lock for the store's lifetime.
     _lock: File,
 }
@@ -84,6 +86,7 @@ impl FileKeyStore {
         }
 
         let mut index = Index::default();
+        let mut damaged = Vec::new();
         let mut cleaned = false;
         let entries = std::fs::read_dir(&keys_dir).map_err(Error::io(&keys_dir))?;
         for entry in entries {
@@ -110,11 +113,27 @@ impl FileKeyStore {
                 }
                 cleaned = true;
             } else if let Some(stem) = name.strip_suffix(RECORD_EXT) {
-                let record = load_record(&path, stem)?;
-                if index.check_create_on_load(&record).is_err() {
-                    return Err(Error::Corrupt { path, reason: "duplicate id or name".into() });
+                // One damaged record must not take every other key offline: it is
+                // quarantined (left in place, reported, refused by id) and the rest load.
+                let loaded = load_record(&path, stem).and_then(|record| {
+                    index.check_create_on_load(&record).map_err(|_| Error::Corrupt {
+                        path: path.clone(),
+                        reason: "duplicate id or name".into(),
+                    })?;
+                    Ok(record)
+                });
+                match loaded {
+                    Ok(record) => index.apply(Arc::new(record)),
+                    Err(Error::Corrupt { path, reason }) => {
+                        tracing::error!(path = %path.display(), %reason, "quarantining a damaged key record");
+                        damaged.push(crate::DamagedRecord {
+                            path,
+                            id: Some(stem.to_owned()),
+                            reason,
+                        });
+                    }
+                    Err(e) => return Err(e),
                 }
-                index.apply(Arc::new(record));
             } else {
                 tracing::warn!(path = %path.display(), "ignoring an unexpected file in the key store");
             }
@@ -129,6 +148,7 @@ impl FileKeyStore {
                 index: RwLock::new(index),
                 writer: Mutex::new(()),
                 temp_counter: AtomicU64::new(0),
+                damaged,
                 _lock: lock,
             }),
         })
@@ -296,11 +316,20 @@ impl KeyStore for FileKeyStore {
     }
 
     async fn get(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>> {
+        if let Some(d) =
+            self.inner.damaged.iter().find(|d| d.id.as_deref() == Some(&id.to_string()))
+        {
+            return Err(Error::Corrupt { path: d.path.clone(), reason: d.reason.clone() });
+        }
         Ok(self.inner.read().get(id))
     }
 
     async fn find_by_name(&self, name: &KeyName) -> Result<Option<Arc<KeyRecord>>> {
         Ok(self.inner.read().find_by_name(name))
+    }
+
+    fn damaged(&self) -> Vec<crate::DamagedRecord> {
+        self.inner.damaged.clone()
     }
 
     async fn update(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {

@@ -86,12 +86,34 @@ pub trait KeyStore: Send + Sync + Debug {
 
     /// How many keys (tombstones included) the store holds.
     async fn count(&self) -> Result<usize>;
+
+    /// Stored records that could not be read when the store opened. They are quarantined:
+    /// left where they are for inspection, reported here, and their keys answer
+    /// [`Error::Corrupt`], while every other key keeps working.
+    fn damaged(&self) -> Vec<DamagedRecord> {
+        Vec::new()
+    }
+}
+
+/// A stored record that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRecord {
+    /// The file (or row) that holds it.
+    pub path: std::path::PathBuf,
+    /// The key or approval it belongs to, when its name says so.
+    pub id: Option<String>,
+    /// What is wrong with it.
+    pub reason: String,
 }
 
 #[async_trait]
 impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
     fn kind(&self) -> &'static str {
         (**self).kind()
+    }
+
+    fn damaged(&self) -> Vec<DamagedRecord> {
+        (**self).damaged()
     }
     async fn create(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
         (**self).create(record).await

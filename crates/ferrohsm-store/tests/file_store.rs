@@ -20,7 +20,7 @@ async fn a_data_directory_is_opened_by_one_store_at_a_time() {
 }
 
 #[tokio::test]
-async fn a_corrupt_record_stops_the_open_and_names_the_file() {
+async fn a_corrupt_record_is_quarantined_and_named_and_the_rest_opens() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileKeyStore::open(dir.path()).await.unwrap();
     let record = sample(Some("victim"), Algorithm::Aes256Gcm, &[]);
@@ -41,18 +41,25 @@ async fn a_corrupt_record_stops_the_open_and_names_the_file() {
             .replace("\"current_version\": 1", "\"current_version\": 5")
             .into_bytes(),
     ] {
+        // Issue 11: the store still opens; the record is quarantined, named, and refused by id.
         std::fs::write(&path, &corruption).unwrap();
-        match FileKeyStore::open(dir.path()).await {
+        let store = FileKeyStore::open(dir.path()).await.unwrap();
+        let damaged = store.damaged();
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].path, path);
+        assert_eq!(damaged[0].id.as_deref(), Some(record.id.to_string().as_str()));
+        match store.get(&record.id).await {
             Err(Error::Corrupt { path: named, .. }) => assert_eq!(named, path),
             other => panic!("expected Corrupt, got {other:?}"),
         }
+        assert_eq!(store.count().await.unwrap(), 0);
     }
-    // A record under another key's file name is corrupt too.
+    // A record under another key's file name is damaged too.
     std::fs::write(&path, &original).unwrap();
     let renamed =
         dir.path().join("keys").join(format!("{}.json", ferrohsm_store::KeyId::generate()));
     std::fs::rename(&path, &renamed).unwrap();
-    assert!(matches!(FileKeyStore::open(dir.path()).await, Err(Error::Corrupt { .. })));
+    assert_eq!(FileKeyStore::open(dir.path()).await.unwrap().damaged().len(), 1);
     std::fs::rename(&renamed, &path).unwrap();
     let store = FileKeyStore::open(dir.path()).await.unwrap();
     assert_eq!(store.get(&record.id).await.unwrap().map(|r| (*r).clone()), Some(record));

@@ -4,6 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use ferrohsm_server::ConnectionLimits;
+
 use crate::harness::{Options, TestServer};
 
 async fn metrics_text(server: &TestServer) -> String {
@@ -122,4 +124,105 @@ async fn bad_token_floods_are_aggregated_in_the_audit_log() {
         refused[1],
         records.len()
     );
+}
+
+/// A TLS connection to the test server (for hand-written HTTP).
+async fn tls_connect(
+    server: &TestServer,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(server.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let addr = server.url.trim_start_matches("https://localhost:");
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{addr}")).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+fn limited(limits: ConnectionLimits) -> Options {
+    Options { limits, ..Options::default() }
+}
+
+/// Headers trickled one byte at a time are cut off at the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_headers_are_cut_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let header_timeout = Duration::from_secs(1);
+    let server = TestServer::start_with(limited(ConnectionLimits {
+        header_timeout,
+        ..ConnectionLimits::default()
+    }))
+    .await;
+    let mut tls = tls_connect(&server).await;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    // Trickle a header for up to 20 s, one byte every 200 ms; the server must hang up first.
+    let trickle = "X-Slow: ".to_owned() + &"a".repeat(100);
+    let mut closed = false;
+    for byte in trickle.bytes() {
+        if tls.write_all(&[byte]).await.is_err() || tls.flush().await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {
+                // A 408 or similar answer before closing also counts as cut off.
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "trickled headers were still accepted after 20 s");
+}
+
+/// Thousands of idle connections from one address do not stop another client's requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_per_address_and_closed() {
+    use tokio::io::AsyncReadExt as _;
+    let server = TestServer::start_with(limited(ConnectionLimits {
+        handshake_timeout: Duration::from_secs(2),
+        max_connections_per_address: 64,
+        ..ConnectionLimits::default()
+    }))
+    .await;
+    let port: u16 = server.url.trim_start_matches("https://localhost:").parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        idle.push(socket.connect(([127, 0, 0, 1], port).into()).await.unwrap());
+    }
+    // Another client is served while they hang.
+    let api = server.api(&server.token("olga", &["operator"]));
+    assert_eq!(api.get("/v1/keys").await.status, 200);
+    // All but 64 were turned away at once by the per-address cap.
+    let text = metrics_text(&server).await;
+    let refused: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ferrohsm_connections_refused_total "))
+        .unwrap_or_else(|| panic!("no refused-connection counter: {text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(refused >= 1936.0, "{refused} connections refused");
+    // Every idle connection is closed: beyond the cap at once, the rest at the handshake
+    // timeout.
+    for (i, conn) in idle.iter_mut().enumerate() {
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("idle connection {i} was never closed"));
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+    assert_eq!(api.get("/v1/keys").await.status, 200);
 }

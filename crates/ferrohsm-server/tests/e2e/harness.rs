@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ferrohsm_core::MasterKey;
-use ferrohsm_server::{AppConfig, ClientAuth, Server, ServerConfig, TlsFiles, TokenSpec};
+use ferrohsm_server::{
+    AppConfig, ClientAuth, ConnectionLimits, Server, ServerConfig, TlsFiles, TokenSpec,
+};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde_json::{Value, json};
 
@@ -70,6 +72,7 @@ pub struct Options {
     pub client_auth: ClientAuth,
     pub policy: Option<String>,
     pub refusal_interval: Duration,
+    pub limits: ConnectionLimits,
 }
 
 impl Default for Options {
@@ -78,6 +81,7 @@ impl Default for Options {
             client_auth: ClientAuth::Optional,
             policy: None,
             refusal_interval: Duration::from_secs(60),
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -177,6 +181,7 @@ impl TestServer {
             drain_timeout: Duration::from_secs(5),
             max_token_lifetime: Duration::from_secs(86_400),
             refusal_interval: options.refusal_interval,
+            limits: options.limits,
         };
         let server =
             Server::start(config, MasterKey::from_bytes(&[42u8; 32]).unwrap()).await.unwrap();
