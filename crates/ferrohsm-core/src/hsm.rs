@@ -1556,15 +1556,18 @@ impl Hsm {
             (None, Err(e)) => bad(format!("{audit_kind}: {e}")),
         };
         let seal = ok(format!("master key {}", self.master_key_fingerprint()));
+        let since = rfc3339(self.inner.policy.in_force_since());
         let policy = match self.policy_error() {
             None => match self.inner.policy.staged() {
-                None => ok("in force".into()),
+                None => ok(format!("in force since {since}")),
                 Some(staged) => ok(format!(
-                    "in force; a changed file (sha256 {}) awaits approval {}",
+                    "in force since {since}; a changed file (sha256 {}) awaits approval {}",
                     staged.candidate.sha256, staged.approval
                 )),
             },
-            Some(e) => bad(format!("previous policy in force; the file failed: {e}")),
+            Some(e) => {
+                bad(format!("the policy of {since} stays in force; the changed file failed: {e}"))
+            }
         };
         let healthy = [&store, &audit, &policy].iter().all(|c| c.status == "ok");
         Health {
@@ -1574,6 +1577,8 @@ impl Hsm {
             audit,
             seal,
             policy,
+            keyset: None,
+            jobs: None,
         }
     }
 
@@ -1916,6 +1921,10 @@ impl Hsm {
             SignInput::Digest(d) => self.limit("digest", d.len()),
         }
     }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// The most damaged records named one by one in the audit log at start-up.

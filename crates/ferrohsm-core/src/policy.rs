@@ -17,6 +17,8 @@ pub(crate) struct PolicyHandle {
     last_error: RwLock<Option<String>>,
     /// A changed file waiting for approval (when `manage_policy` is under dual control).
     staged: Mutex<Option<Staged>>,
+    /// When the policy in force was put in force.
+    since: RwLock<time::OffsetDateTime>,
     pub(crate) limiter: RateLimiter,
 }
 
@@ -47,6 +49,7 @@ impl PolicyHandle {
             seen: Mutex::new(None),
             last_error: RwLock::new(None),
             staged: Mutex::new(None),
+            since: RwLock::new(time::OffsetDateTime::now_utc()),
             limiter,
         }
     }
@@ -119,9 +122,15 @@ impl PolicyHandle {
             Arc::new(DefaultPolicyEngine::new(candidate.policy));
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = candidate.stamp;
         *self.staged.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.since.write().unwrap_or_else(|p| p.into_inner()) = time::OffsetDateTime::now_utc();
         if let Some(path) = &self.file {
             tracing::info!(path = %path.display(), "policy reloaded");
         }
+    }
+
+    /// When the policy in force was put in force.
+    pub(crate) fn in_force_since(&self) -> time::OffsetDateTime {
+        *self.since.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The candidate waiting for approval, if any.

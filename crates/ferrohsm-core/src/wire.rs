@@ -833,6 +833,14 @@ pub struct Health {
     pub seal: ComponentHealth,
     /// The policy: `ok`, or the error that keeps the previous policy in force.
     pub policy: ComponentHealth,
+    /// The JWT keyset file, when one is configured: `ok`, or the error that keeps the
+    /// previous keyset in force (frontends fill it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyset: Option<ComponentHealth>,
+    /// Background jobs (reloads, scheduler): `ok`, or which failed last and why (frontends
+    /// fill it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<ComponentHealth>,
 }
 
 /// One component's health.

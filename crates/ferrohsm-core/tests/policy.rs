@@ -329,6 +329,9 @@ async fn policy_changes_apply_without_restart_and_a_broken_file_keeps_the_old_po
     let err = hsm.reload_policy().await.unwrap_err();
     assert!(err.to_string().contains("line 5, tag_policy[0].roles"), "{err}");
     assert!(hsm.policy_error().unwrap().contains("unknown role"));
+    let health = hsm.health().await.policy;
+    assert_eq!(health.status, "error");
+    assert!(health.detail.contains("stays in force; the changed file failed"), "{health:?}");
     hsm.encrypt(&who("svc-b", "service"), &k, b"x", b"").await.unwrap();
     std::fs::write(&path, grant("svc-a")).unwrap();
     hsm.reload_policy().await.unwrap();

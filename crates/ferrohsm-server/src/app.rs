@@ -43,6 +43,7 @@ pub struct AppState {
 struct StateInner {
     hsm: Hsm,
     auth: Arc<Authenticator>,
+    jobs: Arc<crate::serve::Jobs>,
     metrics: Metrics,
     issuer: String,
     timeout: Duration,
@@ -74,11 +75,17 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// Builds the shared state.
-    pub fn new(hsm: Hsm, auth: Arc<Authenticator>, config: &AppConfig) -> Self {
+    pub fn new(
+        hsm: Hsm,
+        auth: Arc<Authenticator>,
+        jobs: Arc<crate::serve::Jobs>,
+        config: &AppConfig,
+    ) -> Self {
         AppState {
             inner: Arc::new(StateInner {
                 hsm,
                 auth,
+                jobs,
                 metrics: Metrics::global(),
                 issuer: config.issuer.clone(),
                 timeout: config.timeout,
@@ -832,7 +839,14 @@ async fn jwks(State(s): State<AppState>) -> Json<JwkSet> {
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
     responses((status = 200, description = "OK", body = Health), (status = 503, description = "Unavailable", body = Health)))]
 async fn healthz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
-    let health = s.hsm().health().await;
+    let mut health = s.hsm().health().await;
+    health.keyset = s.auth().health();
+    let jobs = s.inner.jobs.health();
+    let failing = health.keyset.as_ref().is_some_and(|k| k.status != "ok") || jobs.status != "ok";
+    health.jobs = Some(jobs);
+    if failing {
+        health.status = "degraded".into();
+    }
     let status =
         if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(health))

@@ -274,6 +274,8 @@ pub struct Authenticator {
     own_kid: String,
     own: Accepted,
     verified: std::sync::Mutex<TokenCache>,
+    /// When the keyset in force was loaded, and why the file was last refused (until it loads).
+    status: RwLock<(OffsetDateTime, Option<String>)>,
 }
 
 /// Verified tokens by SHA-256. The generation changes with every keyset reload, so a
@@ -343,6 +345,7 @@ impl Authenticator {
             own_kid: key.kid().to_owned(),
             own,
             verified: std::sync::Mutex::new(TokenCache::default()),
+            status: RwLock::new((OffsetDateTime::now_utc(), None)),
         })
     }
 
@@ -354,7 +357,14 @@ impl Authenticator {
         if now == current {
             return Ok(false);
         }
-        let keys = load_keyset(path, &self.issuer)?;
+        let keys = match load_keyset(path, &self.issuer) {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.status.write().unwrap_or_else(|p| p.into_inner()).1 = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        *self.status.write().unwrap_or_else(|p| p.into_inner()) = (OffsetDateTime::now_utc(), None);
         *self.keyset.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(Keyset { keys, modified: now });
         let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
@@ -474,6 +484,27 @@ impl Authenticator {
             return Err(AuthFailure::RoleNotGranted);
         }
         Ok(VerifiedToken { claims, own })
+    }
+
+    /// The keyset file's health, when there is one: when the keyset in force was loaded, and
+    /// why a changed file was refused.
+    pub fn health(&self) -> Option<ferrohsm_core::wire::ComponentHealth> {
+        self.file.as_ref()?;
+        let (since, error) = self.status.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let since =
+            since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        Some(match error {
+            None => ferrohsm_core::wire::ComponentHealth {
+                status: "ok".into(),
+                detail: format!("keyset of {since} in force"),
+            },
+            Some(e) => ferrohsm_core::wire::ComponentHealth {
+                status: "error".into(),
+                detail: format!(
+                    "the keyset of {since} stays in force; the changed file failed: {e}"
+                ),
+            },
+        })
     }
 
     /// The audience tokens must name.

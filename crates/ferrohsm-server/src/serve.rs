@@ -229,7 +229,8 @@ impl Server {
             &config.audience,
             config.keyset_file.clone(),
         )?);
-        let state = AppState::new(hsm.clone(), auth.clone(), &config.app);
+        let jobs = Arc::new(Jobs::default());
+        let state = AppState::new(hsm.clone(), auth.clone(), jobs.clone(), &config.app);
         let app = router(state.clone(), config.app.max_body);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -237,9 +238,7 @@ impl Server {
         let addr =
             listener.local_addr().map_err(|e| Error::Io { what: "listener".into(), source: e })?;
         let (stop, stopped) = watch::channel(false);
-        spawn_reloader(tls.clone(), auth, config.reload_interval, stopped.clone());
-        spawn_scheduler(hsm.clone(), config.scheduler_interval, stopped.clone());
-        spawn_revocation_refresher(hsm.clone(), stopped.clone());
+        spawn_jobs(tls.clone(), auth, hsm.clone(), &config, jobs, &stopped);
         let drain = config.drain_timeout;
         let limits = config.limits;
         let task = tokio::spawn(async move {
@@ -386,67 +385,120 @@ fn conn_info(
     }
 }
 
-fn spawn_reloader(
-    tls: Arc<TlsState>,
-    auth: Arc<Authenticator>,
+/// The background jobs' last outcomes, for `/healthz` and metrics: a job that fails (or
+/// panics) is reported and runs again at its next tick; it never dies silently.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    failing: std::sync::Mutex<std::collections::BTreeMap<&'static str, (String, String)>>,
+}
+
+impl Jobs {
+    fn outcome(&self, job: &'static str, result: std::result::Result<(), String>) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => {
+                failing.remove(job);
+            }
+            Err(e) => {
+                metrics::counter!("ferrohsm_background_job_failures_total", "job" => job)
+                    .increment(1);
+                tracing::warn!(job, error = %e, "background job failed; it runs again at its next tick");
+                let at = time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                failing.insert(job, (e, at));
+            }
+        }
+    }
+
+    /// `ok`, or the failing jobs with their last error and its time.
+    pub fn health(&self) -> ferrohsm_core::wire::ComponentHealth {
+        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if failing.is_empty() {
+            return ferrohsm_core::wire::ComponentHealth {
+                status: "ok".into(),
+                detail: "running".into(),
+            };
+        }
+        let detail: Vec<String> =
+            failing.iter().map(|(job, (e, at))| format!("{job} failed at {at}: {e}")).collect();
+        ferrohsm_core::wire::ComponentHealth { status: "error".into(), detail: detail.join("; ") }
+    }
+}
+
+/// Runs `job` every `every` until stopped. Each run is its own task, so a panic is caught and
+/// reported like an error, and the next run still happens.
+fn spawn_job<F, Fut>(
+    name: &'static str,
     every: Duration,
+    jobs: Arc<Jobs>,
     mut stopped: watch::Receiver<bool>,
-) {
+    job: F,
+) where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = std::result::Result<(), String>> + Send + 'static,
+{
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = stopped.changed() => break,
             }
+            let outcome = match tokio::spawn(job()).await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => Err("the job panicked".to_owned()),
+                Err(e) => Err(e.to_string()),
+            };
+            jobs.outcome(name, outcome);
+        }
+    });
+}
+
+fn spawn_jobs(
+    tls: Arc<TlsState>,
+    auth: Arc<Authenticator>,
+    hsm: Hsm,
+    config: &ServerConfig,
+    jobs: Arc<Jobs>,
+    stopped: &watch::Receiver<bool>,
+) {
+    spawn_job("tls-reload", config.reload_interval, jobs.clone(), stopped.clone(), move || {
+        let tls = tls.clone();
+        async move {
             match tls.reload_if_changed() {
                 Ok(true) => tracing::info!("TLS files reloaded"),
                 Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "TLS reload failed; keeping the previous files")
-                }
+                Err(e) => return Err(format!("{e}; keeping the previous files")),
             }
+            Ok(())
+        }
+    });
+    spawn_job("keyset-reload", config.reload_interval, jobs.clone(), stopped.clone(), move || {
+        let auth = auth.clone();
+        async move {
             match auth.reload_if_changed() {
                 Ok(true) => tracing::info!("JWT keyset reloaded"),
                 Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "keyset reload failed; keeping the previous keyset")
-                }
+                Err(e) => return Err(format!("{e}; keeping the previous keyset")),
             }
+            Ok(())
         }
     });
-}
-
-/// Re-reads token revocations every second, so one made through another replica sharing the
-/// store takes effect here within a second (this replica's own take effect at once).
-fn spawn_revocation_refresher(hsm: Hsm, mut stopped: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stopped.changed() => break,
-            }
-            if let Err(e) = hsm.refresh_token_revocations().await {
-                tracing::warn!(error = %e, "reading token revocations failed; keeping the ones in force");
-            }
-        }
+    // Revocations made through another replica sharing the store take effect within a second
+    // (this replica's own take effect at once).
+    let refresh = hsm.clone();
+    spawn_job("revocations", Duration::from_secs(1), jobs.clone(), stopped.clone(), move || {
+        let hsm = refresh.clone();
+        async move { hsm.refresh_token_revocations().await.map_err(|e| e.to_string()) }
     });
-}
-
-fn spawn_scheduler(hsm: Hsm, every: Duration, mut stopped: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let ctx = RequestContext::local("system:scheduler");
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stopped.changed() => break,
-            }
+    spawn_job("scheduler", config.scheduler_interval, jobs, stopped.clone(), move || {
+        let hsm = hsm.clone();
+        async move {
+            let ctx = RequestContext::local("system:scheduler");
             let now = time::OffsetDateTime::now_utc();
-            if let Err(e) = hsm.purge_due(&ctx, now).await {
-                tracing::warn!(error = %e, "scheduled purge failed");
-            }
-            if let Err(e) = hsm.rotate_due(&ctx, now).await {
-                tracing::warn!(error = %e, "scheduled rotation failed");
-            }
+            let purged = hsm.purge_due(&ctx, now).await.map(|_| ());
+            let rotated = hsm.rotate_due(&ctx, now).await.map(|_| ());
+            purged.and(rotated).map_err(|e| e.to_string())
         }
     });
 }

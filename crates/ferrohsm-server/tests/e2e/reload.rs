@@ -40,15 +40,28 @@ async fn a_changed_keyset_is_picked_up_and_a_broken_one_ignored() {
     std::fs::write(&server.keyset_path, &text).unwrap();
     assert!(eventually(async || get().await == 200).await, "the new key was not picked up");
 
-    // A broken file leaves the previous keyset in force.
+    // A broken file leaves the previous keyset in force, and health says so (issue 11).
     std::fs::write(&server.keyset_path, "this is not toml [[[").unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(get().await, 200);
+    let health = server.client().get(format!("{}/healthz", server.url)).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["keyset"]["status"], "error", "{health}");
+    let detail = health["keyset"]["detail"].as_str().unwrap();
+    assert!(detail.contains("stays in force") && detail.contains("keyset"), "{detail}");
+    assert_eq!(health["jobs"]["status"], "error", "{health}");
+    assert!(health["jobs"]["detail"].as_str().unwrap().contains("keyset-reload failed at"));
 
     // Removing the key revokes its tokens at once, although the server had verified (and
     // remembered) this one.
     std::fs::write(&server.keyset_path, keyset_toml(&server.signers, server.dir.path())).unwrap();
     assert!(eventually(async || get().await == 401).await, "the removed key still works");
+    let healthy = async || {
+        let url = format!("{}/healthz", server.url);
+        server.client().get(url).send().await.unwrap().status() == 200
+    };
+    assert!(eventually(healthy).await, "health did not recover with a good keyset");
 }
 
 #[tokio::test]
