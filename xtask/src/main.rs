@@ -4,6 +4,8 @@
 //!   snapshot, then every workspace test. It installs what it needs (cargo-deny, and the Python
 //!   OpenAPI validator the server's tests call) when absent, and finally runs the README's
 //!   operator walk-through against a real dev server.
+//! - `fuzz [SECONDS] [TARGET]`: the stable-Rust fuzzer of `fuzz/` in release, for longer
+//!   than the smoke run `test` includes.
 //! - `bench`: the criterion benchmarks and the REST load test (`bench load` runs only the
 //!   latter), then one table of results, also written as JSON to `target/bench/`.
 //!
@@ -27,6 +29,15 @@ fn main() -> Result<()> {
     match task.as_str() {
         "test" | "ci" => test(&root),
         "bench" => bench::run(&root, std::env::args().nth(2).as_deref() == Some("load")),
+        "fuzz" => {
+            let seconds = std::env::args().nth(2).unwrap_or_else(|| "300".into());
+            let mut args = vec!["run", "--release", "-p", "ferrohsm-fuzz", "--", &seconds];
+            let target = std::env::args().nth(3);
+            if let Some(t) = &target {
+                args.push(t);
+            }
+            run(&root, "cargo", &args)
+        }
         _ => {
             eprintln!("usage: cargo xtask <test|ci|bench>");
             eprintln!("  test   fmt check, clippy -D warnings, cargo deny, every test");
@@ -35,6 +46,9 @@ fn main() -> Result<()> {
                 "  bench  criterion benchmarks and the REST load test; table on stdout, JSON in target/bench/"
             );
             eprintln!("  bench load   only the REST load test");
+            eprintln!(
+                "  fuzz [SECONDS] [TARGET]   fuzz every parser of untrusted input (default 300 s; the smoke run is part of test)"
+            );
             bail!("unknown task {task:?}")
         }
     }

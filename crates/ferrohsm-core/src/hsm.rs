@@ -15,7 +15,7 @@ use ferrohsm_store::{
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument as _;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use ferrohsm_audit::{AuditEntry, AuditSink, Checkpoint, MemoryAuditSink, Outcome};
@@ -85,6 +85,10 @@ struct Inner {
     revoked: std::sync::RwLock<std::collections::HashSet<(TokenMatch, String)>>,
     max_token_lifetime: Duration,
     refusals: Refusals,
+    nonce_budget: NonceBudget,
+    /// AES-GCM encryptions per (key, version) since start (starting from the persisted
+    /// reservation), and the versions whose automatic rotation has started.
+    nonces: std::sync::Mutex<NonceTable>,
     cache: KeyCache,
     max_payload: usize,
     destruction_grace: Duration,
@@ -104,6 +108,7 @@ pub struct HsmBuilder {
     revocations: Option<Arc<dyn TokenRevocationStore>>,
     max_token_lifetime: Duration,
     refusal_interval: std::time::Duration,
+    nonce_budget: NonceBudget,
     master_key: Option<MasterKey>,
     max_payload: usize,
     destruction_grace: Duration,
@@ -169,6 +174,13 @@ impl HsmBuilder {
     /// (default one minute).
     pub fn refusal_interval(mut self, interval: std::time::Duration) -> Self {
         self.refusal_interval = interval.max(std::time::Duration::from_millis(10));
+        self
+    }
+
+    /// The AES-GCM random-nonce budget (default: NIST SP 800-38D's 2^32 invocations per key
+    /// version). Tests use small budgets.
+    pub fn nonce_budget(mut self, budget: NonceBudget) -> Self {
+        self.nonce_budget = budget;
         self
     }
 
@@ -283,6 +295,8 @@ impl HsmBuilder {
                 revoked: Default::default(),
                 max_token_lifetime: self.max_token_lifetime,
                 refusals: Refusals::new(self.refusal_interval),
+                nonce_budget: self.nonce_budget,
+                nonces: Default::default(),
                 cache: KeyCache::new(self.cache_capacity),
                 max_payload: self.max_payload,
                 destruction_grace: self.destruction_grace,
@@ -339,6 +353,7 @@ impl Hsm {
             revocations: None,
             max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             refusal_interval: crate::refusals::DEFAULT_REFUSAL_INTERVAL,
+            nonce_budget: NonceBudget::default(),
             master_key: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             destruction_grace: DEFAULT_DESTRUCTION_GRACE,
@@ -757,6 +772,7 @@ impl Hsm {
             };
             let (verified, version) =
                 self.usable(ctx, key, Operation::Encrypt, Usage::Encrypt, None, params).await?;
+            self.take_nonce(&verified.record, version).await?;
             let secret = self.secret(&verified, version)?;
             let body = secret.encrypt(plaintext, aad).map_err(crypto_error(Operation::Encrypt))?;
             Ok(Encrypted {
@@ -1875,6 +1891,7 @@ impl Hsm {
             state: VersionState::Active,
             public_key,
             sealed: Some(sealed),
+            encryptions_reserved: 0,
         })
     }
 
@@ -1906,6 +1923,66 @@ impl Hsm {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Counts one AES-GCM encryption (one random nonce) under `version`: refused at the
+    /// budget's limit, a new block reserved in the stored record before the count passes
+    /// what is reserved (so a crash loses at most a block, counted as used), and an automatic
+    /// rotation started when the count reaches `rotate_at`.
+    async fn take_nonce(&self, record: &KeyRecord, version: u32) -> Result<()> {
+        let budget = self.inner.nonce_budget;
+        let reserved = record.version(version).map_or(0, |v| v.encryptions_reserved);
+        let key = (record.id, version);
+        let (count, rotate) = {
+            let mut nonces = self.inner.nonces.lock().unwrap_or_else(|p| p.into_inner());
+            let count = nonces.0.entry(key).or_insert(reserved);
+            if *count >= budget.limit {
+                return Err(Error::InvalidState {
+                    key: record.id,
+                    state: record.state,
+                    detail: format!(
+                        " (version {version} used its {} AES-GCM encryptions; rotate the key)",
+                        budget.limit
+                    ),
+                    operation: Operation::Encrypt,
+                });
+            }
+            *count += 1;
+            let count = *count;
+            let rotate = count >= budget.rotate_at && nonces.1.insert(key);
+            (count, rotate)
+        };
+        if count > reserved {
+            let target = count.saturating_add(budget.reserve).min(budget.limit);
+            self.modify(&KeyRef::Id(record.id), |old, next| {
+                let stored = old.version(version).map_or(0, |v| v.encryptions_reserved);
+                if let Some(v) = next.versions.iter_mut().find(|v| v.version == version) {
+                    v.encryptions_reserved = stored.max(target);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        if rotate {
+            let hsm = self.clone();
+            let id = record.id;
+            tokio::spawn(async move {
+                let ctx = RequestContext::local("system:nonce-budget");
+                if let Err(e) = hsm.rotate_key(&ctx, &KeyRef::Id(id)).await {
+                    tracing::error!(key = %id, error = %e, "rotating a key near its AES-GCM nonce budget failed");
+                    hsm.inner.nonces.lock().unwrap_or_else(|p| p.into_inner()).1.remove(&key);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The largest share of its AES-GCM nonce budget any key version has used (0 to 1), for
+    /// metrics.
+    pub fn nonce_budget_used(&self) -> f64 {
+        let nonces = self.inner.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let max = nonces.0.values().copied().max().unwrap_or(0);
+        max as f64 / self.inner.nonce_budget.limit.max(1) as f64
     }
 
     fn limit(&self, what: &'static str, actual: usize) -> Result<()> {
@@ -2123,6 +2200,27 @@ fn crypto_error(operation: Operation) -> impl Fn(ferrohsm_crypto::Error) -> Erro
             Error::Unsupported { operation, algorithm }
         }
         other => Error::Crypto(other),
+    }
+}
+
+/// Encryptions counted per key version, and the versions whose rotation has started.
+type NonceTable = (HashMap<(KeyId, u32), u64>, HashSet<(KeyId, u32)>);
+
+/// How many AES-GCM encryptions (random 96-bit nonces) one key version may perform. NIST SP
+/// 800-38D caps random-nonce use at 2^32 invocations per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonceBudget {
+    /// Encryptions are refused at this count.
+    pub limit: u64,
+    /// The key is rotated automatically when a version reaches this count.
+    pub rotate_at: u64,
+    /// How many encryptions are reserved (persisted) at a time.
+    pub reserve: u64,
+}
+
+impl Default for NonceBudget {
+    fn default() -> Self {
+        NonceBudget { limit: 1 << 32, rotate_at: (1 << 32) - (1 << 26), reserve: 1 << 20 }
     }
 }
 

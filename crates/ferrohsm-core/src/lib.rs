@@ -78,7 +78,7 @@ pub use ferrohsm_store::{
 };
 pub use hsm::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_DESTRUCTION_GRACE, DEFAULT_MAX_PAYLOAD,
-    DEFAULT_MAX_TOKEN_LIFETIME, Hsm, HsmBuilder, MAX_TOKEN_LIFETIME, TokenGrant,
+    DEFAULT_MAX_TOKEN_LIFETIME, Hsm, HsmBuilder, MAX_TOKEN_LIFETIME, NonceBudget, TokenGrant,
 };
 pub use token::TokenKey;
 pub use validate::{
@@ -89,6 +89,12 @@ pub use wire::{
     CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,
     VersionInfo, Wrapped,
 };
+
+/// Parses a `fhsm:v<N>:<base64>` ciphertext or wrapped key into its version and body (for
+/// tools and fuzzing; decryption parses the same way).
+pub fn parse_ciphertext(text: &str) -> Result<(u32, Vec<u8>)> {
+    format::parse(text)
+}
 
 /// The default crypto provider (aws-lc-rs), for frontends that verify audit logs offline or
 /// derive keys from a master key without opening an HSM.

@@ -123,6 +123,10 @@ pub struct VersionInfo {
     /// Whether its material exists.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub state: VersionState,
+    /// AES-GCM encryptions this version has used or reserved (at most 2^32; the key rotates
+    /// automatically before that).
+    #[serde(default)]
+    pub encryptions: u64,
 }
 
 impl From<&KeyRecord> for KeyInfo {
@@ -146,6 +150,7 @@ impl From<&KeyRecord> for KeyInfo {
                     version: v.version,
                     created_at: v.created_at,
                     state: v.state,
+                    encryptions: v.encryptions_reserved,
                 })
                 .collect(),
             created_at: r.created_at,

@@ -68,10 +68,25 @@ pub struct KeysetError {
     message: String,
 }
 
+/// Checks a keyset file's text as the server would load it (keys given as files are looked
+/// up in the current directory); the number of keys. For tools and fuzzing.
+pub fn check_keyset(text: &str, own_issuer: &str) -> Result<usize, KeysetError> {
+    parse_keyset(Path::new("keyset.toml"), text, own_issuer).map(|k| k.len())
+}
+
 fn load_keyset(path: &Path, own_issuer: &str) -> Result<HashMap<String, Accepted>, KeysetError> {
     let fail = |message: String| KeysetError { path: path.display().to_string(), message };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let file: KeysetFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    parse_keyset(path, &text, own_issuer)
+}
+
+fn parse_keyset(
+    path: &Path,
+    text: &str,
+    own_issuer: &str,
+) -> Result<HashMap<String, Accepted>, KeysetError> {
+    let fail = |message: String| KeysetError { path: path.display().to_string(), message };
+    let file: KeysetFile = toml::from_str(text).map_err(|e| fail(e.to_string()))?;
     let mut keys = HashMap::new();
     for entry in file.keys {
         let kid = entry.kid.clone();

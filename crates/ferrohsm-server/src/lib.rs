@@ -32,8 +32,8 @@ mod tls;
 pub use app::{AppConfig, AppState, ConnInfo, openapi_document, router};
 pub use auth::{
     Audience, AuthFailure, Authenticator, CLOCK_SKEW_SECONDS, Claims, KeysetError, MAX_MINT_CHAIN,
-    MAX_TOKEN_TTL_SECONDS, RESERVED_ISSUERS, TokenSpec, UnsignedToken, VerifiedToken, finish_token,
-    unsigned_token,
+    MAX_TOKEN_TTL_SECONDS, RESERVED_ISSUERS, TokenSpec, UnsignedToken, VerifiedToken, check_keyset,
+    finish_token, unsigned_token,
 };
 pub use error::ApiError;
 pub use serve::{ConnectionLimits, Jobs, Server, ServerConfig};

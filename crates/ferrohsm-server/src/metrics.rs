@@ -74,6 +74,7 @@ impl Metrics {
         metrics::counter!("ferrohsm_audit_records_total").absolute(written);
         metrics::counter!("ferrohsm_audit_write_failures_total").absolute(failed);
         metrics::gauge!("ferrohsm_store_damaged_records").set(hsm.damaged_records().len() as f64);
+        metrics::gauge!("ferrohsm_aes_gcm_nonce_budget_used_max").set(hsm.nonce_budget_used());
         let writable = if hsm.audit_failure().is_none() { 1.0 } else { 0.0 };
         metrics::gauge!("ferrohsm_audit_writable").set(writable);
         let policy_ok = if hsm.policy_error().is_none() { 1.0 } else { 0.0 };

@@ -156,6 +156,7 @@ fn version(n: u32, algorithm: Algorithm) -> KeyVersion {
             ciphertext: vec![n as u8; 60],
             hmac: vec![7; 32],
         }),
+        encryptions_reserved: 0,
     }
 }
 
@@ -289,12 +290,19 @@ pub async fn versions_are_immutable(h: &impl Harness) {
         assert!(matches!(result, Err(Error::InvalidRecord { .. })), "{result:?} for {attempt:?}");
         assert_eq!(stored(&store, &record.id).await, record, "a refused write changes nothing");
     }
-    // Mutable metadata may change.
+    // Mutable metadata may change, and a version's encryption count may grow (issue 11)…
     let mut r = next(&record);
     r.description = "new description".into();
     r.tags.insert("team".into(), "payments".into());
+    r.versions[0].encryptions_reserved = 1 << 20;
     store.update(r.clone()).await.unwrap();
-    assert_eq!(stored(&store, &record.id).await, r);
+    assert_eq!(stored(&store, &r.id).await, r);
+    // …but never shrink.
+    let mut shrunk = next(&r);
+    shrunk.versions[0].encryptions_reserved = 5;
+    let result = store.update(shrunk).await;
+    assert!(matches!(result, Err(Error::InvalidRecord { .. })), "{result:?}");
+    assert_eq!(stored(&store, &r.id).await, r);
 }
 
 /// Rotation appends a version and makes it current; rollback points back at an older one and

@@ -83,6 +83,15 @@ pub struct KeyVersion {
     pub public_key: Option<Vec<u8>>,
     /// The sealed material; `None` once destroyed.
     pub sealed: Option<SealedMaterial>,
+    /// How many AES-GCM encryptions (each with a random nonce) this version has used or
+    /// reserved. Reserved in blocks ahead of use, so a crash loses at most a block of count
+    /// (counted as used); it only ever grows. Zero for other algorithms.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub encryptions_reserved: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 mod option_b64 {
@@ -140,6 +149,9 @@ struct CanonicalVersion<'a> {
     /// The sealed material's own HMAC binds its content; including it here binds the version
     /// list to exactly this material.
     sealed_hmac: Option<String>,
+    /// Left out while zero, so records written before the field existed keep their tags.
+    #[serde(skip_serializing_if = "is_zero")]
+    encryptions_reserved: &'a u64,
 }
 
 impl KeyRecord {
@@ -168,13 +180,21 @@ impl KeyRecord {
         let versions = versions
             .iter()
             .map(|v| {
-                let KeyVersion { version, created_at, state, public_key, sealed } = v;
+                let KeyVersion {
+                    version,
+                    created_at,
+                    state,
+                    public_key,
+                    sealed,
+                    encryptions_reserved,
+                } = v;
                 CanonicalVersion {
                     version: *version,
                     created_at,
                     state,
                     public_key: public_key.as_deref().map(b64::encode),
                     sealed_hmac: sealed.as_ref().map(|s| b64::encode(&s.hmac)),
+                    encryptions_reserved,
                 }
             })
             .collect();
@@ -269,10 +289,18 @@ impl KeyRecord {
             return Err(Error::IllegalTransition { from: self.state, to: next.state });
         }
         for (old, new) in self.versions.iter().zip(&next.versions) {
-            if old != new {
+            // Everything but the encryption count is immutable, and the count only grows.
+            let same = KeyVersion { encryptions_reserved: old.encryptions_reserved, ..new.clone() };
+            if *old != same {
                 return Err(Error::InvalidRecord {
                     id: self.id,
                     reason: format!("version {} is immutable", old.version),
+                });
+            }
+            if new.encryptions_reserved < old.encryptions_reserved {
+                return Err(Error::InvalidRecord {
+                    id: self.id,
+                    reason: format!("the encryption count of version {} only grows", old.version),
                 });
             }
         }

@@ -1,0 +1,94 @@
+//! Issue 11: AES-GCM random nonces are counted per key version (persisted in reserved blocks,
+//! so a crash loses at most a block, counted as used); the key rotates before the limit and
+//! encryption is refused at it (NIST SP 800-38D: 2^32 random-nonce invocations per key).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failure should stop the test"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{ctx, master};
+use ferrohsm_core::{Algorithm, CreateKey, Hsm, KeyRef, MemoryKeyStore, NonceBudget};
+
+async fn hsm_with(budget: NonceBudget) -> Hsm {
+    Hsm::builder()
+        .store(Arc::new(MemoryKeyStore::new()))
+        .master_key(master(7))
+        .nonce_budget(budget)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn aes(hsm: &Hsm) -> KeyRef {
+    let key = hsm.create_key(&ctx(), CreateKey::new(Algorithm::Aes256Gcm)).await.unwrap();
+    KeyRef::Id(key.id)
+}
+
+#[tokio::test]
+async fn encryption_is_refused_at_the_limit_and_decryption_still_works() {
+    let hsm = hsm_with(NonceBudget { limit: 10, rotate_at: u64::MAX, reserve: 4 }).await;
+    let k = aes(&hsm).await;
+    let mut last = None;
+    for _ in 0..10 {
+        last = Some(hsm.encrypt(&ctx(), &k, b"x", b"").await.unwrap());
+    }
+    let err = hsm.encrypt(&ctx(), &k, b"x", b"").await.unwrap_err();
+    assert_eq!(err.code(), "invalid_state");
+    assert!(err.to_string().contains("used its 10 AES-GCM encryptions"), "{err}");
+    let info = hsm.describe_key(&ctx(), &k).await.unwrap();
+    assert_eq!(info.versions[0].encryptions, 10, "the whole budget is recorded");
+    let ct = last.unwrap().ciphertext;
+    assert_eq!(hsm.decrypt(&ctx(), &k, &ct, b"").await.unwrap().plaintext.expose(), b"x");
+}
+
+#[tokio::test]
+async fn the_key_rotates_before_the_limit() {
+    let hsm = hsm_with(NonceBudget { limit: 20, rotate_at: 12, reserve: 5 }).await;
+    let k = aes(&hsm).await;
+    for _ in 0..12 {
+        hsm.encrypt(&ctx(), &k, b"x", b"").await.unwrap();
+    }
+    let mut rotated = false;
+    for _ in 0..200 {
+        if hsm.describe_key(&ctx(), &k).await.unwrap().current_version == 2 {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(rotated, "no automatic rotation");
+    let e = hsm.encrypt(&ctx(), &k, b"x", b"").await.unwrap();
+    assert!(e.ciphertext.starts_with("fhsm:v2:"));
+    let info = hsm.describe_key(&ctx(), &k).await.unwrap();
+    assert!((12..=20).contains(&info.versions[0].encryptions), "{:?}", info.versions);
+    assert!(hsm.nonce_budget_used() >= 0.6, "{}", hsm.nonce_budget_used());
+}
+
+#[tokio::test]
+async fn counts_survive_a_restart_with_at_most_one_block_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = NonceBudget { limit: 1000, rotate_at: u64::MAX, reserve: 8 };
+    let open =
+        || Hsm::builder().data_dir(dir.path()).master_key(master(8)).nonce_budget(budget).build();
+    let hsm = open().await.unwrap();
+    let k = aes(&hsm).await;
+    for _ in 0..3 {
+        hsm.encrypt(&ctx(), &k, b"x", b"").await.unwrap();
+    }
+    hsm.shutdown().await.unwrap();
+    drop(hsm);
+    // As if the process had crashed: what was reserved counts as used.
+    let hsm = open().await.unwrap();
+    let before = hsm.describe_key(&ctx(), &k).await.unwrap().versions[0].encryptions;
+    assert!((3..=3 + 8).contains(&before), "{before}");
+    hsm.encrypt(&ctx(), &k, b"x", b"").await.unwrap();
+    let after = hsm.describe_key(&ctx(), &k).await.unwrap().versions[0].encryptions;
+    assert!(after > before, "the count resumed from the reservation: {before} -> {after}");
+}
