@@ -708,7 +708,7 @@ async fn audit_records(
 ) -> Result<Json<AuditPage>, ApiError> {
     let q: AuditQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
-    Ok(Json(s.hsm().audit_records(&ctx, q).await?))
+    Ok(Json(off_runtime(s.hsm(), async move |hsm| hsm.audit_records(&ctx, q).await).await?))
 }
 
 /// Verify the server's audit log: chain, HMACs and checkpoint signatures.
@@ -718,7 +718,7 @@ async fn audit_verify(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
 ) -> Result<Json<AuditVerification>, ApiError> {
-    Ok(Json(s.hsm().verify_audit(&ctx).await?))
+    Ok(Json(off_runtime(s.hsm(), async move |hsm| hsm.verify_audit(&ctx).await).await?))
 }
 
 /// The latest signed checkpoint and the key that verifies it.
@@ -762,9 +762,144 @@ fn checkpoint_response(s: &AppState, checkpoint: Option<Checkpoint>) -> Json<Che
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
     responses((status = 200, description = "OK", content_type = "application/x-ndjson", body = String), (status = 403, description = "Forbidden", body = ErrorBody)))]
 async fn audit_export(State(s): State<AppState>, Ctx(ctx): Ctx) -> Result<Response, ApiError> {
-    let mut out = Vec::new();
-    s.hsm().export_audit(&ctx, &mut out).await?;
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+    // The export runs on the blocking pool and writes 64 KiB chunks into a small bounded
+    // queue that the response body drains: memory stays bounded whatever the log's size, and
+    // a slow client slows the export down instead of buffering it.
+    let (chunks, mut body) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let hsm = s.hsm().clone();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut out =
+            ChunkWriter { chunks: chunks.clone(), buffer: Vec::with_capacity(EXPORT_CHUNK) };
+        let result = handle.block_on(hsm.export_audit(&ctx, &mut out));
+        let last = match result {
+            Ok(_) => out.flush_chunk().map(|()| Chunk::Done),
+            Err(e) => Ok(Chunk::Failed(ApiError::from(e))),
+        };
+        if let Ok(last) = last {
+            let _ = chunks.blocking_send(last);
+        }
+    });
+    // The first message decides the status: an error before any byte is an error response.
+    let first = body.recv().await.unwrap_or(Chunk::Done);
+    let first = match first {
+        Chunk::Failed(e) => return Err(e),
+        Chunk::Data(bytes) => Some(bytes),
+        Chunk::Done => None,
+    };
+    let stream = ExportStream { first, body, done: false };
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream))
+        .into_response())
+}
+
+/// The size of one streamed export chunk.
+const EXPORT_CHUNK: usize = 64 * 1024;
+
+/// What the export thread sends to the response body.
+enum Chunk {
+    Data(axum::body::Bytes),
+    Failed(ApiError),
+    Done,
+}
+
+/// Writes the export into the bounded queue, one chunk at a time. It runs on a blocking-pool
+/// thread, outside async code, so it may block on a full queue.
+struct ChunkWriter {
+    chunks: tokio::sync::mpsc::Sender<Chunk>,
+    buffer: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn flush_chunk(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(EXPORT_CHUNK));
+        // `blocking_send` would refuse inside `block_on`; a blocking-pool thread may park.
+        let chunk = Chunk::Data(axum::body::Bytes::from(data));
+        let mut pending = Some(chunk);
+        while let Some(chunk) = pending.take() {
+            match self.chunks.try_send(chunk) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(chunk)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    pending = Some(chunk);
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(std::io::Error::other("the client went away"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= EXPORT_CHUNK {
+            self.flush_chunk()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The response body of an export: the first chunk, then the rest as they come.
+struct ExportStream {
+    first: Option<axum::body::Bytes>,
+    body: tokio::sync::mpsc::Receiver<Chunk>,
+    done: bool,
+}
+
+impl futures_core::Stream for ExportStream {
+    type Item = std::io::Result<axum::body::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(first)));
+        }
+        if self.done {
+            return std::task::Poll::Ready(None);
+        }
+        match self.body.poll_recv(cx) {
+            std::task::Poll::Ready(Some(Chunk::Data(bytes))) => {
+                std::task::Poll::Ready(Some(Ok(bytes)))
+            }
+            std::task::Poll::Ready(Some(Chunk::Failed(e))) => {
+                // Mid-stream: the body ends with an error (the client sees a cut export,
+                // which `ferrohsm audit verify` reports as a torn last line).
+                self.done = true;
+                std::task::Poll::Ready(Some(Err(std::io::Error::other(format!("{e:?}")))))
+            }
+            std::task::Poll::Ready(Some(Chunk::Done) | None) => {
+                self.done = true;
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Runs an audit read on the blocking pool: reading, parsing and verifying the log is disk
+/// and CPU work that must not hold an async worker, where health checks and every other
+/// request run.
+async fn off_runtime<T: Send + 'static>(
+    hsm: &Hsm,
+    work: impl AsyncFnOnce(Hsm) -> ferrohsm_core::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let hsm = hsm.clone();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(work(hsm)))
+        .await
+        .map_err(|e| ApiError::internal(format!("audit read task: {e}")))?
+        .map_err(ApiError::from)
 }
 
 // ----- Tokens --------------------------------------------------------------------------------

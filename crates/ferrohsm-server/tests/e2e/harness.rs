@@ -73,6 +73,8 @@ pub struct Options {
     pub policy: Option<String>,
     pub refusal_interval: Duration,
     pub limits: ConnectionLimits,
+    /// Audit records written into the data directory before the server starts.
+    pub audit_records: usize,
 }
 
 impl Default for Options {
@@ -82,8 +84,37 @@ impl Default for Options {
             policy: None,
             refusal_interval: Duration::from_secs(60),
             limits: ConnectionLimits::default(),
+            audit_records: 0,
         }
     }
+}
+
+/// Fills `data`'s audit log with `n` records (each a key listing by a local caller), through
+/// the core on the same master key the server uses.
+async fn fill_audit_log(data: &Path, n: usize) {
+    let hsm = ferrohsm_core::Hsm::builder()
+        .data_dir(data)
+        .master_key(MasterKey::from_bytes(&[42u8; 32]).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let lanes = 64;
+    let tasks: Vec<_> = (0..lanes)
+        .map(|lane| {
+            let hsm = hsm.clone();
+            tokio::spawn(async move {
+                let ctx = ferrohsm_core::RequestContext::local("filler");
+                let query = ferrohsm_core::ListQuery { limit: 1, ..Default::default() };
+                for _ in (lane..n).step_by(lanes) {
+                    hsm.list_keys(&ctx, &query).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    hsm.shutdown().await.unwrap();
 }
 
 pub fn keyset_toml(signers: &Signers, dir: &Path) -> String {
@@ -162,6 +193,9 @@ impl TestServer {
             std::fs::write(&path, text).unwrap();
             path
         });
+        if options.audit_records > 0 {
+            fill_audit_log(&dir.path().join("data"), options.audit_records).await;
+        }
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: Some(dir.path().join("data")),
