@@ -112,7 +112,16 @@ pub struct FileAuditSink {
     latest: Arc<Mutex<Option<Checkpoint>>>,
     recovery: Option<Recovery>,
     failed: Failed,
+    index: Index,
 }
+
+/// Record positions every [`INDEX_STRIDE`] records (and at each segment's start): sequence
+/// number to (segment number, byte offset). Kept by the writer as it writes and by readers
+/// as they scan, so reading from any record starts at most a stride before it.
+type Index = Arc<Mutex<std::collections::BTreeMap<u64, (u64, u64)>>>;
+
+/// Records between two index points.
+const INDEX_STRIDE: u64 = 256;
 
 /// How often a failed log tries to recover (re-reading its last segment and cutting what was
 /// never acknowledged) while it keeps failing.
@@ -165,6 +174,7 @@ impl FileAuditSink {
                 "audit log: cut off a torn tail left by a crash");
         }
 
+        let index: Index = Arc::new(Mutex::new(first_records(&segments)));
         let chain = Chain::resume(provider, keys, state.seq, state.head);
         let latest = Arc::new(Mutex::new(state.checkpoint.clone()));
         let failed: Failed = Arc::new(Mutex::new(None));
@@ -181,6 +191,7 @@ impl FileAuditSink {
             checkpointed_seq: state.checkpoint.as_ref().map_or(0, |c| c.seq),
             last_checkpoint: Instant::now(),
             failed: failed.clone(),
+            index: index.clone(),
             last_recovery: None,
             syncer: sync_sender,
             _lock: lock,
@@ -204,6 +215,7 @@ impl FileAuditSink {
             latest,
             recovery,
             failed: sink_failed,
+            index,
         })
     }
 
@@ -297,6 +309,48 @@ impl AuditSink for FileAuditSink {
         failure(&self.failed)
     }
 
+    async fn export_after(&self, after: u64, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
+        let target = after.saturating_add(1);
+        let start = self
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(..=target)
+            .next_back()
+            .map(|(_, at)| *at);
+        let Some((first, offset)) = start else { return self.export(out).await };
+        let mut lines = 0;
+        for (number, path) in segments(&self.dir)?.into_iter().filter(|(n, _)| *n >= first) {
+            let mut file = File::open(&path).map_err(Error::io(&path))?;
+            let mut position = if number == first { offset } else { 0 };
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(position))
+                .map_err(Error::io(&path))?;
+            let mut reader = BufReader::new(file);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = reader.read_until(b'\n', &mut line).map_err(Error::io(&path))?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    break;
+                }
+                // Learn index points on the way (a segment written before this process).
+                if let Some(seq) = record_seq(&line)
+                    && seq.is_multiple_of(INDEX_STRIDE)
+                {
+                    self.index
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(seq)
+                        .or_insert((number, position));
+                }
+                position += n as u64;
+                out.write_all(&line).map_err(Error::io("export"))?;
+                lines += 1;
+            }
+        }
+        Ok(lines)
+    }
+
     async fn close(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Close(tx))?;
@@ -356,6 +410,7 @@ struct Writer {
     checkpointed_seq: u64,
     last_checkpoint: Instant,
     failed: Failed,
+    index: Index,
     last_recovery: Option<Instant>,
     syncer: mpsc::Sender<Pending>,
     _lock: File,
@@ -442,6 +497,13 @@ impl Writer {
         let mut encode_error = None;
         for (entry, reply) in appends {
             let record = self.chain.seal(entry);
+            let offset = self.bytes + buffer.len() as u64;
+            if record.seq.is_multiple_of(INDEX_STRIDE) || offset == 0 {
+                self.index
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(record.seq, (self.number, offset));
+            }
             match to_line(&record) {
                 Ok(line) => buffer.extend_from_slice(line.as_bytes()),
                 Err(e) => encode_error = Some(e.to_string()),
@@ -511,6 +573,8 @@ impl Writer {
         let length = file.metadata().map_err(Error::io(&self.path))?.len();
         let dropped = self.chain.seq().saturating_sub(tail.seq);
         self.chain.reset(tail.seq, tail.head);
+        // Positions of records that were never kept are forgotten.
+        self.index.lock().unwrap_or_else(|p| p.into_inner()).retain(|seq, _| *seq <= tail.seq);
         let cut = torn.map_or(0, |r| r.discarded_bytes);
         let mut entry = AuditEntry::new(
             "system:audit",
@@ -672,6 +736,32 @@ struct Tail {
     seq: u64,
     head: [u8; 32],
     checkpoint: Option<Checkpoint>,
+}
+
+/// The sequence number of a record line, read cheaply (the line's `"seq":` field).
+fn record_seq(line: &[u8]) -> Option<u64> {
+    if !line.starts_with(br#"{"type":"record","#) {
+        return None;
+    }
+    let at = line.windows(6).position(|w| w == b"\"seq\":")? + 6;
+    let digits: Vec<u8> =
+        line.get(at..)?.iter().copied().take_while(u8::is_ascii_digit).take(20).collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// Where each segment's first record is (its first line), as index points.
+fn first_records(segments: &[(u64, PathBuf)]) -> std::collections::BTreeMap<u64, (u64, u64)> {
+    let mut points = std::collections::BTreeMap::new();
+    for (number, path) in segments {
+        let Ok(file) = File::open(path) else { continue };
+        let mut line = Vec::new();
+        if BufReader::new(file).read_until(b'\n', &mut line).is_ok()
+            && let Some(seq) = record_seq(&line)
+        {
+            points.insert(seq, (*number, 0));
+        }
+    }
+    points
 }
 
 /// Reads a segment's lines, checking that records link; with `repair`, cuts off a torn tail.

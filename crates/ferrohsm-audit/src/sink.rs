@@ -30,6 +30,14 @@ pub trait AuditSink: Send + Sync + Debug {
     /// Writes every line of the log (records and checkpoints, oldest first) as NDJSON.
     async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64>;
 
+    /// Like [`AuditSink::export`], but may skip lines before record `after + 1` (an indexed
+    /// sink starts near it, so reading one page costs about one page). A write error from
+    /// `out` (a reader that has what it needs) ends the export with that error.
+    async fn export_after(&self, after: u64, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
+        let _ = after;
+        self.export(out).await
+    }
+
     /// Checkpoints and closes the sink; later appends fail with `Unavailable`.
     async fn close(&self) -> Result<()>;
 

@@ -332,3 +332,53 @@ async fn a_quiet_log_is_checkpointed_after_the_interval() {
     }
     assert_eq!(sink.latest_checkpoint().await.unwrap().map(|c| c.seq), Some(1));
 }
+
+/// Issue 11: reading from a record on starts near it (an index of record positions), and
+/// still yields every later record in order, across segments and after a reopen.
+#[tokio::test]
+async fn reads_from_a_record_start_near_it_and_miss_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || FileAuditConfig::new(dir.path()).segment_max_bytes(40_000);
+    let sink = open(config());
+    for i in 1..=2_000 {
+        sink.append(entry(i)).await.unwrap();
+    }
+    assert!(segment_files(dir.path()).unwrap().len() > 5, "several segments");
+    let seqs = |bytes: &[u8]| -> Vec<u64> {
+        bytes
+            .lines()
+            .map(|l| l.unwrap())
+            .filter(|l| l.starts_with(r#"{"type":"record""#))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(&l).unwrap()["seq"].as_u64().unwrap()
+            })
+            .collect()
+    };
+    let check = |after: u64, bytes: &[u8]| {
+        let got = seqs(bytes);
+        let from = got.iter().position(|s| *s == after + 1).unwrap_or_else(|| panic!("{after}"));
+        assert_eq!(got[from..], (after + 1..=2_000).collect::<Vec<_>>()[..], "after {after}");
+        // Started near the record: at most one index stride (or a segment's start) before it.
+        assert!(from <= 256, "after {after}: {from} records read before it");
+    };
+    for after in [0, 1, 255, 256, 257, 999, 1_500, 1_999] {
+        let mut out = Vec::new();
+        sink.export_after(after, &mut out).await.unwrap();
+        check(after, &out);
+    }
+    sink.close().await.unwrap();
+    drop(sink);
+    // After a reopen only segment starts are known; readers learn the rest as they go.
+    let sink = open(config());
+    for after in [700, 700, 1_234] {
+        let mut out = Vec::new();
+        sink.export_after(after, &mut out).await.unwrap();
+        let got = seqs(&out);
+        let from = got.iter().position(|s| *s == after + 1).unwrap();
+        assert_eq!(got[from..], (after + 1..=2_000).collect::<Vec<_>>()[..]);
+    }
+    // Past the end: nothing after it.
+    let mut out = Vec::new();
+    sink.export_after(5_000, &mut out).await.unwrap();
+    assert!(seqs(&out).iter().all(|s| *s <= 2_000));
+}

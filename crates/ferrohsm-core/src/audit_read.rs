@@ -52,6 +52,11 @@ impl PageWriter {
         })
     }
 
+    /// The cursor's record: the page starts after it.
+    pub(crate) fn after(&self) -> u64 {
+        self.after
+    }
+
     fn matches(&self, r: &AuditRecord) -> bool {
         let q = &self.query;
         r.seq > self.after
@@ -93,6 +98,10 @@ impl Write for PageWriter {
             start += end + 1;
         }
         self.partial = data[start..].to_vec();
+        if self.more {
+            // Full: tell the reader to stop (the caller knows this is not a failure).
+            return Err(std::io::Error::other("the page is full"));
+        }
         Ok(buf.len())
     }
 

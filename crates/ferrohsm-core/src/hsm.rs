@@ -1323,7 +1323,13 @@ impl Hsm {
         self.run(ctx, Operation::ReadAudit, None, async {
             self.authorize(ctx, Operation::ReadAudit, None, None, Vec::new).await?;
             let mut page = PageWriter::new(query)?;
-            self.inner.audit.export(&mut page).await.map_err(Error::AuditUnavailable)?;
+            let after = page.after();
+            match self.inner.audit.export_after(after, &mut page).await {
+                Ok(_) => {}
+                // The page refused more lines: it is full, and the read stops there.
+                Err(_) if page.more => {}
+                Err(e) => return Err(Error::AuditUnavailable(e)),
+            }
             let _ = std::io::Write::flush(&mut page);
             Ok(AuditPage { next_cursor: page.next_cursor(), records: page.records })
         })
