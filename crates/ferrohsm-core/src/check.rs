@@ -89,6 +89,16 @@ pub async fn check_data_dir(dir: &Path, master: &MasterKey) -> Result<CheckRepor
         }
     }
 
+    // A damaged revocation stops the server (it fails closed): name it here.
+    if let Err(e) = store.token_revocation_store().await {
+        match e {
+            ferrohsm_store::Error::Corrupt { path, reason } => {
+                report.problems.push(format!("token revocation {}: {reason}", path.display()));
+            }
+            other => return Err(other.into()),
+        }
+    }
+
     let segments = audit_segments(&dir.join("audit"))?;
     // A log that was opened but never written holds nothing to verify.
     let written = segments.iter().any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));

@@ -312,7 +312,10 @@ impl HsmBuilder {
                 loop {
                     tokio::time::sleep(every).await;
                     let Some(inner) = weak.upgrade() else { break };
-                    flush_refusals(&inner).await;
+                    let flush = tokio::spawn(async move { flush_refusals(&inner).await });
+                    if let Err(e) = flush.await {
+                        tracing::error!(error = %e, "writing aggregated refusals panicked; it runs again");
+                    }
                 }
             });
         }
@@ -330,8 +333,16 @@ impl HsmBuilder {
                 loop {
                     tokio::time::sleep(poll).await;
                     let Some(inner) = weak.upgrade() else { break };
-                    // Failures are recorded and shown in health; the watcher keeps going.
-                    let _ = Hsm { inner }.policy_file_changed(false).await;
+                    // Failures are recorded and shown in health; each check is its own task,
+                    // so even a panic is reported and the watcher keeps going.
+                    let check = tokio::spawn({
+                        let hsm = Hsm { inner: inner.clone() };
+                        async move { hsm.policy_file_changed(false).await }
+                    });
+                    if let Err(e) = check.await {
+                        tracing::error!(error = %e, "the policy file check panicked; it runs again");
+                        inner.policy.set_error(format!("the policy file check failed: {e}"));
+                    }
                 }
             });
         }

@@ -133,6 +133,11 @@ impl PolicyHandle {
         *self.since.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records why the policy file could not be checked (shown by health until a reload).
+    pub(crate) fn set_error(&self, error: String) {
+        *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
     /// The candidate waiting for approval, if any.
     pub(crate) fn staged(&self) -> Option<Staged> {
         self.staged.lock().unwrap_or_else(|p| p.into_inner()).clone()

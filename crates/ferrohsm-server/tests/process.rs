@@ -385,7 +385,10 @@ async fn damaged_records_are_quarantined_and_named_by_check() {
     assert_eq!(export.matches("store.quarantined").count(), 2, "{export}");
     tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
 
-    // Offline, `check` names all three; on an intact directory it exits 0.
+    // A damaged revocation would stop the server (revocations fail closed); check names it.
+    let revocation = data.join("keys").join("revocations").join(format!("{}.json", uuid_like()));
+    std::fs::write(&revocation, b"{").unwrap();
+    // Offline, `check` names all four; on an intact directory it exits 0.
     let out = Command::new(BIN).args(["check", "--data-dir"]).arg(&data).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -395,7 +398,8 @@ async fn damaged_records_are_quarantined_and_named_by_check() {
         "{stdout}"
     );
     assert!(stdout.contains(&approval.display().to_string()), "{stdout}");
-    assert!(stdout.contains("3 damaged"), "{stdout}");
+    assert!(stdout.contains(&format!("token revocation {}", revocation.display())), "{stdout}");
+    assert!(stdout.contains("4 damaged"), "{stdout}");
     let clean = dir.path().join("clean");
     let dev = start_dev(&clean, &[]);
     tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,7 +10,7 @@ use async_trait::async_trait;
 use ferrohsm_policy::Approval;
 use uuid::Uuid;
 
-use crate::file::{atomic_replace, sync_dir};
+use crate::file::{atomic_replace, read_json_dir};
 use crate::{Error, Result};
 
 /// Persists approvals. Every update must be the stored approval's successor (revision plus
@@ -117,47 +116,22 @@ struct FileInner {
 
 impl FileApprovalStore {
     pub(crate) fn open_blocking(dir: PathBuf, guard: Box<dyn Debug + Send + Sync>) -> Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(Error::io(&dir))?;
         let mut approvals = BTreeMap::new();
         let mut damaged = Vec::new();
-        let mut cleaned = false;
-        for entry in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
-            let path = entry.map_err(Error::io(&dir))?.path();
-            let name =
-                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if name.ends_with(".tmp") {
-                std::fs::remove_file(&path).map_err(Error::io(&path))?;
-                cleaned = true;
-            } else if let Some(stem) = name.strip_suffix(".json") {
-                let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
-                let parsed = serde_json::from_slice::<Approval>(&bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|a| {
-                        if a.id.to_string() == stem {
-                            Ok(a)
-                        } else {
-                            Err("file name does not match the approval id".to_owned())
-                        }
+        for file in read_json_dir::<Approval>(&dir, |a| a.id.to_string())? {
+            match file.parsed {
+                Ok(approval) => {
+                    approvals.insert(approval.id, approval);
+                }
+                Err(reason) => {
+                    tracing::error!(path = %file.path.display(), %reason, "quarantining a damaged approval");
+                    damaged.push(crate::DamagedRecord {
+                        path: file.path,
+                        id: Some(file.stem),
+                        reason,
                     });
-                match parsed {
-                    Ok(approval) => {
-                        approvals.insert(approval.id, approval);
-                    }
-                    Err(reason) => {
-                        tracing::error!(path = %path.display(), %reason, "quarantining a damaged approval");
-                        damaged.push(crate::DamagedRecord {
-                            path: path.clone(),
-                            id: Some(stem.to_owned()),
-                            reason,
-                        });
-                    }
                 }
             }
-        }
-        if cleaned {
-            sync_dir(&dir)?;
         }
         Ok(FileApprovalStore {
             inner: Arc::new(FileInner {

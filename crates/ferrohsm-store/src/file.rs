@@ -301,6 +301,51 @@ fn wipe_file(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(Error::io(path))
 }
 
+/// One `<id>.json` file of a directory of records, parsed (or why it could not be).
+pub(crate) struct JsonFile<T> {
+    pub(crate) path: PathBuf,
+    pub(crate) stem: String,
+    pub(crate) parsed: std::result::Result<T, String>,
+}
+
+/// Opens (creating it 0700) a directory of `<id>.json` records: removes unfinished writes
+/// (`.tmp`, never acknowledged) and parses each record, checking that its file name is its
+/// id. The caller decides what a damaged file means.
+pub(crate) fn read_json_dir<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    id_of: impl Fn(&T) -> String,
+) -> Result<Vec<JsonFile<T>>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(Error::io(dir))?;
+    let mut files = Vec::new();
+    let mut cleaned = false;
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let path = entry.map_err(Error::io(dir))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.ends_with(TEMP_EXT) {
+            std::fs::remove_file(&path).map_err(Error::io(&path))?;
+            cleaned = true;
+        } else if let Some(stem) = name.strip_suffix(RECORD_EXT) {
+            let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+            let parsed =
+                serde_json::from_slice::<T>(&bytes).map_err(|e| e.to_string()).and_then(|record| {
+                    if id_of(&record) == stem {
+                        Ok(record)
+                    } else {
+                        Err("the file name does not match the record's id".to_owned())
+                    }
+                });
+            files.push(JsonFile { stem: stem.to_owned(), path, parsed });
+        }
+    }
+    if cleaned {
+        sync_dir(dir)?;
+    }
+    Ok(files)
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
 }

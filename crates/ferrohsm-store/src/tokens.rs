@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::file::{atomic_replace, sync_dir};
+use crate::file::{atomic_replace, read_json_dir, sync_dir};
 use crate::{Error, Result};
 
 /// The most live revocations a store keeps; adding one more is refused.
@@ -150,31 +149,13 @@ struct FileInner {
 
 impl FileTokenRevocationStore {
     pub(crate) fn open_blocking(dir: PathBuf, guard: Box<dyn Debug + Send + Sync>) -> Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(Error::io(&dir))?;
+        // A damaged revocation refuses the open: ignoring it would bring a revoked token
+        // back, so this fails closed (`ferrohsm-server check` names the file).
         let mut map = BTreeMap::new();
-        let mut cleaned = false;
-        for entry in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
-            let path = entry.map_err(Error::io(&dir))?.path();
-            let name =
-                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if name.ends_with(".tmp") {
-                std::fs::remove_file(&path).map_err(Error::io(&path))?;
-                cleaned = true;
-            } else if let Some(stem) = name.strip_suffix(".json") {
-                let corrupt = |reason: String| Error::Corrupt { path: path.clone(), reason };
-                let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
-                let revocation: TokenRevocation =
-                    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-                if revocation.id.to_string() != stem {
-                    return Err(corrupt("file name does not match the revocation id".into()));
-                }
-                map.insert(revocation.id, revocation);
-            }
-        }
-        if cleaned {
-            sync_dir(&dir)?;
+        for file in read_json_dir::<TokenRevocation>(&dir, |r| r.id.to_string())? {
+            let revocation =
+                file.parsed.map_err(|reason| Error::Corrupt { path: file.path, reason })?;
+            map.insert(revocation.id, revocation);
         }
         Ok(FileTokenRevocationStore {
             inner: Arc::new(FileInner {
