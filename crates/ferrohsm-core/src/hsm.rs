@@ -82,7 +82,7 @@ struct Inner {
     approvals: Arc<dyn ApprovalStore>,
     revocations: Arc<dyn TokenRevocationStore>,
     /// The live revocations, checked on every request.
-    revoked: std::sync::RwLock<std::collections::HashSet<(TokenMatch, String)>>,
+    revoked: std::sync::RwLock<RevokedSet>,
     max_token_lifetime: Duration,
     refusals: Refusals,
     nonce_budget: NonceBudget,
@@ -1505,11 +1505,11 @@ impl Hsm {
             let tag = self.inner.sealer.authenticate(&revocation.canonical_bytes());
             revocation.tag = Some(ferrohsm_crypto::b64::encode(&tag.0));
             self.inner.revocations.add(revocation.clone(), now).await?;
-            self.inner
-                .revoked
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((matches, value.to_owned()));
+            {
+                let mut revoked = self.inner.revoked.write().unwrap_or_else(|p| p.into_inner());
+                revoked.0.insert((matches, value.to_owned()));
+                revoked.1.insert(revocation.id);
+            }
             Ok(RevokedToken(revocation))
         })
         .await
@@ -1519,7 +1519,7 @@ impl Hsm {
     /// Whether a token with this `jti` and `sid` is revoked (a set lookup; call it on every
     /// request, cached verification or not).
     pub fn is_token_revoked(&self, jti: Option<&str>, sid: Option<&str>) -> bool {
-        let revoked = self.inner.revoked.read().unwrap_or_else(|p| p.into_inner());
+        let revoked = &self.inner.revoked.read().unwrap_or_else(|p| p.into_inner()).0;
         if revoked.is_empty() {
             return false;
         }
@@ -1533,24 +1533,29 @@ impl Hsm {
     /// take effect here), dropping expired ones and any whose integrity tag fails.
     pub async fn refresh_token_revocations(&self) -> Result<()> {
         let live = self.inner.revocations.live(OffsetDateTime::now_utc()).await?;
-        let mut set = std::collections::HashSet::with_capacity(live.len());
+        let known = self.inner.revoked.read().unwrap_or_else(|p| p.into_inner()).1.clone();
+        let mut set = HashSet::with_capacity(live.len());
+        let mut ids = HashSet::with_capacity(live.len());
         for r in live {
-            let genuine =
-                r.tag.as_deref().and_then(|t| ferrohsm_crypto::b64::decode(t).ok()).is_some_and(
-                    |tag| {
-                        self.inner
-                            .sealer
-                            .verify(&r.canonical_bytes(), &ferrohsm_seal::MetadataTag(tag))
-                            .is_ok()
-                    },
-                );
-            if genuine {
-                set.insert((r.matches, r.value));
-            } else {
-                tracing::error!(revocation = %r.id, "a stored token revocation failed its integrity check; ignored");
+            // Checked once per revocation. One that fails its tag is reported but still
+            // honoured: a forged revocation can only cut a token off, never let one in.
+            if !known.contains(&r.id) {
+                let genuine = r
+                    .tag
+                    .as_deref()
+                    .and_then(|t| ferrohsm_crypto::b64::decode(t).ok())
+                    .is_some_and(|tag| {
+                        let tag = ferrohsm_seal::MetadataTag(tag);
+                        self.inner.sealer.verify(&r.canonical_bytes(), &tag).is_ok()
+                    });
+                if !genuine {
+                    tracing::error!(revocation = %r.id, "a stored token revocation failed its integrity check; honoured anyway");
+                }
             }
+            ids.insert(r.id);
+            set.insert((r.matches, r.value));
         }
-        *self.inner.revoked.write().unwrap_or_else(|p| p.into_inner()) = set;
+        *self.inner.revoked.write().unwrap_or_else(|p| p.into_inner()) = (set, ids);
         Ok(())
     }
 
@@ -2219,6 +2224,9 @@ fn crypto_error(operation: Operation) -> impl Fn(ferrohsm_crypto::Error) -> Erro
         other => Error::Crypto(other),
     }
 }
+
+/// What live revocations match, and the revocations already checked.
+type RevokedSet = (HashSet<(TokenMatch, String)>, HashSet<uuid::Uuid>);
 
 /// Encryptions counted per key version, and the versions whose rotation has started.
 type NonceTable = (HashMap<(KeyId, u32), u64>, HashSet<(KeyId, u32)>);
