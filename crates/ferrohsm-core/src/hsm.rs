@@ -783,7 +783,9 @@ impl Hsm {
             };
             let (verified, version) =
                 self.usable(ctx, key, Operation::Encrypt, Usage::Encrypt, None, params).await?;
-            self.take_nonce(&verified.record, version).await?;
+            if let Some(target) = self.take_nonce(&verified.record, version)? {
+                self.reserve_nonces(verified.record.id, version, target).await?;
+            }
             let secret = self.secret(&verified, version)?;
             let body = secret.encrypt(plaintext, aad).map_err(crypto_error(Operation::Encrypt))?;
             Ok(Encrypted {
@@ -1950,8 +1952,9 @@ impl Hsm {
     /// Counts one AES-GCM encryption (one random nonce) under `version`: refused at the
     /// budget's limit, a new block reserved in the stored record before the count passes
     /// what is reserved (so a crash loses at most a block, counted as used), and an automatic
-    /// rotation started when the count reaches `rotate_at`.
-    async fn take_nonce(&self, record: &KeyRecord, version: u32) -> Result<()> {
+    /// rotation started when the count reaches `rotate_at`. The count itself is synchronous;
+    /// only the rare reservation awaits a write.
+    fn take_nonce(&self, record: &KeyRecord, version: u32) -> Result<Option<u64>> {
         let budget = self.inner.nonce_budget;
         let reserved = record.version(version).map_or(0, |v| v.encryptions_reserved);
         let key = (record.id, version);
@@ -1974,17 +1977,6 @@ impl Hsm {
             let rotate = count >= budget.rotate_at && nonces.1.insert(key);
             (count, rotate)
         };
-        if count > reserved {
-            let target = count.saturating_add(budget.reserve).min(budget.limit);
-            self.modify(&KeyRef::Id(record.id), |old, next| {
-                let stored = old.version(version).map_or(0, |v| v.encryptions_reserved);
-                if let Some(v) = next.versions.iter_mut().find(|v| v.version == version) {
-                    v.encryptions_reserved = stored.max(target);
-                }
-                Ok(())
-            })
-            .await?;
-        }
         if rotate {
             let hsm = self.clone();
             let id = record.id;
@@ -1996,7 +1988,26 @@ impl Hsm {
                 }
             });
         }
-        Ok(())
+        Ok((count > reserved).then(|| count.saturating_add(budget.reserve).min(budget.limit)))
+    }
+
+    /// Persists a reservation of `target` encryptions for `version` (never lowering one).
+    fn reserve_nonces(
+        &self,
+        id: KeyId,
+        version: u32,
+        target: u64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<KeyInfo>> + Send + '_>> {
+        Box::pin(async move {
+            self.modify(&KeyRef::Id(id), |old, next| {
+                let stored = old.version(version).map_or(0, |v| v.encryptions_reserved);
+                if let Some(v) = next.versions.iter_mut().find(|v| v.version == version) {
+                    v.encryptions_reserved = stored.max(target);
+                }
+                Ok(())
+            })
+            .await
+        })
     }
 
     /// The largest share of its AES-GCM nonce budget any key version has used (0 to 1), for
