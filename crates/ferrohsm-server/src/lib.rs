@@ -36,7 +36,7 @@ pub use auth::{
     finish_token, unsigned_token,
 };
 pub use error::ApiError;
-pub use serve::{ConnectionLimits, Jobs, Server, ServerConfig};
+pub use serve::{ConnectionLimits, Jobs, Server, ServerConfig, ShutdownSignal};
 pub use tls::{
     ClientAuth, DevCertificates, TlsError, TlsFiles, TlsState, dev_certificates, write_private,
 };

@@ -9,7 +9,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use ferrohsm_core::{MasterKey, TokenKey};
 use ferrohsm_server::{
-    AppConfig, ClientAuth, ConnectionLimits, Server, ServerConfig, TlsFiles, TokenSpec,
+    AppConfig, ClientAuth, ConnectionLimits, Server, ServerConfig, ShutdownSignal, TlsFiles,
+    TokenSpec,
 };
 use serde::Deserialize;
 
@@ -398,8 +399,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or(256),
         },
     };
+    // Signal handlers first: a SIGTERM right after the start-up lines still shuts down cleanly.
+    let stop = ShutdownSignal::install();
     let server = Server::start(config, master).await.context("starting the server")?;
-    server.run_until_signal().await;
+    server.run_until(stop).await;
     Ok(())
 }
 
@@ -448,6 +451,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         refusal_interval: Duration::from_secs(60),
         limits: ConnectionLimits::default(),
     };
+    // Signal handlers first: a SIGTERM right after the start-up lines still shuts down cleanly.
+    let stop = ShutdownSignal::install();
     let server = Server::start(config, master).await.context("starting the server")?;
     let ca = std::fs::canonicalize(&certs.ca).unwrap_or(certs.ca);
     println!("FerroHSM dev server");
@@ -461,7 +466,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("  export FERROHSM_TOKEN={admin}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    server.run_until_signal().await;
+    server.run_until(stop).await;
     Ok(())
 }
 

@@ -268,24 +268,64 @@ impl Server {
         let _ = self.task.await;
     }
 
-    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully. The handlers are installed
+    /// at once (with [`Server::start`] already listening), so a signal that arrives right after
+    /// start-up output is never lost to the default action.
     pub async fn run_until_signal(self) {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
+        let stop = ShutdownSignal::install();
+        stop.wait().await;
+        tracing::info!("shutting down: draining requests, then checkpointing the audit log");
+        self.shutdown().await;
+    }
+
+    /// Serves until `signal` fires, then shuts down gracefully.
+    pub async fn run_until(self, signal: ShutdownSignal) {
+        signal.wait().await;
+        tracing::info!("shutting down: draining requests, then checkpointing the audit log");
+        self.shutdown().await;
+    }
+}
+
+/// SIGINT and SIGTERM listeners, installed when created: create it before announcing that the
+/// server is up, so an early signal still shuts down gracefully.
+#[derive(Debug)]
+pub struct ShutdownSignal {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    /// Installs the listeners now.
+    pub fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        ShutdownSignal {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Resolves at the first SIGINT or SIGTERM.
+    pub async fn wait(mut self) {
+        let interrupt = async {
+            match self.interrupt.as_mut() {
+                Some(s) => {
                     s.recv().await;
                 }
-                Err(_) => std::future::pending().await,
+                None => std::future::pending().await,
+            }
+        };
+        let terminate = async {
+            match self.terminate.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term => {}
+            () = interrupt => {}
+            () = terminate => {}
         }
-        tracing::info!("shutting down: draining requests, then checkpointing the audit log");
-        self.shutdown().await;
     }
 }
 
