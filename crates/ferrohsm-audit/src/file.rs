@@ -228,13 +228,7 @@ impl FileAuditSink {
     /// record carries their context).
     pub async fn record_recovery(&self) -> Result<Option<AuditRecord>> {
         let Some(r) = &self.recovery else { return Ok(None) };
-        let mut entry = AuditEntry::new(
-            "system:audit",
-            "audit.recovered",
-            Outcome::Success,
-            uuid::Uuid::now_v7().to_string(),
-        );
-        entry.message = Some(format!(
+        let entry = recovery_entry(format!(
             "discarded {} bytes of unacknowledged writes at byte {} of {}",
             r.discarded_bytes,
             r.offset,
@@ -576,13 +570,7 @@ impl Writer {
         // Positions of records that were never kept are forgotten.
         self.index.lock().unwrap_or_else(|p| p.into_inner()).retain(|seq, _| *seq <= tail.seq);
         let cut = torn.map_or(0, |r| r.discarded_bytes);
-        let mut entry = AuditEntry::new(
-            "system:audit",
-            "audit.recovered",
-            Outcome::Success,
-            uuid::Uuid::now_v7().to_string(),
-        );
-        entry.message = Some(format!(
+        let entry = recovery_entry(format!(
             "recovered after a failed write ({reason}); the chain continues after record {}; {dropped} unacknowledged records and {cut} torn bytes were dropped",
             tail.seq
         ));
@@ -736,6 +724,18 @@ struct Tail {
     seq: u64,
     head: [u8; 32],
     checkpoint: Option<Checkpoint>,
+}
+
+/// The `audit.recovered` record the log writes about itself.
+fn recovery_entry(message: String) -> AuditEntry {
+    let mut entry = AuditEntry::new(
+        "system:audit",
+        "audit.recovered",
+        Outcome::Success,
+        uuid::Uuid::now_v7().to_string(),
+    );
+    entry.message = Some(message);
+    entry
 }
 
 /// The sequence number of a record line, read cheaply (the line's `"seq":` field).
