@@ -242,6 +242,47 @@ impl FileAuditSink {
         Ok(segments(&self.dir)?.into_iter().map(|(_, p)| p).collect())
     }
 
+    /// Writes the log's whole lines from segment `first` at byte `offset` on (a line being
+    /// written concurrently is left for the next read), learning index points on the way.
+    /// A write error from `out` (a reader that has what it needs) ends the read.
+    fn read_from(
+        &self,
+        first: u64,
+        offset: u64,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64> {
+        let mut lines = 0;
+        for (number, path) in segments(&self.dir)?.into_iter().filter(|(n, _)| *n >= first) {
+            let mut file = File::open(&path).map_err(Error::io(&path))?;
+            let mut position = if number == first { offset } else { 0 };
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(position))
+                .map_err(Error::io(&path))?;
+            let mut reader = BufReader::new(file);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = reader.read_until(b'\n', &mut line).map_err(Error::io(&path))?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    break;
+                }
+                // Learn index points on the way (segments written before this process).
+                if let Some(seq) = record_seq(&line)
+                    && seq.is_multiple_of(INDEX_STRIDE)
+                {
+                    self.index
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(seq)
+                        .or_insert((number, position));
+                }
+                position += n as u64;
+                out.write_all(&line).map_err(Error::io("export"))?;
+                lines += 1;
+            }
+        }
+        Ok(lines)
+    }
+
     fn send(&self, command: Command) -> Result<()> {
         let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
         match sender.as_ref() {
@@ -280,23 +321,7 @@ impl AuditSink for FileAuditSink {
     }
 
     async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
-        // Only whole lines: a line being written concurrently is left for the next export.
-        let mut lines = 0;
-        for path in self.segment_paths()? {
-            let file = File::open(&path).map_err(Error::io(&path))?;
-            let mut reader = BufReader::new(file);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let n = reader.read_until(b'\n', &mut line).map_err(Error::io(&path))?;
-                if n == 0 || line.last() != Some(&b'\n') {
-                    break;
-                }
-                out.write_all(&line).map_err(Error::io("export"))?;
-                lines += 1;
-            }
-        }
-        Ok(lines)
+        self.read_from(0, 0, out)
     }
 
     fn failure(&self) -> Option<String> {
@@ -312,37 +337,8 @@ impl AuditSink for FileAuditSink {
             .range(..=target)
             .next_back()
             .map(|(_, at)| *at);
-        let Some((first, offset)) = start else { return self.export(out).await };
-        let mut lines = 0;
-        for (number, path) in segments(&self.dir)?.into_iter().filter(|(n, _)| *n >= first) {
-            let mut file = File::open(&path).map_err(Error::io(&path))?;
-            let mut position = if number == first { offset } else { 0 };
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(position))
-                .map_err(Error::io(&path))?;
-            let mut reader = BufReader::new(file);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let n = reader.read_until(b'\n', &mut line).map_err(Error::io(&path))?;
-                if n == 0 || line.last() != Some(&b'\n') {
-                    break;
-                }
-                // Learn index points on the way (a segment written before this process).
-                if let Some(seq) = record_seq(&line)
-                    && seq.is_multiple_of(INDEX_STRIDE)
-                {
-                    self.index
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(seq)
-                        .or_insert((number, position));
-                }
-                position += n as u64;
-                out.write_all(&line).map_err(Error::io("export"))?;
-                lines += 1;
-            }
-        }
-        Ok(lines)
+        let (first, offset) = start.unwrap_or((0, 0));
+        self.read_from(first, offset, out)
     }
 
     async fn close(&self) -> Result<()> {
