@@ -191,7 +191,7 @@ fn text(input: &[u8]) -> String {
 pub fn targets(runtime: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Target>> {
     let hsm: Hsm = runtime.block_on(
         Hsm::builder()
-            .store(Arc::new(ferrohsm_core::MemoryKeyStore::new()))
+            .backend(ferrohsm_core::BackendConfig::memory())
             .master_key(ferrohsm_core::MasterKey::from_bytes(&[5; 32])?)
             .build(),
     )?;

@@ -83,6 +83,18 @@ fn test(root: &Path) -> Result<()> {
     deny(root)?;
     python_tools(root)?;
     run(root, "cargo", &["test", "--workspace", "--locked"])?;
+    // The end-to-end server suite once more on the SQLite backend (the same test binary,
+    // nothing is rebuilt).
+    eprintln!("xtask: $ FERROHSM_TEST_KEY_STORE=sqlite cargo test -p ferrohsm-server --test e2e");
+    let status = Command::new("cargo")
+        .args(["test", "--locked", "-p", "ferrohsm-server", "--test", "e2e"])
+        .env("FERROHSM_TEST_KEY_STORE", "sqlite")
+        .current_dir(root)
+        .status()
+        .context("starting cargo")?;
+    if !status.success() {
+        bail!("the end-to-end suite failed on SQLite ({status})");
+    }
     walkthrough::run(root)?;
     eprintln!("xtask: all checks and tests passed");
     Ok(())

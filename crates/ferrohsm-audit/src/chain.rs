@@ -9,9 +9,10 @@ use time::format_description::well_known::Rfc3339;
 use crate::record::{CheckpointTag, FORMAT_VERSION, GENESIS_HASH, RecordTag};
 use crate::{AuditEntry, AuditKeys, AuditRecord, Checkpoint, Result};
 
-/// The head of a chain and what it takes to extend it.
+/// The head of a chain and what it takes to extend it: sinks in other crates (a database
+/// sink) seal their records with it, so every sink writes the same format and chain.
 #[derive(Debug)]
-pub(crate) struct Chain {
+pub struct Chain {
     provider: Arc<dyn CryptoProvider>,
     keys: Arc<AuditKeys>,
     seq: u64,
@@ -24,7 +25,7 @@ pub(crate) struct Chain {
 
 impl Chain {
     /// A chain continuing after record `seq` with hash `head` (0 and zeros for a new log).
-    pub(crate) fn resume(
+    pub fn resume(
         provider: Arc<dyn CryptoProvider>,
         keys: Arc<AuditKeys>,
         seq: u64,
@@ -36,23 +37,30 @@ impl Chain {
         Chain { provider, keys, seq, head, scratch: Vec::with_capacity(512), id_seed }
     }
 
-    pub(crate) fn new(provider: Arc<dyn CryptoProvider>, keys: Arc<AuditKeys>) -> Self {
+    /// A new, empty chain.
+    pub fn new(provider: Arc<dyn CryptoProvider>, keys: Arc<AuditKeys>) -> Self {
         Self::resume(provider, keys, 0, GENESIS_HASH)
     }
 
-    pub(crate) fn seq(&self) -> u64 {
+    /// The last sealed record's sequence number.
+    pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The last sealed record's sequence number and hash.
+    pub fn head(&self) -> crate::AuditHead {
+        crate::AuditHead { seq: self.seq, hash: self.head }
     }
 
     /// Continues after record `seq` with hash `head` instead (after recovering from a failed
     /// write, whose records were never acknowledged).
-    pub(crate) fn reset(&mut self, seq: u64, head: [u8; 32]) {
+    pub fn reset(&mut self, seq: u64, head: [u8; 32]) {
         self.seq = seq;
         self.head = head;
     }
 
     /// Seals `entry` as the next record.
-    pub(crate) fn seal(&mut self, entry: AuditEntry) -> AuditRecord {
+    pub fn seal(&mut self, entry: AuditEntry) -> AuditRecord {
         let mut record = AuditRecord {
             kind: RecordTag,
             v: FORMAT_VERSION,
@@ -94,7 +102,7 @@ impl Chain {
     }
 
     /// A signed checkpoint of the current head, or `None` for an empty log.
-    pub(crate) fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
         if self.seq == 0 {
             return Ok(None);
         }

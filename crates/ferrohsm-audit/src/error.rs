@@ -31,6 +31,15 @@ pub enum Error {
     /// The sink cannot accept records: it is closed, or a failed write left its state unknown.
     #[error("audit log unavailable: {0}")]
     Unavailable(String),
+    /// A storage backend failed (a database error); the cause is kept for logs.
+    #[error("audit storage failed: {what}")]
+    Backend {
+        /// What could not be done.
+        what: String,
+        /// The backend's own error.
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The crypto provider failed.
     #[error(transparent)]
     Crypto(#[from] ferrohsm_crypto::Error),
@@ -40,7 +49,7 @@ impl Error {
     /// A stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Io { .. } | Error::Crypto(_) => "internal",
+            Error::Io { .. } | Error::Crypto(_) | Error::Backend { .. } => "internal",
             Error::Locked(_) | Error::Unavailable(_) => "unavailable",
             Error::Corrupt { .. } => "integrity",
         }

@@ -113,6 +113,8 @@ pub struct FileAuditSink {
     recovery: Option<Recovery>,
     failed: Failed,
     index: Index,
+    /// The last acknowledged record (kept by the syncing stage).
+    head: Arc<Mutex<crate::AuditHead>>,
 }
 
 /// Record positions every [`INDEX_STRIDE`] records (and at each segment's start): sequence
@@ -177,6 +179,7 @@ impl FileAuditSink {
         let index: Index = Arc::new(Mutex::new(first_records(&segments)));
         let chain = Chain::resume(provider, keys, state.seq, state.head);
         let latest = Arc::new(Mutex::new(state.checkpoint.clone()));
+        let head = Arc::new(Mutex::new(crate::AuditHead { seq: state.seq, hash: state.head }));
         let failed: Failed = Arc::new(Mutex::new(None));
         let (sender, receiver) = mpsc::channel();
         let (sync_sender, sync_receiver) = mpsc::channel();
@@ -199,9 +202,10 @@ impl FileAuditSink {
         let sink_failed = failed.clone();
         let syncer = {
             let latest = latest.clone();
+            let head = head.clone();
             std::thread::Builder::new()
                 .name("ferrohsm-audit-sync".into())
-                .spawn(move || sync_loop(sync_receiver, latest, failed))
+                .spawn(move || sync_loop(sync_receiver, latest, head, failed))
                 .map_err(Error::io(&dir))?
         };
         let sealer = std::thread::Builder::new()
@@ -216,6 +220,7 @@ impl FileAuditSink {
             recovery,
             failed: sink_failed,
             index,
+            head,
         })
     }
 
@@ -339,6 +344,10 @@ impl AuditSink for FileAuditSink {
             .map(|(_, at)| *at);
         let (first, offset) = start.unwrap_or((0, 0));
         self.read_from(first, offset, out)
+    }
+
+    async fn head(&self) -> Result<crate::AuditHead> {
+        Ok(*self.head.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     async fn close(&self) -> Result<()> {
@@ -623,6 +632,7 @@ fn fail(pending: Pending, extra: Vec<oneshot::Sender<Result<AuditRecord>>>, reas
 fn sync_loop(
     receiver: mpsc::Receiver<Pending>,
     latest: Arc<Mutex<Option<Checkpoint>>>,
+    head: Arc<Mutex<crate::AuditHead>>,
     failed: Failed,
 ) {
     while let Ok(first) = receiver.recv() {
@@ -656,6 +666,10 @@ fn sync_loop(
                 }
                 let current = latest_now.clone();
                 drop(latest_now);
+                if let Some((_, last)) = group.iter().rev().find_map(|p| p.records.last()) {
+                    *head.lock().unwrap_or_else(|p| p.into_inner()) =
+                        crate::AuditHead { seq: last.seq, hash: last.hash };
+                }
                 for p in group {
                     for (reply, record) in p.records {
                         let _ = reply.send(Ok(record));

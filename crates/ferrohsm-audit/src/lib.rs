@@ -37,19 +37,24 @@
 #![deny(missing_docs)]
 
 mod chain;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod file;
 mod keys;
 mod offline;
+mod query;
 mod record;
 mod sink;
 mod verify;
 
 // Public interface:
+pub use chain::Chain;
 pub use error::{Error, Result};
 pub use file::{FileAuditConfig, FileAuditSink, Recovery};
 pub use keys::{AuditKeys, key_id_of};
 pub use offline::{OfflineOptions, summary, verify_files};
+pub use query::{AuditFilter, AuditHead, PageFilter, RecordPage};
 pub use record::{
     AuditEntry, AuditRecord, Checkpoint, CheckpointTag, FORMAT_VERSION, GENESIS_HASH, Outcome,
     RecordTag, hex, parse_hex32,

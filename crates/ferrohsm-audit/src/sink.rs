@@ -8,7 +8,11 @@ use async_trait::async_trait;
 use ferrohsm_crypto::CryptoProvider;
 
 use crate::chain::Chain;
-use crate::{AuditEntry, AuditKeys, AuditRecord, Checkpoint, Error, Line, Result};
+use crate::query::PageFilter;
+use crate::{
+    AuditEntry, AuditFilter, AuditHead, AuditKeys, AuditRecord, Checkpoint, Error, Line,
+    RecordPage, Result,
+};
 
 /// Where audit records go. An append returns only once its record is durable (for durable
 /// sinks), so a caller that waits for it never acknowledges an unrecorded operation.
@@ -37,6 +41,22 @@ pub trait AuditSink: Send + Sync + Debug {
         let _ = after;
         self.export(out).await
     }
+
+    /// Up to `limit` records after record `after` that pass `filter`, in sequence order. An
+    /// indexed sink answers from its indexes; this default streams the export from `after`.
+    async fn query(&self, filter: &AuditFilter, after: u64, limit: usize) -> Result<RecordPage> {
+        let mut page = PageFilter::new(filter, after, limit);
+        match self.export_after(after, &mut page).await {
+            Ok(_) => {}
+            // The page refused more lines: it is full, and the read stops there.
+            Err(_) if page.is_full() => {}
+            Err(e) => return Err(e),
+        }
+        Ok(page.finish())
+    }
+
+    /// The last acknowledged record's sequence number and hash.
+    async fn head(&self) -> Result<AuditHead>;
 
     /// Checkpoints and closes the sink; later appends fail with `Unavailable`.
     async fn close(&self) -> Result<()>;
@@ -159,6 +179,10 @@ impl AuditSink for MemoryAuditSink {
             out.write_all(text.as_bytes()).map_err(Error::io("export"))?;
         }
         Ok(lines.len() as u64)
+    }
+
+    async fn head(&self) -> Result<AuditHead> {
+        Ok(self.lock().chain.head())
     }
 
     async fn close(&self) -> Result<()> {

@@ -48,7 +48,7 @@ impl Env {
         std::fs::write(&policy, POLICY).unwrap();
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: Some(dir.path().join("data")),
+            backend: ferrohsm_core::BackendConfig::filesystem(dir.path().join("data")),
             policy_file: Some(policy),
             keyset_file: None,
             audience: "ferrohsm".into(),

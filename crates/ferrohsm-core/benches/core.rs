@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ferrohsm_audit::{FileAuditConfig, FileAuditSink};
 use ferrohsm_core::{
-    Algorithm, AwsLcProvider, CreateKey, CryptoProvider, FileAuditConfig, FileAuditSink, Hsm,
-    KeyRef, ListQuery, MasterKey, MemoryKeyStore, RequestContext, SignInput, derive_audit_keys,
+    Algorithm, AwsLcProvider, CreateKey, CryptoProvider, Hsm, KeyRef, ListQuery, MasterKey,
+    RequestContext, SignInput, derive_audit_keys,
 };
+use ferrohsm_store::MemoryKeyStore;
 
 const SIZES: [(usize, &str); 3] = [(32, "32B"), (1024, "1KiB"), (65536, "64KiB")];
 

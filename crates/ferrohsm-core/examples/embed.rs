@@ -1,14 +1,12 @@
 //! Embedding FerroHSM in a Rust program: an in-memory store, one AES key and one EC key.
 //!
 //! Run it with `cargo run -p ferrohsm-core --example embed`. It prints a ciphertext and its
-//! decryption, and a signature and whether it verifies. Swap `MemoryKeyStore` for
-//! `FileKeyStore::open("./ferrohsm-data").await?` to keep the keys on disk, and pass a
-//! `FileAuditSink` to `.audit(…)` to keep the audit log (it is in memory by default).
-
-use std::sync::Arc;
+//! decryption, and a signature and whether it verifies. Swap `BackendConfig::memory()` for
+//! `BackendConfig::filesystem("./ferrohsm-data")` or `BackendConfig::sqlite("./ferrohsm-data")`
+//! to keep keys, approvals and the audit log on disk.
 
 use ferrohsm_core::{
-    Algorithm, AwsLcProvider, CreateKey, CryptoProvider, Hsm, MasterKey, MemoryKeyStore,
+    Algorithm, AwsLcProvider, BackendConfig, CreateKey, CryptoProvider, Hsm, MasterKey,
     RequestContext, SignInput,
 };
 
@@ -18,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let mut seed = [0u8; 32];
     AwsLcProvider.fill_random(&mut seed)?;
     let hsm = Hsm::builder()
-        .store(Arc::new(MemoryKeyStore::new()))
+        .backend(BackendConfig::memory())
         .master_key(MasterKey::from_bytes(&seed)?)
         .build()
         .await?;

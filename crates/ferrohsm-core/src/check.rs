@@ -1,17 +1,18 @@
-//! An offline check of a data directory (`ferrohsm-server check`): every key record (its
-//! integrity tag and every version's sealed material), every approval (its integrity tag) and
-//! every audit segment (chain, HMACs, checkpoint signatures), naming whatever is damaged.
+//! An offline check of a backend's data (`ferrohsm-server check`): every key record (its
+//! integrity tag and every version's sealed material), every approval (its integrity tag),
+//! every token revocation, and the audit log (chain, HMACs, checkpoint signatures), naming
+//! whatever is damaged.
 //!
-//! It needs the master key and the directory's lock (so the server must be stopped). It
-//! reads; the only change it makes is the key store's usual clean-up of unfinished writes.
-
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
+//! It needs the master key, and the server should be stopped (the filesystem backend's lock
+//! enforces it). It opens the backend as the server would, so the only changes it makes are
+//! the ones a start makes: cleaning up unfinished writes and recording a crash recovery.
 
 use ferrohsm_audit::Verifier;
+use ferrohsm_backends::BackendConfig;
 use ferrohsm_seal::{MasterKey, Sealer};
-use ferrohsm_store::{ApprovalStore as _, FileKeyStore, KeyStore as _, ListQuery, VersionState};
+use ferrohsm_store::{ListQuery, VersionState};
 
+use crate::audit_read::VerifyWriter;
 use crate::cache::KeyCache;
 use crate::{Error, Result};
 
@@ -31,20 +32,22 @@ pub struct CheckReport {
     pub problems: Vec<String>,
 }
 
-/// Checks everything under `dir` (the layout `HsmBuilder::data_dir` uses) with `master`.
-pub async fn check_data_dir(dir: &Path, master: &MasterKey) -> Result<CheckReport> {
+/// Checks everything the backend `config` holds with `master`.
+pub async fn check_backend(config: &BackendConfig, master: &MasterKey) -> Result<CheckReport> {
     let provider = crate::default_provider();
     let sealer = Sealer::new(provider.clone(), master).map_err(Error::Setup)?;
+    let audit_keys = std::sync::Arc::new(crate::derive_audit_keys(provider.as_ref(), master)?);
     let mut report = CheckReport::default();
+    let backends =
+        config.open(provider.clone(), audit_keys.clone()).await.map_err(Error::Backend)?;
 
-    let store = FileKeyStore::open(dir.join("keys")).await?;
-    for d in store.damaged() {
-        report.problems.push(format!("key record {}: {}", d.path.display(), d.reason));
+    for d in backends.keys.damaged() {
+        report.problems.push(format!("key record {}: {}", d.location, d.reason));
     }
     let cache = KeyCache::new(0);
     let mut query = ListQuery { limit: ferrohsm_store::MAX_LIST_LIMIT, ..ListQuery::default() };
     loop {
-        let page = store.list(&query).await?;
+        let page = backends.keys.list(&query).await?;
         for record in page.keys {
             report.keys += 1;
             let id = record.id;
@@ -74,92 +77,47 @@ pub async fn check_data_dir(dir: &Path, master: &MasterKey) -> Result<CheckRepor
         }
     }
 
-    let approvals = store.approval_store().await?;
-    for d in approvals.damaged() {
-        report.problems.push(format!("approval {}: {}", d.path.display(), d.reason));
+    for d in backends.approvals.damaged() {
+        report.problems.push(format!("approval {}: {}", d.location, d.reason));
     }
-    for a in approvals.list(usize::MAX).await? {
+    for doc in backends.approvals.list(usize::MAX).await? {
         report.approvals += 1;
-        let genuine =
-            a.tag.as_deref().and_then(|t| ferrohsm_crypto::b64::decode(t).ok()).is_some_and(
-                |tag| sealer.verify(&a.canonical_bytes(), &ferrohsm_seal::MetadataTag(tag)).is_ok(),
-            );
+        let genuine = serde_json::from_slice::<ferrohsm_policy::Approval>(&doc.body)
+            .ok()
+            .filter(|a| a.id == doc.id)
+            .and_then(|a| {
+                let tag = ferrohsm_crypto::b64::decode(a.tag.as_deref()?).ok()?;
+                sealer.verify(&a.canonical_bytes(), &ferrohsm_seal::MetadataTag(tag)).ok()
+            })
+            .is_some();
         if !genuine {
-            report.problems.push(format!("approval {}: it fails its integrity tag", a.id));
+            report.problems.push(format!("approval {}: it fails its integrity tag", doc.id));
         }
     }
 
-    // A damaged revocation stops the server (it fails closed): name it here.
-    if let Err(e) = store.token_revocation_store().await {
-        match e {
-            ferrohsm_store::Error::Corrupt { path, reason } => {
-                report.problems.push(format!("token revocation {}: {reason}", path.display()));
-            }
-            other => return Err(other.into()),
-        }
+    // A damaged revocation stops the server (revocations fail closed): name it here.
+    for d in backends.revocations.damaged() {
+        report.problems.push(format!("token revocation {}: {}", d.location, d.reason));
     }
 
-    let segments = audit_segments(&dir.join("audit"))?;
-    // A log that was opened but never written holds nothing to verify.
-    let written = segments.iter().any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
-    if written {
-        let keys = crate::derive_audit_keys(provider.as_ref(), master)?;
-        let hmac = crate::danger_derive_audit_hmac_key(provider.as_ref(), master)?;
-        let verifier = Verifier::new(provider.clone())
-            .hmac_key(hmac.expose())
-            .public_key(keys.public_key_der())
-            .map_err(Error::Crypto)?;
-        let mut run = verifier.start();
-        let mut failed = None;
-        for path in &segments {
-            let file = std::fs::File::open(path).map_err(|e| {
-                Error::Store(ferrohsm_store::Error::Io { path: path.clone(), source: e })
-            })?;
-            if let Err(f) = run.feed(&path.display().to_string(), BufReader::new(file)) {
-                failed = Some(f);
-                break;
-            }
-        }
-        match failed.map_or_else(|| run.finish(), Err) {
-            Ok(r) => report.audit_records = r.records,
-            Err(f) => report.problems.push(format!("audit log: {f}")),
-        }
-    }
-    Ok(report)
-}
-
-/// The audit segments in `dir`, oldest first (none when there is no log yet).
-fn audit_segments(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(Error::Store(ferrohsm_store::Error::Io { path: dir.into(), source: e }));
-        }
+    let hmac = crate::danger_derive_audit_hmac_key(provider.as_ref(), master)?;
+    let verifier = Verifier::new(provider.clone())
+        .hmac_key(hmac.expose())
+        .public_key(audit_keys.public_key_der())
+        .map_err(Error::Crypto)?;
+    let mut writer = VerifyWriter::new(verifier.start());
+    backends.audit.export(&mut writer).await.map_err(Error::AuditUnavailable)?;
+    let _ = std::io::Write::flush(&mut writer);
+    let result = match writer.failure {
+        Some(failure) => Err(failure),
+        None => writer.verification.finish(),
     };
-    let mut segments: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".ndjson"))
-        })
-        .collect();
-    segments.sort();
-    Ok(segments)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_audit_directory_has_no_segments() {
-        let dir = tempfile_dir();
-        assert!(audit_segments(&dir.join("nope")).unwrap_or_default().is_empty());
+    match result {
+        Ok(r) => report.audit_records = r.records,
+        // A log with no records yet has nothing to verify.
+        Err(_) if backends.audit.head().await.map_err(Error::AuditUnavailable)?.seq == 0 => {}
+        Err(f) => report.problems.push(format!("audit log: {f}")),
     }
-
-    fn tempfile_dir() -> PathBuf {
-        std::env::temp_dir().join(format!("ferrohsm-check-{}", uuid::Uuid::now_v7()))
-    }
+    backends.audit.close().await.map_err(Error::AuditUnavailable)?;
+    Ok(report)
 }

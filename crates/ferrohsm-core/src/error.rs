@@ -114,6 +114,9 @@ pub enum Error {
     /// Setting up the HSM failed (master key, configuration).
     #[error("setup: {0}")]
     Setup(#[source] ferrohsm_seal::Error),
+    /// The configured storage backend could not be opened.
+    #[error("opening the storage backend: {0}")]
+    Backend(#[source] ferrohsm_backends::Error),
 }
 
 impl Error {
@@ -143,6 +146,10 @@ impl Error {
             Error::RateLimited { .. } => "rate_limited",
             Error::InvalidPolicy(_) => "invalid_request",
             Error::Crypto(_) | Error::Setup(_) => "internal",
+            Error::Backend(e) => match e.code() {
+                code @ ("unavailable" | "integrity" | "invalid_config") => code,
+                _ => "internal",
+            },
         }
     }
 

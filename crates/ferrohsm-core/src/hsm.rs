@@ -18,14 +18,14 @@ use tracing::Instrument as _;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-use ferrohsm_audit::{AuditEntry, AuditSink, Checkpoint, MemoryAuditSink, Outcome};
+use ferrohsm_audit::{AuditEntry, AuditSink, Checkpoint, Outcome};
+use ferrohsm_backends::{BackendConfig, Backends};
 use ferrohsm_policy::{
     Approval, ApprovalError, ApprovalState, Decision, Parameter, Policy, PolicyEngine,
     PolicyRequest,
 };
 use ferrohsm_store::{
-    ApprovalStore, MemoryApprovalStore, MemoryTokenRevocationStore, TokenMatch, TokenRevocation,
-    TokenRevocationStore,
+    ApprovalDocument, ApprovalStore, TokenMatch, TokenRevocation, TokenRevocationStore,
 };
 use zeroize::Zeroizing;
 
@@ -113,7 +113,7 @@ pub struct HsmBuilder {
     max_payload: usize,
     destruction_grace: Duration,
     cache_capacity: usize,
-    data_dir: Option<PathBuf>,
+    backend: Option<BackendConfig>,
 }
 
 impl HsmBuilder {
@@ -185,10 +185,27 @@ impl HsmBuilder {
     }
 
     /// Keeps everything on the filesystem under `dir`: keys in `dir/keys`, approvals beside
-    /// them, and the audit log in `dir/audit` (a durable, group-committed file sink). Backends
-    /// set explicitly with `.store`, `.approvals` or `.audit` take precedence.
-    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.data_dir = Some(dir.into());
+    /// them, and the audit log in `dir/audit` (a durable, group-committed file sink). The same
+    /// as `.backend(BackendConfig::filesystem(dir))`.
+    pub fn data_dir(self, dir: impl Into<PathBuf>) -> Self {
+        self.backend(BackendConfig::filesystem(dir))
+    }
+
+    /// Opens every store from one backend configuration at build time (filesystem, SQLite or
+    /// memory). Stores set explicitly with `.store`, `.approvals`, `.token_revocations` or
+    /// `.audit` take precedence over the backend's.
+    pub fn backend(mut self, config: BackendConfig) -> Self {
+        self.backend = Some(config);
+        self
+    }
+
+    /// Uses already opened stores (an embedding program's own `dyn` implementations, or
+    /// ones opened with [`BackendConfig::open`]).
+    pub fn backends(mut self, backends: Backends) -> Self {
+        self.store = Some(backends.keys);
+        self.approvals = Some(backends.approvals);
+        self.revocations = Some(backends.revocations);
+        self.audit = Some(backends.audit);
         self
     }
 
@@ -225,52 +242,37 @@ impl HsmBuilder {
             .take()
             .ok_or_else(|| Error::InvalidRequest("an Hsm needs a master key".into()))?;
         let audit_keys = Arc::new(derive_audit_keys(self.provider.as_ref(), &master_key)?);
-        let mut recovered = None;
-        if let Some(dir) = self.data_dir.clone() {
-            if self.store.is_none() {
-                let store = ferrohsm_store::FileKeyStore::open(dir.join("keys")).await?;
-                if self.approvals.is_none() {
-                    self.approvals = Some(Arc::new(store.approval_store().await?));
-                }
-                if self.revocations.is_none() {
-                    self.revocations = Some(Arc::new(store.token_revocation_store().await?));
-                }
-                self.store = Some(Arc::new(store));
-            }
-            if self.audit.is_none() {
-                let config = ferrohsm_audit::FileAuditConfig::new(dir.join("audit"));
-                let sink = Arc::new(
-                    ferrohsm_audit::FileAuditSink::open(
-                        config,
-                        self.provider.clone(),
-                        audit_keys.clone(),
-                    )
-                    .map_err(Error::AuditUnavailable)?,
-                );
-                recovered = Some(sink.clone());
-                self.audit = Some(sink);
-            }
-        }
-        if let Some(sink) = recovered {
-            sink.record_recovery().await.map_err(Error::AuditUnavailable)?;
+        if let Some(config) = self.backend.take() {
+            let opened = config
+                .open(self.provider.clone(), audit_keys.clone())
+                .await
+                .map_err(Error::Backend)?;
+            self.store.get_or_insert(opened.keys);
+            self.approvals.get_or_insert(opened.approvals);
+            self.revocations.get_or_insert(opened.revocations);
+            self.audit.get_or_insert(opened.audit);
         }
         let store =
             self.store.ok_or_else(|| Error::InvalidRequest("an Hsm needs a key store".into()))?;
         let sealer = Sealer::new(self.provider.clone(), &master_key).map_err(Error::Setup)?;
         let audit_hmac_key = derive_audit_hmac_key(self.provider.as_ref(), &master_key)?;
         let token_key = TokenKey::derive(self.provider.as_ref(), &master_key)?;
-        let audit = match self.audit {
-            Some(sink) => sink,
-            None => Arc::new(MemoryAuditSink::new(self.provider.clone(), audit_keys.clone())),
+        // Whatever the key store, stores left unset live in memory (lost at exit).
+        let (audit, approvals, revocations) = match (self.audit, self.approvals, self.revocations) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            (a, b, c) => {
+                let m = BackendConfig::memory()
+                    .open(self.provider.clone(), audit_keys.clone())
+                    .await
+                    .map_err(Error::Backend)?;
+                (a.unwrap_or(m.audit), b.unwrap_or(m.approvals), c.unwrap_or(m.revocations))
+            }
         };
         let policy = match (&self.policy_file, self.policy) {
             (Some(path), _) => PolicyHandle::from_file(path).map_err(Error::InvalidPolicy)?,
             (None, Some(policy)) => PolicyHandle::fixed(policy),
             (None, None) => PolicyHandle::fixed(Policy::default()),
         };
-        let approvals = self.approvals.unwrap_or_else(|| Arc::new(MemoryApprovalStore::new()));
-        let revocations =
-            self.revocations.unwrap_or_else(|| Arc::new(MemoryTokenRevocationStore::new()));
         if self.max_token_lifetime <= Duration::ZERO || self.max_token_lifetime > MAX_TOKEN_LIFETIME
         {
             return Err(Error::InvalidRequest(
@@ -369,7 +371,7 @@ impl Hsm {
             max_payload: DEFAULT_MAX_PAYLOAD,
             destruction_grace: DEFAULT_DESTRUCTION_GRACE,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
-            data_dir: None,
+            backend: None,
         }
     }
 
@@ -995,11 +997,13 @@ impl Hsm {
         self.run(ctx, Operation::ListApprovals, None, async {
             self.authorize(ctx, Operation::ListApprovals, None, None, Vec::new).await?;
             let now = OffsetDateTime::now_utc();
-            let mut list =
+            let stored =
                 self.inner.approvals.list(limit.clamp(1, ferrohsm_store::MAX_LIST_LIMIT)).await?;
-            for a in &mut list {
-                self.check_approval(a)?;
+            let mut list = Vec::with_capacity(stored.len());
+            for document in &stored {
+                let mut a = self.open_approval(document)?;
                 a.state = a.state_at(now);
+                list.push(a);
             }
             Ok(list)
         })
@@ -1068,7 +1072,7 @@ impl Hsm {
                 a.deny(&ctx.caller(), comment.clone(), now)
             };
             voted.map_err(Error::Approval)?;
-            match self.inner.approvals.update(self.tag_approval(a.clone())).await {
+            match self.inner.approvals.update(self.seal_approval(&a)?).await {
                 Ok(()) => {
                     if a.operation == Operation::ManagePolicy
                         && a.state == ApprovalState::Approved
@@ -1145,7 +1149,7 @@ impl Hsm {
         let digest = params::digest(&inner.sealer, &parameters);
         let ctx = RequestContext::local(POLICY_ACTOR);
         let now = OffsetDateTime::now_utc();
-        let approval = self.tag_approval(Approval::new(
+        let approval = Approval::new(
             &rule,
             Operation::ManagePolicy,
             String::new(),
@@ -1153,8 +1157,8 @@ impl Hsm {
             digest,
             &ctx.caller(),
             now,
-        ));
-        inner.approvals.create(approval.clone()).await?;
+        );
+        inner.approvals.create(self.seal_approval(&approval)?).await?;
         inner.policy.stage(crate::policy::Staged { candidate, approval: approval.id });
         let message = format!(
             "approval_required: the changed policy file waits for approval {} ({} of {} approvals): {}",
@@ -1179,7 +1183,7 @@ impl Hsm {
         approval
             .execute(POLICY_ACTOR, Operation::ManagePolicy, "", &digest, now)
             .map_err(Error::Approval)?;
-        self.inner.approvals.update(self.tag_approval(approval)).await?;
+        self.inner.approvals.update(self.seal_approval(&approval)?).await?;
         self.inner.policy.install(staged.candidate);
         let message = format!("policy file reloaded after approval {id}");
         record_policy_event(&self.inner, Outcome::Success, message).await;
@@ -1221,21 +1225,14 @@ impl Hsm {
         let digest = params::digest(&self.inner.sealer, &parameters);
         let now = OffsetDateTime::now_utc();
         let Some(id) = ctx.approval_id else {
-            let approval = self.tag_approval(Approval::new(
-                &rule,
-                operation,
-                key_id,
-                parameters,
-                digest,
-                &ctx.caller(),
-                now,
-            ));
-            self.inner.approvals.create(approval.clone()).await?;
+            let approval =
+                Approval::new(&rule, operation, key_id, parameters, digest, &ctx.caller(), now);
+            self.inner.approvals.create(self.seal_approval(&approval)?).await?;
             return Err(Error::ApprovalRequired(Box::new(approval)));
         };
         let mut approval = self.load_approval(id).await?;
         approval.execute(&ctx.actor, operation, &key_id, &digest, now).map_err(Error::Approval)?;
-        match self.inner.approvals.update(self.tag_approval(approval)).await {
+        match self.inner.approvals.update(self.seal_approval(&approval)?).await {
             Ok(()) => Ok(()),
             // Someone executed it in between.
             Err(ferrohsm_store::Error::ApprovalConflict(_)) => {
@@ -1261,16 +1258,36 @@ impl Hsm {
             .map_err(|retry_after| Error::RateLimited { retry_after })
     }
 
-    fn tag_approval(&self, mut approval: Approval) -> Approval {
+    /// The stored form of `approval`: its encoding with an integrity tag inside, plus what the
+    /// store needs to see (revision, whether it is still open, when it changed).
+    fn seal_approval(&self, approval: &Approval) -> Result<ApprovalDocument> {
+        let mut approval = approval.clone();
         approval.tag = None;
         let tag = self.inner.sealer.authenticate(&approval.canonical_bytes());
         approval.tag = Some(ferrohsm_crypto::b64::encode(&tag.0));
-        approval
+        let now = OffsetDateTime::now_utc();
+        let body = serde_json::to_vec(&approval)
+            .map_err(|e| Error::Store(ferrohsm_store::Error::backend("encoding an approval", e)))?;
+        Ok(ApprovalDocument {
+            id: approval.id,
+            revision: approval.revision,
+            open: matches!(
+                approval.state_at(now),
+                ApprovalState::Pending | ApprovalState::Approved
+            ),
+            updated_at: now,
+            body,
+        })
     }
 
-    fn check_approval(&self, approval: &Approval) -> Result<()> {
-        let broken =
-            || Error::Forbidden(format!("approval {} failed its integrity check", approval.id));
+    /// The approval in a stored document, if its integrity tag and its id check out.
+    fn open_approval(&self, document: &ApprovalDocument) -> Result<Approval> {
+        let id = document.id;
+        let broken = || Error::Forbidden(format!("approval {id} failed its integrity check"));
+        let approval: Approval = serde_json::from_slice(&document.body).map_err(|_| broken())?;
+        if approval.id != id || approval.revision != document.revision {
+            return Err(broken());
+        }
         let tag = approval
             .tag
             .as_deref()
@@ -1279,18 +1296,18 @@ impl Hsm {
         self.inner
             .sealer
             .verify(&approval.canonical_bytes(), &ferrohsm_seal::MetadataTag(tag))
-            .map_err(|_| broken())
+            .map_err(|_| broken())?;
+        Ok(approval)
     }
 
     async fn load_approval(&self, id: uuid::Uuid) -> Result<Approval> {
-        let approval = match self.inner.approvals.get(&id).await {
+        let document = match self.inner.approvals.get(&id).await {
             Err(ferrohsm_store::Error::Corrupt { .. }) => {
                 return Err(Error::Forbidden(format!("approval {id} failed its integrity check")));
             }
             other => other?.ok_or(Error::ApprovalNotFound(id))?,
         };
-        self.check_approval(&approval)?;
-        Ok(approval)
+        self.open_approval(&document)
     }
 
     // ----- Audit ---------------------------------------------------------------------------
@@ -1534,6 +1551,13 @@ impl Hsm {
     /// Re-reads the live revocations from the store (so revocations made by another replica
     /// take effect here), dropping expired ones and any whose integrity tag fails.
     pub async fn refresh_token_revocations(&self) -> Result<()> {
+        if let Some(d) = self.inner.revocations.damaged().first() {
+            // Fail closed: forgetting a revocation could let a revoked token back in.
+            return Err(Error::Store(ferrohsm_store::Error::Corrupt {
+                record: format!("token revocation {}", d.location),
+                reason: d.reason.clone(),
+            }));
+        }
         let live = self.inner.revocations.live(OffsetDateTime::now_utc()).await?;
         let known = self.inner.revoked.read().unwrap_or_else(|p| p.into_inner()).1.clone();
         let mut set = HashSet::with_capacity(live.len());
@@ -1652,7 +1676,7 @@ impl Hsm {
         let now = OffsetDateTime::now_utc();
         let list = self.inner.approvals.list(ferrohsm_store::MAX_LIST_LIMIT).await?;
         let mut counts: BTreeMap<&'static str, (ApprovalState, u64)> = BTreeMap::new();
-        for a in &list {
+        for a in list.iter().filter_map(|d| self.open_approval(d).ok()) {
             let state = a.state_at(now);
             counts.entry(state.as_str()).or_insert((state, 0)).1 += 1;
         }
@@ -2052,7 +2076,7 @@ async fn record_quarantine(hsm: &Hsm) -> Result<()> {
             uuid::Uuid::now_v7().to_string(),
         );
         entry.key_id = d.id.clone().filter(|id| id.parse::<KeyId>().is_ok());
-        entry.message = Some(format!("quarantined {}: {}", d.path.display(), d.reason));
+        entry.message = Some(format!("quarantined {}: {}", d.location, d.reason));
         entries.push(entry);
     }
     if damaged.len() > MAX_QUARANTINE_RECORDS {

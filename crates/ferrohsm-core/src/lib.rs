@@ -11,13 +11,12 @@
 //! and never let a frontend bypass it to reach the store.
 //!
 //! ```
-//! use std::sync::Arc;
-//! use ferrohsm_core::{Algorithm, CreateKey, Hsm, MasterKey, MemoryKeyStore, RequestContext, SignInput};
+//! use ferrohsm_core::{Algorithm, BackendConfig, CreateKey, Hsm, MasterKey, RequestContext, SignInput};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let hsm = Hsm::builder()
-//!     .store(Arc::new(MemoryKeyStore::new()))
+//!     .backend(BackendConfig::memory())
 //!     .master_key(MasterKey::from_bytes(&[7u8; 32])?)
 //!     .build()
 //!     .await?;
@@ -50,14 +49,15 @@ pub mod wire;
 
 // Public interface:
 pub use audit::{danger_derive_audit_hmac_key, derive_audit_keys};
-pub use check::{CheckReport, check_data_dir};
+pub use check::{CheckReport, check_backend};
 pub use context::{KeyRef, RequestContext};
 pub use error::{Error, Result};
 pub use ferrohsm_audit::AuditRecord;
-pub use ferrohsm_audit::{AuditSink, Checkpoint, FileAuditConfig, FileAuditSink, MemoryAuditSink};
+pub use ferrohsm_audit::{AuditFilter, AuditHead, AuditSink, Checkpoint};
 pub use ferrohsm_audit::{
     Failure, OfflineOptions, Report, summary as audit_summary, verify_files as verify_audit_files,
 };
+pub use ferrohsm_backends::{BackendConfig, BackendKind, Backends};
 pub use ferrohsm_crypto::{
     Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, SecretBytes, SignInput,
     SignatureScheme, Usage,
@@ -67,15 +67,11 @@ pub use ferrohsm_policy::{
     Approval, ApprovalState, Operation, Parameter, Policy, Principal, Role, parse_duration,
 };
 pub use ferrohsm_seal::MasterKey;
-pub use ferrohsm_store::{ApprovalStore, FileApprovalStore, MemoryApprovalStore};
+pub use ferrohsm_store::{ApprovalDocument, ApprovalStore};
 pub use ferrohsm_store::{
-    Cursor, FileKeyStore, KeyId, KeyName, KeyState, KeyStore, ListQuery, MemoryKeyStore,
-    RevocationReason, VersionState,
+    Cursor, KeyId, KeyName, KeyState, KeyStore, ListQuery, RevocationReason, VersionState,
 };
-pub use ferrohsm_store::{
-    FileTokenRevocationStore, MemoryTokenRevocationStore, TokenMatch, TokenRevocation,
-    TokenRevocationStore,
-};
+pub use ferrohsm_store::{TokenMatch, TokenRevocation, TokenRevocationStore};
 pub use hsm::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_DESTRUCTION_GRACE, DEFAULT_MAX_PAYLOAD,
     DEFAULT_MAX_TOKEN_LIFETIME, Hsm, HsmBuilder, MAX_TOKEN_LIFETIME, NonceBudget, TokenGrant,

@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use common::master;
 use ferrohsm_audit::{AuditRecord, Line, Verifier, parse_line};
+use ferrohsm_audit::{FileAuditConfig, FileAuditSink};
 use ferrohsm_core::{
-    Algorithm, AwsLcProvider, CreateKey, CryptoProvider, FileAuditConfig, FileAuditSink,
-    FileKeyStore, Hsm, KeyRef, RequestContext, RevocationReason, SignInput, derive_audit_keys,
+    Algorithm, AwsLcProvider, CreateKey, CryptoProvider, Hsm, KeyRef, RequestContext,
+    RevocationReason, SignInput, derive_audit_keys,
 };
+use ferrohsm_store::FileKeyStore;
 
 fn caller() -> RequestContext {
     RequestContext {

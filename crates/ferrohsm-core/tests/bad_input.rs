@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use common::{ctx, hsm_on, snapshot};
 use ferrohsm_core::{
-    Algorithm, CreateKey, Error, Hsm, KeyId, KeyRef, MemoryKeyStore, RevocationReason, SignInput,
-    SignatureScheme, Usage,
+    Algorithm, CreateKey, Error, Hsm, KeyId, KeyRef, RevocationReason, SignInput, SignatureScheme,
+    Usage,
 };
+use ferrohsm_store::MemoryKeyStore;
 use time::Duration;
 
 struct Fixture {

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use common::{ctx, hsm_on, hsms, master};
 use ferrohsm_core::{
-    Algorithm, AwsLcProvider, CreateKey, CryptoProvider, Error, FileKeyStore, Hsm, KeyRef,
-    KeyState, ListQuery, RevocationReason, SignInput, SignatureScheme, Usage, VersionState,
+    Algorithm, AwsLcProvider, CreateKey, CryptoProvider, Error, Hsm, KeyRef, KeyState, ListQuery,
+    RevocationReason, SignInput, SignatureScheme, Usage, VersionState,
 };
+use ferrohsm_store::FileKeyStore;
 use time::{Duration, OffsetDateTime};
 
 fn id_ref(info: &ferrohsm_core::KeyInfo) -> KeyRef {

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ctx, master};
-use ferrohsm_core::{Algorithm, CreateKey, Hsm, KeyRef, MemoryKeyStore, NonceBudget};
+use ferrohsm_core::{Algorithm, CreateKey, Hsm, KeyRef, NonceBudget};
+use ferrohsm_store::MemoryKeyStore;
 
 async fn hsm_with(budget: NonceBudget) -> Hsm {
     Hsm::builder()

@@ -15,9 +15,10 @@ use std::time::Duration as StdDuration;
 
 use common::master;
 use ferrohsm_core::{
-    Algorithm, ApprovalState, CreateKey, Error, FileKeyStore, Hsm, KeyRef, KeyState, Policy,
-    RequestContext, SignInput, TokenMatch,
+    Algorithm, ApprovalState, CreateKey, Error, Hsm, KeyRef, KeyState, Policy, RequestContext,
+    SignInput, TokenMatch,
 };
+use ferrohsm_store::FileKeyStore;
 
 const POLICY: &str = r#"
 version = 1
@@ -53,7 +54,7 @@ fn who(actor: &str, role: &str) -> RequestContext {
 
 async fn hsm_with(policy: &str) -> Hsm {
     Hsm::builder()
-        .store(Arc::new(ferrohsm_core::MemoryKeyStore::new()))
+        .store(Arc::new(ferrohsm_store::MemoryKeyStore::new()))
         .master_key(master(1))
         .policy(Policy::from_toml(policy).unwrap())
         .build()
@@ -247,10 +248,15 @@ async fn a_tampered_approval_on_disk_is_refused() {
         (key, *a)
     };
     let path = dir.path().join("approvals").join(format!("{}.json", approval.id));
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(r#""state": "pending""#, r#""state": "approved""#);
-    std::fs::write(&path, text).unwrap();
+    // The store keeps the approval as an opaque body: forge the state inside it.
+    let mut stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let body = ferrohsm_core::b64::decode(stored["body"].as_str().unwrap()).unwrap();
+    let forged_body =
+        String::from_utf8(body).unwrap().replace(r#""state":"pending""#, r#""state":"approved""#);
+    assert!(forged_body.contains(r#""state":"approved""#));
+    stored["body"] = ferrohsm_core::b64::encode(forged_body.as_bytes()).into();
+    std::fs::write(&path, serde_json::to_vec(&stored).unwrap()).unwrap();
     let hsm = open_durable(dir.path()).await;
     let forged = RequestContext { approval_id: Some(approval.id), ..olga };
     let err = hsm.rollback_key(&forged, &KeyRef::Id(key.id), 1).await.unwrap_err();
@@ -292,7 +298,7 @@ async fn policy_changes_apply_without_restart_and_a_broken_file_keeps_the_old_po
     };
     std::fs::write(&path, grant("svc-a")).unwrap();
     let hsm = Hsm::builder()
-        .store(Arc::new(ferrohsm_core::MemoryKeyStore::new()))
+        .store(Arc::new(ferrohsm_store::MemoryKeyStore::new()))
         .master_key(master(3))
         .policy_file(&path, StdDuration::from_millis(50))
         .build()
@@ -345,7 +351,7 @@ async fn policy_changes_apply_without_restart_and_a_broken_file_keeps_the_old_po
     // A file that is broken from the start stops start-up with the same detail.
     std::fs::write(&path, "version = 3").unwrap();
     let start = Hsm::builder()
-        .store(Arc::new(ferrohsm_core::MemoryKeyStore::new()))
+        .store(Arc::new(ferrohsm_store::MemoryKeyStore::new()))
         .master_key(master(3))
         .policy_file(&path, StdDuration::ZERO)
         .build()
@@ -431,7 +437,7 @@ async fn a_policy_change_under_dual_control_waits_for_its_approvers() {
     };
     std::fs::write(&path, guarded("svc-a")).unwrap();
     let hsm = Hsm::builder()
-        .store(Arc::new(ferrohsm_core::MemoryKeyStore::new()))
+        .store(Arc::new(ferrohsm_store::MemoryKeyStore::new()))
         .master_key(master(3))
         .policy_file(&path, StdDuration::ZERO)
         .build()

@@ -12,9 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{ctx, hsm_on};
-use ferrohsm_core::{
-    Algorithm, CreateKey, Error, FileKeyStore, Hsm, KeyId, KeyRef, RevocationReason, SignInput,
-};
+use ferrohsm_core::{Algorithm, CreateKey, Error, Hsm, KeyId, KeyRef, RevocationReason, SignInput};
+use ferrohsm_store::FileKeyStore;
 
 fn record_path(dir: &Path, id: KeyId) -> std::path::PathBuf {
     dir.join("keys").join(format!("{id}.json"))

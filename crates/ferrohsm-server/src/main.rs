@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use ferrohsm_core::{MasterKey, TokenKey};
+use ferrohsm_core::{BackendConfig, BackendKind, MasterKey, TokenKey};
 use ferrohsm_server::{
     AppConfig, ClientAuth, ConnectionLimits, Server, ServerConfig, ShutdownSignal, TlsFiles,
     TokenSpec,
@@ -62,6 +62,9 @@ struct CheckArgs {
     /// The data directory.
     #[arg(long, env = "FERROHSM_DATA_DIR", default_value = "./ferrohsm-data")]
     data_dir: PathBuf,
+    /// The backend the directory holds: filesystem or sqlite.
+    #[arg(long, env = "FERROHSM_KEY_STORE", default_value = "filesystem")]
+    key_store: StoreKind,
     /// The master key file, if not DIR/master.key; else FERROHSM_MASTER_KEY.
     #[arg(long, env = "FERROHSM_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
@@ -88,10 +91,11 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8443].
     #[arg(long, env = "FERROHSM_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Key store: filesystem or memory [default: filesystem].
+    /// Key store (keys, approvals, revocations and audit): filesystem, sqlite or memory
+    /// [default: filesystem].
     #[arg(long, env = "FERROHSM_KEY_STORE")]
     key_store: Option<StoreKind>,
-    /// Directory of the filesystem store and audit log [default: ./ferrohsm-data].
+    /// Directory of the store and audit log (SQLite: DIR/ferrohsm.db) [default: ./ferrohsm-data].
     #[arg(long, env = "FERROHSM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The master key file (0600); else FERROHSM_MASTER_KEY holds the key as base64.
@@ -162,7 +166,19 @@ struct ServeArgs {
 #[serde(rename_all = "lowercase")]
 enum StoreKind {
     Filesystem,
+    Sqlite,
     Memory,
+}
+
+impl StoreKind {
+    fn config(self, dir: &Path) -> BackendConfig {
+        let kind = match self {
+            StoreKind::Filesystem => BackendKind::Filesystem,
+            StoreKind::Sqlite => BackendKind::Sqlite,
+            StoreKind::Memory => BackendKind::Memory,
+        };
+        BackendConfig::new(kind, dir)
+    }
 }
 
 /// The configuration file: the same settings as the flags.
@@ -208,6 +224,9 @@ struct DevArgs {
     /// A policy file (docs/policy.md), reloaded when it changes.
     #[arg(long, env = "FERROHSM_POLICY_FILE")]
     policy_file: Option<PathBuf>,
+    /// Key store: filesystem or sqlite (in the data directory), or memory.
+    #[arg(long, env = "FERROHSM_KEY_STORE", default_value = "filesystem")]
+    key_store: StoreKind,
 }
 
 #[derive(Args)]
@@ -359,7 +378,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = ServerConfig {
         listen: args.listen.or(file.listen).unwrap_or(([127, 0, 0, 1], 8443).into()),
-        data_dir: matches!(store, StoreKind::Filesystem).then_some(data_dir),
+        backend: store.config(&data_dir),
         policy_file: args.policy_file.or(file.policy_file),
         keyset_file: args.keyset_file.or(file.keyset_file),
         audience: args.audience.or(file.audience).unwrap_or_else(|| "ferrohsm".into()),
@@ -432,7 +451,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     )?;
     let config = ServerConfig {
         listen: args.listen,
-        data_dir: Some(args.data_dir.clone()),
+        backend: args.key_store.config(&args.data_dir),
         policy_file: args.policy_file.clone(),
         keyset_file: None,
         audience: "ferrohsm".into(),
@@ -458,7 +477,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("FerroHSM dev server");
     println!("  URL:          https://localhost:{}", server.local_addr().port());
     println!("  CA file:      {}", ca.display());
-    println!("  data:         {}", args.data_dir.display());
+    println!(
+        "  data:         {} ({})",
+        args.key_store.config(&args.data_dir).location(),
+        args.key_store.config(&args.data_dir).kind
+    );
     println!("  admin token:  {admin}");
     println!();
     println!("  export FERROHSM_SERVER=https://localhost:{}", server.local_addr().port());
@@ -505,7 +528,7 @@ fn master_for(data_dir: &Path, file: Option<&Path>) -> anyhow::Result<MasterKey>
 
 async fn check(args: CheckArgs) -> anyhow::Result<()> {
     let master = master_for(&args.data_dir, args.master_key_file.as_deref())?;
-    let report = ferrohsm_core::check_data_dir(&args.data_dir, &master)
+    let report = ferrohsm_core::check_backend(&args.key_store.config(&args.data_dir), &master)
         .await
         .with_context(|| format!("checking {}", args.data_dir.display()))?;
     for problem in &report.problems {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use ferrohsm_core::{Hsm, MasterKey, MemoryKeyStore, RequestContext};
+use ferrohsm_core::{BackendConfig, Hsm, MasterKey, RequestContext};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,8 +24,8 @@ use crate::{Error, Result};
 pub struct ServerConfig {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// The filesystem store's directory; `None` keeps keys, approvals and audit in memory.
-    pub data_dir: Option<PathBuf>,
+    /// Where keys, approvals, token revocations and the audit log are kept.
+    pub backend: BackendConfig,
     /// A policy file, reloaded when it changes.
     pub policy_file: Option<PathBuf>,
     /// A JWT keyset file, reloaded when it changes.
@@ -215,10 +215,7 @@ impl Server {
             .master_key(master_key)
             .max_token_lifetime(lifetime)
             .refusal_interval(config.refusal_interval);
-        builder = match &config.data_dir {
-            Some(dir) => builder.data_dir(dir),
-            None => builder.store(Arc::new(MemoryKeyStore::new())),
-        };
+        builder = builder.backend(config.backend.clone());
         if let Some(policy) = &config.policy_file {
             builder = builder.policy_file(policy, config.reload_interval);
         }

@@ -1,4 +1,9 @@
 //! `ApprovalStore`: where dual-control approvals persist, so they survive a restart.
+//!
+//! The store keeps opaque documents: the core encodes an approval (with its integrity tag
+//! inside) and the store sees only its id, revision, whether it is still open, when it last
+//! changed, and the bytes. So no backend depends on the policy model, and a backend that
+//! edits the bytes is caught by the tag, not trusted.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -7,27 +12,76 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
-use ferrohsm_policy::Approval;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::file::{atomic_replace, read_json_dir};
 use crate::{Error, Result};
 
+/// One approval as stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDocument {
+    /// Its id (UUIDv7, so ids sort by creation).
+    pub id: Uuid,
+    /// 1 when created; each update is the stored revision plus one.
+    pub revision: u64,
+    /// Whether it may still change (pending or approved). Closed ones (executed, denied,
+    /// expired) are what retention may remove; open ones are never removed.
+    pub open: bool,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// The encoded approval, integrity tag included; never interpreted by the store.
+    #[serde(with = "body_b64")]
+    pub body: Vec<u8>,
+}
+
+impl Debug for ApprovalDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalDocument")
+            .field("id", &self.id)
+            .field("revision", &self.revision)
+            .field("open", &self.open)
+            .field("updated_at", &self.updated_at)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+mod body_b64 {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&ferrohsm_crypto::b64::encode(v))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        ferrohsm_crypto::b64::decode(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Persists approvals. Every update must be the stored approval's successor (revision plus
 /// one), so two concurrent approvers or executions cannot both win.
 #[async_trait]
 pub trait ApprovalStore: Send + Sync + Debug {
-    /// Stores a new approval.
-    async fn create(&self, approval: Approval) -> Result<()>;
+    /// Stores a new approval (revision 1).
+    async fn create(&self, approval: ApprovalDocument) -> Result<()>;
 
     /// The approval with this id.
-    async fn get(&self, id: &Uuid) -> Result<Option<Approval>>;
+    async fn get(&self, id: &Uuid) -> Result<Option<ApprovalDocument>>;
 
     /// Replaces an approval with its successor.
-    async fn update(&self, approval: Approval) -> Result<()>;
+    async fn update(&self, approval: ApprovalDocument) -> Result<()>;
 
     /// Up to `limit` approvals, newest first.
-    async fn list(&self, limit: usize) -> Result<Vec<Approval>>;
+    async fn list(&self, limit: usize) -> Result<Vec<ApprovalDocument>>;
+
+    /// Removes closed approvals last changed before `before`, at most `limit` of them, and
+    /// returns how many went. Open approvals are never removed.
+    async fn prune_closed(&self, before: OffsetDateTime, limit: usize) -> Result<u64>;
 
     /// Stored approvals that could not be read when the store opened (quarantined: reported,
     /// and refused by id with [`Error::Corrupt`]).
@@ -36,8 +90,19 @@ pub trait ApprovalStore: Send + Sync + Debug {
     }
 }
 
+/// Checks that `next` may be stored as a new approval.
+pub(crate) fn check_new(next: &ApprovalDocument) -> Result<()> {
+    if next.revision != 1 {
+        return Err(Error::ApprovalConflict(next.id));
+    }
+    Ok(())
+}
+
 /// Checks that `next` may replace what is stored.
-fn check_successor(stored: Option<&Approval>, next: &Approval) -> Result<()> {
+pub(crate) fn check_successor(
+    stored: Option<&ApprovalDocument>,
+    next: &ApprovalDocument,
+) -> Result<()> {
     let stored = stored.ok_or(Error::ApprovalNotFound(next.id))?;
     if next.revision != stored.revision + 1 {
         return Err(Error::ApprovalConflict(next.id));
@@ -46,7 +111,10 @@ fn check_successor(stored: Option<&Approval>, next: &Approval) -> Result<()> {
 }
 
 /// Up to `limit` approvals, newest first (ids are UUIDv7, so id order is creation order).
-fn newest(approvals: &RwLock<BTreeMap<Uuid, Approval>>, limit: usize) -> Vec<Approval> {
+fn newest(
+    approvals: &RwLock<BTreeMap<Uuid, ApprovalDocument>>,
+    limit: usize,
+) -> Vec<ApprovalDocument> {
     approvals
         .read()
         .unwrap_or_else(|p| p.into_inner())
@@ -57,10 +125,26 @@ fn newest(approvals: &RwLock<BTreeMap<Uuid, Approval>>, limit: usize) -> Vec<App
         .collect()
 }
 
+/// The ids of up to `limit` closed approvals last changed before `before`.
+fn prunable(
+    approvals: &RwLock<BTreeMap<Uuid, ApprovalDocument>>,
+    before: OffsetDateTime,
+    limit: usize,
+) -> Vec<Uuid> {
+    approvals
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter(|a| !a.open && a.updated_at < before)
+        .take(limit)
+        .map(|a| a.id)
+        .collect()
+}
+
 /// Approvals in process memory.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryApprovalStore {
-    approvals: Arc<RwLock<BTreeMap<Uuid, Approval>>>,
+    approvals: Arc<RwLock<BTreeMap<Uuid, ApprovalDocument>>>,
 }
 
 impl MemoryApprovalStore {
@@ -72,7 +156,8 @@ impl MemoryApprovalStore {
 
 #[async_trait]
 impl ApprovalStore for MemoryApprovalStore {
-    async fn create(&self, approval: Approval) -> Result<()> {
+    async fn create(&self, approval: ApprovalDocument) -> Result<()> {
+        check_new(&approval)?;
         let mut map = self.approvals.write().unwrap_or_else(|p| p.into_inner());
         if map.contains_key(&approval.id) {
             return Err(Error::ApprovalConflict(approval.id));
@@ -81,19 +166,25 @@ impl ApprovalStore for MemoryApprovalStore {
         Ok(())
     }
 
-    async fn get(&self, id: &Uuid) -> Result<Option<Approval>> {
+    async fn get(&self, id: &Uuid) -> Result<Option<ApprovalDocument>> {
         Ok(self.approvals.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned())
     }
 
-    async fn update(&self, approval: Approval) -> Result<()> {
+    async fn update(&self, approval: ApprovalDocument) -> Result<()> {
         let mut map = self.approvals.write().unwrap_or_else(|p| p.into_inner());
         check_successor(map.get(&approval.id), &approval)?;
         map.insert(approval.id, approval);
         Ok(())
     }
 
-    async fn list(&self, limit: usize) -> Result<Vec<Approval>> {
+    async fn list(&self, limit: usize) -> Result<Vec<ApprovalDocument>> {
         Ok(newest(&self.approvals, limit))
+    }
+
+    async fn prune_closed(&self, before: OffsetDateTime, limit: usize) -> Result<u64> {
+        let ids = prunable(&self.approvals, before, limit);
+        let mut map = self.approvals.write().unwrap_or_else(|p| p.into_inner());
+        Ok(ids.iter().filter(|id| map.remove(id).is_some()).count() as u64)
     }
 }
 
@@ -106,7 +197,7 @@ pub struct FileApprovalStore {
 #[derive(Debug)]
 struct FileInner {
     dir: PathBuf,
-    approvals: RwLock<BTreeMap<Uuid, Approval>>,
+    approvals: RwLock<BTreeMap<Uuid, ApprovalDocument>>,
     writer: Mutex<()>,
     counter: AtomicU64,
     damaged: Vec<crate::DamagedRecord>,
@@ -118,7 +209,7 @@ impl FileApprovalStore {
     pub(crate) fn open_blocking(dir: PathBuf, guard: Box<dyn Debug + Send + Sync>) -> Result<Self> {
         let mut approvals = BTreeMap::new();
         let mut damaged = Vec::new();
-        for file in read_json_dir::<Approval>(&dir, |a| a.id.to_string())? {
+        for file in read_json_dir::<ApprovalDocument>(&dir, |a| a.id.to_string())? {
             match file.parsed {
                 Ok(approval) => {
                     approvals.insert(approval.id, approval);
@@ -126,7 +217,7 @@ impl FileApprovalStore {
                 Err(reason) => {
                     tracing::error!(path = %file.path.display(), %reason, "quarantining a damaged approval");
                     damaged.push(crate::DamagedRecord {
-                        path: file.path,
+                        location: file.path.display().to_string(),
                         id: Some(file.stem),
                         reason,
                     });
@@ -145,13 +236,14 @@ impl FileApprovalStore {
         })
     }
 
-    async fn write(&self, approval: Approval, create: bool) -> Result<()> {
+    async fn write(&self, approval: ApprovalDocument, create: bool) -> Result<()> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let _writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
             {
                 let map = inner.approvals.read().unwrap_or_else(|p| p.into_inner());
                 if create {
+                    check_new(&approval)?;
                     if map.contains_key(&approval.id) {
                         return Err(Error::ApprovalConflict(approval.id));
                     }
@@ -161,7 +253,7 @@ impl FileApprovalStore {
             }
             let path = inner.dir.join(format!("{}.json", approval.id));
             let bytes = serde_json::to_vec_pretty(&approval)
-                .map_err(|e| Error::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+                .map_err(|e| Error::internal("encoding a record", e))?;
             atomic_replace(&inner.dir, &inner.counter, &path, &bytes, false)?;
             inner
                 .approvals
@@ -171,30 +263,55 @@ impl FileApprovalStore {
             Ok(())
         })
         .await
-        .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
+        .map_err(|e| Error::internal("a storage task failed", e))?
     }
 }
 
 #[async_trait]
 impl ApprovalStore for FileApprovalStore {
-    async fn create(&self, approval: Approval) -> Result<()> {
+    async fn create(&self, approval: ApprovalDocument) -> Result<()> {
         self.write(approval, true).await
     }
 
-    async fn get(&self, id: &Uuid) -> Result<Option<Approval>> {
+    async fn get(&self, id: &Uuid) -> Result<Option<ApprovalDocument>> {
         let name = id.to_string();
         if let Some(d) = self.inner.damaged.iter().find(|d| d.id.as_deref() == Some(&name)) {
-            return Err(Error::Corrupt { path: d.path.clone(), reason: d.reason.clone() });
+            return Err(Error::Corrupt { record: name, reason: d.reason.clone() });
         }
         Ok(self.inner.approvals.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned())
     }
 
-    async fn update(&self, approval: Approval) -> Result<()> {
+    async fn update(&self, approval: ApprovalDocument) -> Result<()> {
         self.write(approval, false).await
     }
 
-    async fn list(&self, limit: usize) -> Result<Vec<Approval>> {
+    async fn list(&self, limit: usize) -> Result<Vec<ApprovalDocument>> {
         Ok(newest(&self.inner.approvals, limit))
+    }
+
+    async fn prune_closed(&self, before: OffsetDateTime, limit: usize) -> Result<u64> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let ids = prunable(&inner.approvals, before, limit);
+            let mut removed = 0;
+            for id in &ids {
+                let path = inner.dir.join(format!("{id}.json"));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::file(path, e)),
+                }
+                inner.approvals.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+                removed += 1;
+            }
+            if removed > 0 {
+                crate::file::sync_dir(&inner.dir)?;
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| Error::internal("a storage task failed", e))?
     }
 
     fn damaged(&self) -> Vec<crate::DamagedRecord> {

@@ -24,8 +24,9 @@ use ferrohsm_seal::SealedMaterial;
 use time::OffsetDateTime;
 
 use crate::{
-    Cursor, Error, FileKeyStore, KeyId, KeyName, KeyRecord, KeyState, KeyStore, KeyVersion,
-    ListQuery, MemoryKeyStore, Revocation, RevocationReason, VersionState,
+    ApprovalDocument, ApprovalStore, Cursor, Error, FileKeyStore, KeyId, KeyName, KeyRecord,
+    KeyState, KeyStore, KeyVersion, ListQuery, MemoryKeyStore, Revocation, RevocationReason,
+    VersionState,
 };
 
 /// Opens a backend on storage the harness owns, so the suite can reopen it.
@@ -40,11 +41,20 @@ pub trait Harness: Send + Sync {
     /// Leaves on the storage what a process killed mid-write would leave. Backends with
     /// nothing to leave do nothing.
     async fn leave_crash_debris(&self) {}
+
+    /// Opens the backend's approval store (a second call after dropping the first reopens
+    /// the same storage).
+    async fn approvals(&self) -> Arc<dyn ApprovalStore>;
+
+    /// A second handle on the same storage while `first` stays open, as a second replica
+    /// would have; `None` for backends that allow one handle at a time (which must then
+    /// refuse the second open, checked by the backend's own tests).
+    async fn second_handle(&self, first: &Self::Store) -> Option<Self::Store>;
 }
 
 /// The memory backend: "reopening" returns the same shared store.
 #[derive(Debug, Default)]
-pub struct MemoryHarness(MemoryKeyStore);
+pub struct MemoryHarness(MemoryKeyStore, crate::MemoryApprovalStore);
 
 impl MemoryHarness {
     /// A harness around a new, empty memory store.
@@ -59,6 +69,14 @@ impl Harness for MemoryHarness {
 
     async fn open(&self) -> MemoryKeyStore {
         self.0.clone()
+    }
+
+    async fn approvals(&self) -> Arc<dyn ApprovalStore> {
+        Arc::new(self.1.clone())
+    }
+
+    async fn second_handle(&self, first: &MemoryKeyStore) -> Option<MemoryKeyStore> {
+        Some(first.clone())
     }
 }
 
@@ -90,6 +108,17 @@ impl Harness for FileHarness {
     async fn leave_crash_debris(&self) {
         crate::file::leave_crash_debris(self.0.path()).expect("writing crash debris");
     }
+
+    async fn approvals(&self) -> Arc<dyn ApprovalStore> {
+        let store = self.open().await;
+        Arc::new(store.approval_store().await.expect("opening the approval store"))
+    }
+
+    async fn second_handle(&self, _first: &FileKeyStore) -> Option<FileKeyStore> {
+        let second = FileKeyStore::open(self.0.path()).await;
+        assert!(matches!(second, Err(Error::Locked(_))), "a second handle must be refused");
+        None
+    }
 }
 
 /// Expands to one `#[tokio::test]` per conformance case for the given harness expression.
@@ -108,6 +137,11 @@ macro_rules! conformance_tests {
             list_filters_and_pages,
             pagination_under_concurrent_inserts,
             reopen_after_crash,
+            approvals_create_get_list,
+            approvals_update_is_compare_and_swap,
+            approvals_prune_only_closed,
+            approvals_survive_reopen,
+            two_handles_share_one_store,
         );
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
@@ -635,4 +669,155 @@ pub async fn reopen_after_crash(h: &impl Harness) {
     drop(store);
     let store = h.open().await;
     assert_eq!(store.count().await.unwrap(), expected.len() + 1);
+}
+
+// ----- Approvals ---------------------------------------------------------------------------
+
+/// A new approval document: revision 1, open, an opaque body.
+pub fn approval(body: &[u8]) -> ApprovalDocument {
+    ApprovalDocument {
+        id: uuid::Uuid::now_v7(),
+        revision: 1,
+        open: true,
+        updated_at: OffsetDateTime::now_utc(),
+        body: body.to_vec(),
+    }
+}
+
+fn successor(doc: &ApprovalDocument, body: &[u8], open: bool) -> ApprovalDocument {
+    ApprovalDocument {
+        revision: doc.revision + 1,
+        open,
+        updated_at: OffsetDateTime::now_utc(),
+        body: body.to_vec(),
+        ..doc.clone()
+    }
+}
+
+/// Created approvals read back byte for byte; the list is newest first and bounded; an id
+/// is created once, at revision 1.
+pub async fn approvals_create_get_list(h: &impl Harness) {
+    let store = h.approvals().await;
+    let mut made = Vec::new();
+    for i in 0..5u8 {
+        let doc = approval(&[i, 0, 255, b'{']);
+        store.create(doc.clone()).await.unwrap();
+        made.push(doc);
+    }
+    for doc in &made {
+        assert_eq!(store.get(&doc.id).await.unwrap().as_ref(), Some(doc));
+    }
+    assert!(store.get(&uuid::Uuid::now_v7()).await.unwrap().is_none());
+    let listed: Vec<_> = store.list(3).await.unwrap().into_iter().map(|d| d.id).collect();
+    let newest: Vec<_> = made.iter().rev().take(3).map(|d| d.id).collect();
+    assert_eq!(listed, newest);
+    assert!(matches!(store.create(made[0].clone()).await, Err(Error::ApprovalConflict(_))));
+    let mut late = approval(b"x");
+    late.revision = 2;
+    assert!(matches!(store.create(late.clone()).await, Err(Error::ApprovalConflict(_))));
+    assert!(store.get(&late.id).await.unwrap().is_none());
+}
+
+/// An update must be the stored revision plus one: stale and repeated writes conflict, an
+/// unknown id is not found, and of two concurrent updates exactly one wins.
+pub async fn approvals_update_is_compare_and_swap(h: &impl Harness) {
+    let store = h.approvals().await;
+    let doc = approval(b"v1");
+    store.create(doc.clone()).await.unwrap();
+    let v2 = successor(&doc, b"v2", true);
+    store.update(v2.clone()).await.unwrap();
+    assert_eq!(store.get(&doc.id).await.unwrap(), Some(v2.clone()));
+    assert!(matches!(store.update(v2.clone()).await, Err(Error::ApprovalConflict(_))));
+    assert!(matches!(
+        store.update(successor(&doc, b"stale", true)).await,
+        Err(Error::ApprovalConflict(_))
+    ));
+    let mut skip = successor(&v2, b"skip", true);
+    skip.revision += 1;
+    assert!(matches!(store.update(skip).await, Err(Error::ApprovalConflict(_))));
+    assert!(matches!(
+        store.update(successor(&approval(b"ghost"), b"x", true)).await,
+        Err(Error::ApprovalNotFound(_))
+    ));
+    let (a, b) = tokio::join!(
+        store.update(successor(&v2, b"a", false)),
+        store.update(successor(&v2, b"b", false))
+    );
+    assert_eq!(a.is_ok() as u8 + b.is_ok() as u8, 1, "exactly one concurrent update wins");
+    assert_eq!(store.get(&doc.id).await.unwrap().unwrap().revision, 3);
+}
+
+/// Pruning removes closed approvals older than the cut, at most `limit` per call, and never
+/// an open one however old.
+pub async fn approvals_prune_only_closed(h: &impl Harness) {
+    let store = h.approvals().await;
+    let old = OffsetDateTime::now_utc() - time::Duration::days(40);
+    let mut closed_old = Vec::new();
+    for i in 0..3u8 {
+        let mut doc = approval(&[i]);
+        doc.updated_at = old;
+        store.create(doc.clone()).await.unwrap();
+        let mut done = successor(&doc, b"executed", false);
+        done.updated_at = old;
+        store.update(done.clone()).await.unwrap();
+        closed_old.push(done);
+    }
+    let mut open_old = approval(b"pending");
+    open_old.updated_at = old;
+    store.create(open_old.clone()).await.unwrap();
+    let recent = approval(b"recent");
+    store.create(recent.clone()).await.unwrap();
+    store.update(successor(&recent, b"denied", false)).await.unwrap();
+
+    let cut = OffsetDateTime::now_utc() - time::Duration::days(30);
+    assert_eq!(store.prune_closed(cut, 2).await.unwrap(), 2);
+    assert_eq!(store.prune_closed(cut, 100).await.unwrap(), 1);
+    assert_eq!(store.prune_closed(cut, 100).await.unwrap(), 0);
+    for doc in &closed_old {
+        assert!(store.get(&doc.id).await.unwrap().is_none());
+    }
+    assert!(store.get(&open_old.id).await.unwrap().is_some(), "open approvals are never pruned");
+    assert!(store.get(&recent.id).await.unwrap().is_some(), "recent ones are kept");
+}
+
+/// Acknowledged approvals survive a reopen.
+pub async fn approvals_survive_reopen(h: &impl Harness) {
+    let store = h.approvals().await;
+    let doc = approval(b"durable");
+    store.create(doc.clone()).await.unwrap();
+    let v2 = successor(&doc, b"durable-2", false);
+    store.update(v2.clone()).await.unwrap();
+    drop(store);
+    let store = h.approvals().await;
+    assert_eq!(store.get(&doc.id).await.unwrap(), Some(v2));
+}
+
+// ----- Two handles -------------------------------------------------------------------------
+
+/// Two handles on one store (as two replicas would hold): each sees the other's
+/// acknowledged writes at once, a write based on a stale read conflicts, and of concurrent
+/// updates from both exactly one wins.
+pub async fn two_handles_share_one_store(h: &impl Harness) {
+    let a = h.open().await;
+    let Some(b) = h.second_handle(&a).await else { return };
+    let record = sample(Some("shared.key"), Algorithm::Aes256Gcm, &[("team", "x")]);
+    a.create(record.clone()).await.unwrap();
+    assert_eq!(stored(&b, &record.id).await, record);
+    assert!(matches!(
+        b.create(sample(Some("shared.key"), Algorithm::Aes256Gcm, &[])).await,
+        Err(Error::NameTaken(_))
+    ));
+    let mut tagged = next(&record);
+    tagged.tags.insert("team".into(), "y".into());
+    b.update(tagged.clone()).await.unwrap();
+    assert_eq!(stored(&a, &record.id).await, tagged);
+    // `a` writes from its stale copy: refused.
+    assert!(matches!(a.update(next(&record)).await, Err(Error::Conflict { .. })));
+    let (x, y) = tokio::join!(a.update(next(&tagged)), b.update(next(&tagged)));
+    assert_eq!(x.is_ok() as u8 + y.is_ok() as u8, 1, "exactly one concurrent update wins");
+    let page = b
+        .list(&ListQuery { tags: vec![("team".into(), "y".into())], ..ListQuery::default() })
+        .await
+        .unwrap();
+    assert_eq!(page.keys.len(), 1);
 }

@@ -58,7 +58,7 @@ impl FileKeyStore {
         let data_dir = data_dir.into();
         tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir))
             .await
-            .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
+            .map_err(|e| Error::internal("a storage task failed", e))?
     }
 
     /// [`FileKeyStore::open`] for non-async callers.
@@ -80,7 +80,7 @@ impl FileKeyStore {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked(data_dir.to_path_buf()));
+                return Err(Error::Locked(format!("the data directory {}", data_dir.display())));
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e)),
         }
@@ -117,17 +117,17 @@ impl FileKeyStore {
                 // quarantined (left in place, reported, refused by id) and the rest load.
                 let loaded = load_record(&path, stem).and_then(|record| {
                     index.check_create_on_load(&record).map_err(|_| Error::Corrupt {
-                        path: path.clone(),
+                        record: stem.to_owned(),
                         reason: "duplicate id or name".into(),
                     })?;
                     Ok(record)
                 });
                 match loaded {
                     Ok(record) => index.apply(Arc::new(record)),
-                    Err(Error::Corrupt { path, reason }) => {
+                    Err(Error::Corrupt { reason, .. }) => {
                         tracing::error!(path = %path.display(), %reason, "quarantining a damaged key record");
                         damaged.push(crate::DamagedRecord {
-                            path,
+                            location: path.display().to_string(),
                             id: Some(stem.to_owned()),
                             reason,
                         });
@@ -163,7 +163,7 @@ impl FileKeyStore {
             crate::approvals::FileApprovalStore::open_blocking(dir, Box::new(guard))
         })
         .await
-        .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
+        .map_err(|e| Error::internal("a storage task failed", e))?
     }
 
     /// The token revocations kept in this store's data directory
@@ -175,14 +175,14 @@ impl FileKeyStore {
             crate::tokens::FileTokenRevocationStore::open_blocking(dir, Box::new(guard))
         })
         .await
-        .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
+        .map_err(|e| Error::internal("a storage task failed", e))?
     }
 
     async fn write(&self, kind: WriteKind, record: KeyRecord) -> Result<Arc<KeyRecord>> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.write(kind, record))
             .await
-            .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
+            .map_err(|e| Error::internal("a storage task failed", e))?
     }
 }
 
@@ -198,7 +198,7 @@ impl Inner {
         self.read().check(kind, &record)?;
         let path = self.keys_dir.join(format!("{}{RECORD_EXT}", record.id));
         let bytes = serde_json::to_vec_pretty(&record)
-            .map_err(|e| Error::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+            .map_err(|e| Error::internal("encoding a record", e))?;
         self.write_atomic(&path, &bytes, matches!(kind, WriteKind::Purge))?;
         let record = Arc::new(record);
         self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner()).apply(record.clone());
@@ -266,7 +266,7 @@ impl Index {
 }
 
 fn load_record(path: &Path, stem: &str) -> Result<KeyRecord> {
-    let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| Error::Corrupt { record: stem.to_owned(), reason };
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
     let record: KeyRecord = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     if stem.parse::<KeyId>().ok() != Some(record.id) {
@@ -361,10 +361,9 @@ impl KeyStore for FileKeyStore {
     }
 
     async fn get(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>> {
-        if let Some(d) =
-            self.inner.damaged.iter().find(|d| d.id.as_deref() == Some(&id.to_string()))
-        {
-            return Err(Error::Corrupt { path: d.path.clone(), reason: d.reason.clone() });
+        let name = id.to_string();
+        if let Some(d) = self.inner.damaged.iter().find(|d| d.id.as_deref() == Some(&name)) {
+            return Err(Error::Corrupt { record: name, reason: d.reason.clone() });
         }
         Ok(self.inner.read().get(id))
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::{Cursor, Error, KeyId, KeyName, KeyRecord, KeyState, ListQuery, Page, Result};
+use crate::{Cursor, Error, KeyId, KeyName, KeyRecord, ListQuery, Page, Result};
 
 /// The three kinds of write a store accepts.
 #[derive(Debug, Clone, Copy)]
@@ -55,17 +55,7 @@ impl Index {
         {
             return Err(Error::NameTaken(name.clone()));
         }
-        let bad = |reason: &str| Err(Error::InvalidRecord { id: record.id, reason: reason.into() });
-        if record.revision != 1 {
-            return bad("a new key starts at revision 1");
-        }
-        if record.state != KeyState::Active || record.revocation.is_some() {
-            return bad("a new key is active");
-        }
-        if record.versions.len() != 1 || record.current_version != 1 {
-            return bad("a new key has exactly version 1, and it is current");
-        }
-        record.check_invariants()
+        record.check_new()
     }
 
     fn check_update(&self, record: &KeyRecord) -> Result<()> {

@@ -41,8 +41,8 @@ mod tokens;
 mod types;
 
 // Public interface:
-pub use approvals::{ApprovalStore, FileApprovalStore, MemoryApprovalStore};
-pub use error::{Error, Result};
+pub use approvals::{ApprovalDocument, ApprovalStore, FileApprovalStore, MemoryApprovalStore};
+pub use error::{BoxError, Error, FileError, Result};
 pub use file::FileKeyStore;
 pub use memory::MemoryKeyStore;
 pub use query::{Cursor, DEFAULT_LIST_LIMIT, ListQuery, MAX_LIST_LIMIT, Page};
@@ -98,8 +98,8 @@ pub trait KeyStore: Send + Sync + Debug {
 /// A stored record that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DamagedRecord {
-    /// The file (or row) that holds it.
-    pub path: std::path::PathBuf,
+    /// Where it is, in the backend's terms (a file path, a table and row).
+    pub location: String,
     /// The key or approval it belongs to, when its name says so.
     pub id: Option<String>,
     /// What is wrong with it.

@@ -79,6 +79,11 @@ impl Cursor {
     pub fn after(id: KeyId) -> Self {
         Cursor(id)
     }
+
+    /// The last key of the previous page: the next page starts after it.
+    pub fn key_id(&self) -> KeyId {
+        self.0
+    }
 }
 
 const CURSOR_PREFIX: &str = "k1";

@@ -227,6 +227,22 @@ impl KeyRecord {
         self.versions.get(index)
     }
 
+    /// Checks that this record may be created (uniqueness of id and name is the store's
+    /// check): revision 1, active, exactly version 1 and current, and every invariant.
+    pub fn check_new(&self) -> Result<()> {
+        let bad = |reason: &str| Err(Error::InvalidRecord { id: self.id, reason: reason.into() });
+        if self.revision != 1 {
+            return bad("a new key starts at revision 1");
+        }
+        if self.state != KeyState::Active || self.revocation.is_some() {
+            return bad("a new key is active");
+        }
+        if self.versions.len() != 1 || self.current_version != 1 {
+            return bad("a new key has exactly version 1, and it is current");
+        }
+        self.check_invariants()
+    }
+
     /// Checks the invariants every stored record holds, whatever its history.
     pub fn check_invariants(&self) -> Result<()> {
         let bad =

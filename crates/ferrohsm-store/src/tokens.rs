@@ -83,6 +83,12 @@ pub trait TokenRevocationStore: Send + Sync + Debug {
 
     /// Every revocation not yet expired at `now`; expired ones are forgotten.
     async fn live(&self, now: OffsetDateTime) -> Result<Vec<TokenRevocation>>;
+
+    /// Stored revocations that could not be read. The store reports them; the core refuses
+    /// to start while any exists (forgetting one could bring a revoked token back).
+    fn damaged(&self) -> Vec<crate::DamagedRecord> {
+        Vec::new()
+    }
 }
 
 fn full() -> Error {
@@ -143,19 +149,28 @@ struct FileInner {
     map: RwLock<BTreeMap<Uuid, TokenRevocation>>,
     writer: Mutex<()>,
     counter: AtomicU64,
+    damaged: Vec<crate::DamagedRecord>,
     /// Keeps the data directory's lock (held by the key store) alive.
     _guard: Box<dyn Debug + Send + Sync>,
 }
 
 impl FileTokenRevocationStore {
     pub(crate) fn open_blocking(dir: PathBuf, guard: Box<dyn Debug + Send + Sync>) -> Result<Self> {
-        // A damaged revocation refuses the open: ignoring it would bring a revoked token
-        // back, so this fails closed (`ferrohsm-server check` names the file).
+        // A damaged revocation is reported (the core then refuses to start: ignoring it would
+        // bring a revoked token back; `ferrohsm-server check` names the file).
         let mut map = BTreeMap::new();
+        let mut damaged = Vec::new();
         for file in read_json_dir::<TokenRevocation>(&dir, |r| r.id.to_string())? {
-            let revocation =
-                file.parsed.map_err(|reason| Error::Corrupt { path: file.path, reason })?;
-            map.insert(revocation.id, revocation);
+            match file.parsed {
+                Ok(revocation) => {
+                    map.insert(revocation.id, revocation);
+                }
+                Err(reason) => damaged.push(crate::DamagedRecord {
+                    location: file.path.display().to_string(),
+                    id: Some(file.stem),
+                    reason,
+                }),
+            }
         }
         Ok(FileTokenRevocationStore {
             inner: Arc::new(FileInner {
@@ -163,6 +178,7 @@ impl FileTokenRevocationStore {
                 map: RwLock::new(map),
                 writer: Mutex::new(()),
                 counter: AtomicU64::new(0),
+                damaged,
                 _guard: guard,
             }),
         })
@@ -186,7 +202,7 @@ impl FileTokenRevocationStore {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::Io { path, source: e }),
+                Err(e) => return Err(Error::file(path, e)),
             }
         }
         sync_dir(&self.inner.dir)?;
@@ -212,7 +228,7 @@ impl TokenRevocationStore for FileTokenRevocationStore {
             }
             let path = store.path(&revocation.id);
             let bytes = serde_json::to_vec_pretty(&revocation)
-                .map_err(|e| Error::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+                .map_err(|e| Error::internal("encoding a record", e))?;
             atomic_replace(&store.inner.dir, &store.inner.counter, &path, &bytes, false)?;
             store
                 .inner
@@ -223,10 +239,14 @@ impl TokenRevocationStore for FileTokenRevocationStore {
             Ok(())
         })
         .await
-        .map_err(|e| Error::Io { path: PathBuf::new(), source: std::io::Error::other(e) })?
+        .map_err(|e| Error::internal("a storage task failed", e))?
     }
 
     async fn live(&self, now: OffsetDateTime) -> Result<Vec<TokenRevocation>> {
         Ok(live_in(&self.inner.map.read().unwrap_or_else(|p| p.into_inner()), now))
+    }
+
+    fn damaged(&self) -> Vec<crate::DamagedRecord> {
+        self.inner.damaged.clone()
     }
 }

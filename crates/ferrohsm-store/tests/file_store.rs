@@ -46,10 +46,10 @@ async fn a_corrupt_record_is_quarantined_and_named_and_the_rest_opens() {
         let store = FileKeyStore::open(dir.path()).await.unwrap();
         let damaged = store.damaged();
         assert_eq!(damaged.len(), 1);
-        assert_eq!(damaged[0].path, path);
+        assert_eq!(damaged[0].location, path.display().to_string());
         assert_eq!(damaged[0].id.as_deref(), Some(record.id.to_string().as_str()));
         match store.get(&record.id).await {
-            Err(Error::Corrupt { path: named, .. }) => assert_eq!(named, path),
+            Err(Error::Corrupt { record: named, .. }) => assert_eq!(named, record.id.to_string()),
             other => panic!("expected Corrupt, got {other:?}"),
         }
         assert_eq!(store.count().await.unwrap(), 0);

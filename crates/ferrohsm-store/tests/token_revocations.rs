@@ -75,11 +75,14 @@ async fn file_revocations_survive_a_reopen_and_expired_files_are_deleted() {
     store.add(revocation("new", later, Duration::hours(1)), later).await.unwrap();
     let files = std::fs::read_dir(dir.path().join("revocations")).unwrap().count();
     assert_eq!(files, 1);
-    // A damaged file is named.
-    std::fs::write(dir.path().join("revocations").join("x.json"), b"{").unwrap();
+    // A damaged file is reported (the core then refuses to start: revocations fail closed).
+    let damaged = dir.path().join("revocations").join("x.json");
+    std::fs::write(&damaged, b"{").unwrap();
     drop(store);
     drop(keys);
     let keys = FileKeyStore::open(dir.path()).await.unwrap();
-    let err = keys.token_revocation_store().await.unwrap_err();
-    assert_eq!(err.code(), "integrity");
+    let store = keys.token_revocation_store().await.unwrap();
+    let reported = store.damaged();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0].location, damaged.display().to_string());
 }

@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use ferrohsm_core::{
-    FileKeyStore, Hsm, KeyStore, ListQuery, MasterKey, MemoryKeyStore, RequestContext,
-};
+use ferrohsm_core::{Hsm, KeyStore, ListQuery, MasterKey, RequestContext};
+use ferrohsm_store::{FileKeyStore, MemoryKeyStore};
 
 /// A fixed master key per seed.
 pub fn master(seed: u8) -> MasterKey {

@@ -89,11 +89,21 @@ impl Default for Options {
     }
 }
 
+/// The backend the suite runs on: the filesystem, or the one `FERROHSM_TEST_KEY_STORE` names
+/// (`cargo xtask test` runs the suite once more on `sqlite`).
+pub fn backend(data: &Path) -> ferrohsm_core::BackendConfig {
+    let kind = std::env::var("FERROHSM_TEST_KEY_STORE")
+        .ok()
+        .map(|k| k.parse::<ferrohsm_core::BackendKind>().expect("FERROHSM_TEST_KEY_STORE"))
+        .unwrap_or(ferrohsm_core::BackendKind::Filesystem);
+    ferrohsm_core::BackendConfig::new(kind, data)
+}
+
 /// Fills `data`'s audit log with `n` records (each a key listing by a local caller), through
 /// the core on the same master key the server uses.
 async fn fill_audit_log(data: &Path, n: usize) {
     let hsm = ferrohsm_core::Hsm::builder()
-        .data_dir(data)
+        .backend(backend(data))
         .master_key(MasterKey::from_bytes(&[42u8; 32]).unwrap())
         .build()
         .await
@@ -198,7 +208,7 @@ impl TestServer {
         }
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: Some(dir.path().join("data")),
+            backend: backend(&dir.path().join("data")),
             policy_file,
             keyset_file: Some(keyset_path.clone()),
             audience: AUDIENCE.into(),

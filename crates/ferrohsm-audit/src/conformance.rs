@@ -1,0 +1,312 @@
+//! The conformance suite every [`AuditSink`] passes (feature `conformance`).
+//!
+//! A backend's test target runs it with one line, given a [`SinkHarness`]:
+//!
+//! ```text
+//! ferrohsm_audit::sink_conformance_tests!(ferrohsm_audit::conformance::FileHarness::new());
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: failures must stop the test"
+)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ferrohsm_crypto::{AwsLcProvider, CryptoProvider};
+use time::OffsetDateTime;
+
+use crate::{
+    AuditEntry, AuditFilter, AuditKeys, AuditSink, FileAuditConfig, FileAuditSink, MemoryAuditSink,
+    Outcome, Verifier,
+};
+
+/// The HMAC key the harnesses seal with.
+pub const HMAC_KEY: [u8; 32] = [1; 32];
+/// The signing seed the harnesses sign checkpoints with.
+pub const SIGNING_SEED: [u8; 32] = [2; 32];
+
+/// The provider and keys every harness uses.
+pub fn keys() -> (Arc<dyn CryptoProvider>, Arc<AuditKeys>) {
+    let provider: Arc<dyn CryptoProvider> = Arc::new(AwsLcProvider);
+    let keys = Arc::new(AuditKeys::new(provider.as_ref(), &HMAC_KEY, &SIGNING_SEED).unwrap());
+    (provider, keys)
+}
+
+/// Opens a sink on storage the harness owns.
+#[async_trait]
+pub trait SinkHarness: Send + Sync {
+    /// Opens the sink; after the previous one was closed and dropped, reopens the same log.
+    async fn open(&self) -> Arc<dyn AuditSink>;
+
+    /// Whether the log survives a reopen (false for the memory sink).
+    fn durable(&self) -> bool {
+        true
+    }
+}
+
+/// The memory sink: "reopening" returns the same sink.
+#[derive(Debug)]
+pub struct MemoryHarness(Arc<MemoryAuditSink>);
+
+impl MemoryHarness {
+    /// A harness around a new memory sink.
+    pub fn new() -> Self {
+        let (provider, keys) = keys();
+        MemoryHarness(Arc::new(MemoryAuditSink::new(provider, keys)))
+    }
+}
+
+impl Default for MemoryHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl SinkHarness for MemoryHarness {
+    async fn open(&self) -> Arc<dyn AuditSink> {
+        self.0.clone()
+    }
+
+    fn durable(&self) -> bool {
+        false
+    }
+}
+
+/// The file sink in a fresh temporary directory.
+#[derive(Debug)]
+pub struct FileHarness(tempfile::TempDir);
+
+impl FileHarness {
+    /// A harness around a new temporary directory.
+    pub fn new() -> Self {
+        FileHarness(tempfile::tempdir().unwrap())
+    }
+}
+
+impl Default for FileHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl SinkHarness for FileHarness {
+    async fn open(&self) -> Arc<dyn AuditSink> {
+        let (provider, keys) = keys();
+        let config = FileAuditConfig::new(self.0.path().join("audit"));
+        Arc::new(FileAuditSink::open(config, provider, keys).unwrap())
+    }
+}
+
+/// Expands to one `#[tokio::test]` per sink conformance case for the harness expression.
+#[macro_export]
+macro_rules! sink_conformance_tests {
+    ($harness:expr) => {
+        $crate::sink_conformance_tests!(@cases $harness;
+            appends_chain_and_verify,
+            checkpoints_cover_the_head,
+            queries_filter_and_page,
+            export_after_starts_at_the_cursor,
+            reopen_continues_the_chain,
+            closed_sinks_refuse_appends,
+        );
+    };
+    (@cases $harness:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::conformance::$case(&$harness).await;
+            }
+        )+
+    };
+}
+
+fn entry(
+    actor: &str,
+    action: &str,
+    outcome: Outcome,
+    request: &str,
+    key: Option<&str>,
+) -> AuditEntry {
+    let mut e = AuditEntry::new(actor, action, outcome, request);
+    e.key_id = key.map(str::to_owned);
+    e
+}
+
+/// Verifies a whole export with the harness keys; returns (records, signatures).
+pub async fn verify(sink: &dyn AuditSink) -> (u64, u64) {
+    let (provider, keys) = keys();
+    let mut export = Vec::new();
+    sink.export(&mut export).await.unwrap();
+    let report = Verifier::new(provider)
+        .hmac_key(&HMAC_KEY)
+        .public_key(keys.public_key_der())
+        .unwrap()
+        .verify_reader("export", export.as_slice())
+        .unwrap_or_else(|f| panic!("the export does not verify: {f}"));
+    (report.records, report.signatures_checked)
+}
+
+/// Appends get consecutive sequence numbers; the head is the last one; the export verifies.
+pub async fn appends_chain_and_verify(h: &impl SinkHarness) {
+    let sink = h.open().await;
+    let start = sink.head().await.unwrap().seq;
+    let mut last = None;
+    for i in 0..50u64 {
+        let r = sink
+            .append(entry("alice", "encrypt", Outcome::Success, &format!("r{i}"), None))
+            .await
+            .unwrap();
+        assert_eq!(r.seq, start + i + 1);
+        last = Some(r);
+    }
+    let last = last.unwrap();
+    let head = sink.head().await.unwrap();
+    assert_eq!((head.seq, head.hash), (last.seq, last.hash));
+    let concurrent: Vec<_> = (0..20)
+        .map(|i| {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                sink.append(entry("bob", "sign", Outcome::Success, &format!("c{i}"), None))
+                    .await
+                    .unwrap()
+                    .seq
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in concurrent {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (start + 51..=start + 70).collect::<Vec<_>>());
+    sink.checkpoint().await.unwrap();
+    let (records, signatures) = verify(sink.as_ref()).await;
+    assert_eq!(records, start + 70);
+    assert!(signatures >= 1);
+}
+
+/// A checkpoint covers the head, is what `latest_checkpoint` returns, and is not repeated
+/// when nothing was added.
+pub async fn checkpoints_cover_the_head(h: &impl SinkHarness) {
+    let sink = h.open().await;
+    sink.append(entry("alice", "create_key", Outcome::Success, "cp-1", Some("k1"))).await.unwrap();
+    let cp = sink.checkpoint().await.unwrap().expect("a checkpoint");
+    assert_eq!(cp.seq, sink.head().await.unwrap().seq);
+    assert_eq!(cp.hash, sink.head().await.unwrap().hash);
+    assert_eq!(sink.latest_checkpoint().await.unwrap(), Some(cp.clone()));
+    let again = sink.checkpoint().await.unwrap().expect("still a checkpoint");
+    assert_eq!(again.seq, cp.seq);
+    verify(sink.as_ref()).await;
+}
+
+/// Queries filter on every indexed field, page after a cursor, and say when more matched.
+pub async fn queries_filter_and_page(h: &impl SinkHarness) {
+    let sink = h.open().await;
+    let before = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    let base = sink.head().await.unwrap().seq;
+    for i in 0..30 {
+        let actor = if i % 3 == 0 { "q-carol" } else { "q-dave" };
+        let outcome = if i % 5 == 0 { Outcome::Denied } else { Outcome::Success };
+        let key = format!("q-key-{}", i % 2);
+        sink.append(entry(actor, "q-sign", outcome, &format!("q-req-{i}"), Some(&key)))
+            .await
+            .unwrap();
+    }
+    let carol = AuditFilter { actor: Some("q-carol".into()), ..AuditFilter::default() };
+    let page = sink.query(&carol, base, 4).await.unwrap();
+    assert_eq!(page.records.len(), 4);
+    assert!(page.more);
+    assert!(page.records.iter().all(|r| r.actor == "q-carol"));
+    let rest = sink.query(&carol, page.records[3].seq, 100).await.unwrap();
+    assert_eq!(rest.records.len(), 6);
+    assert!(!rest.more);
+    assert!(rest.records.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    let denied_key0 = AuditFilter {
+        outcome: Some(Outcome::Denied),
+        key_id: Some("q-key-0".into()),
+        ..AuditFilter::default()
+    };
+    let page = sink.query(&denied_key0, base, 100).await.unwrap();
+    assert_eq!(page.records.len(), 3, "i in 0, 10, 20");
+    let one = AuditFilter { request_id: Some("q-req-7".into()), ..AuditFilter::default() };
+    let page = sink.query(&one, 0, 100).await.unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].seq, base + 8);
+    let action = AuditFilter {
+        action: Some("q-sign".into()),
+        since: Some(before),
+        ..AuditFilter::default()
+    };
+    assert_eq!(sink.query(&action, base, 1000).await.unwrap().records.len(), 30);
+    let future = AuditFilter {
+        until: Some(before),
+        action: Some("q-sign".into()),
+        ..AuditFilter::default()
+    };
+    assert!(sink.query(&future, 0, 1000).await.unwrap().records.is_empty());
+    let nobody = AuditFilter { actor: Some("nobody".into()), ..AuditFilter::default() };
+    assert_eq!(sink.query(&nobody, 0, 10).await.unwrap(), crate::RecordPage::default());
+}
+
+/// `export_after(n)` includes record `n + 1` (it may start earlier, never later).
+pub async fn export_after_starts_at_the_cursor(h: &impl SinkHarness) {
+    let sink = h.open().await;
+    for i in 0..600 {
+        sink.append(entry("eve", "verify", Outcome::Success, &format!("e{i}"), None))
+            .await
+            .unwrap();
+    }
+    let head = sink.head().await.unwrap().seq;
+    let after = head - 100;
+    let mut out = Vec::new();
+    sink.export_after(after, &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let seqs: Vec<u64> = text
+        .lines()
+        .filter_map(|l| match crate::parse_line(l.as_bytes()) {
+            Ok(crate::Line::Record(r)) => Some(r.seq),
+            _ => None,
+        })
+        .collect();
+    assert!(seqs.first().is_some_and(|s| *s <= after + 1));
+    assert_eq!(seqs.last(), Some(&head));
+}
+
+/// A durable log continues the same chain after close and reopen.
+pub async fn reopen_continues_the_chain(h: &impl SinkHarness) {
+    if !h.durable() {
+        return;
+    }
+    let sink = h.open().await;
+    for i in 0..10 {
+        sink.append(entry("frank", "wrap", Outcome::Success, &format!("f{i}"), None))
+            .await
+            .unwrap();
+    }
+    let head = sink.head().await.unwrap();
+    sink.close().await.unwrap();
+    drop(sink);
+    let sink = h.open().await;
+    assert_eq!(sink.head().await.unwrap(), head);
+    let next =
+        sink.append(entry("frank", "wrap", Outcome::Success, "f-after", None)).await.unwrap();
+    assert_eq!(next.seq, head.seq + 1);
+    assert_eq!(next.prev_hash, head.hash);
+    sink.checkpoint().await.unwrap();
+    assert_eq!(verify(sink.as_ref()).await.0, head.seq + 1);
+}
+
+/// After `close`, appends are refused as unavailable.
+pub async fn closed_sinks_refuse_appends(h: &impl SinkHarness) {
+    let sink = h.open().await;
+    sink.append(entry("gina", "sign", Outcome::Success, "g1", None)).await.unwrap();
+    sink.close().await.unwrap();
+    let refused = sink.append(entry("gina", "sign", Outcome::Success, "g2", None)).await;
+    assert!(matches!(refused, Err(crate::Error::Unavailable(_))), "{refused:?}");
+}

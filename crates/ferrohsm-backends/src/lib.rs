@@ -1,0 +1,222 @@
+//! The one place where configuration becomes storage: [`BackendConfig`] names a backend kind
+//! and where it keeps its data, and [`BackendConfig::open`] opens the key store, approval
+//! store, token revocation store and audit sink of that backend together, as one
+//! [`Backends`] (one lock or one connection pool for all four).
+//!
+//! Everything above this crate (core, server, CLI) sees only the backend-neutral traits, so
+//! an embedding program can also build a [`Backends`] from its own `dyn` implementations.
+//!
+//! This crate must never hold key material or the master key itself, and must never open a
+//! backend partially: either all four stores open, or none stays open.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use ferrohsm_audit::{AuditKeys, AuditSink, FileAuditConfig, FileAuditSink, MemoryAuditSink};
+use ferrohsm_crypto::CryptoProvider;
+use ferrohsm_store::{
+    ApprovalStore, FileKeyStore, KeyStore, MemoryApprovalStore, MemoryKeyStore,
+    MemoryTokenRevocationStore, TokenRevocationStore,
+};
+
+/// The kinds of backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Process memory: nothing survives the process (tests, embedding, demos).
+    Memory,
+    /// One JSON file per key and approval, and an append-only segmented audit log, in a data
+    /// directory (the default).
+    Filesystem,
+    /// One SQLite database file (WAL, `synchronous=FULL`) for everything.
+    Sqlite,
+}
+
+impl BackendKind {
+    /// The configuration name (`memory`, `filesystem`, `sqlite`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::Filesystem => "filesystem",
+            BackendKind::Sqlite => "sqlite",
+        }
+    }
+
+    /// Every kind, for help texts.
+    pub const ALL: [BackendKind; 3] =
+        [BackendKind::Filesystem, BackendKind::Sqlite, BackendKind::Memory];
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        BackendKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            Error::Config(format!("unknown key store {s:?}: use filesystem, sqlite or memory"))
+        })
+    }
+}
+
+/// Which backend to open, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The backend.
+    pub kind: BackendKind,
+    /// The data directory (filesystem: everything lives under it; SQLite: the database is
+    /// `DIR/ferrohsm.db` unless [`BackendConfig::database`] names another file).
+    pub data_dir: Option<PathBuf>,
+    /// The SQLite database file, when not the default in the data directory.
+    pub database: Option<PathBuf>,
+}
+
+impl BackendConfig {
+    /// The memory backend.
+    pub fn memory() -> Self {
+        BackendConfig { kind: BackendKind::Memory, data_dir: None, database: None }
+    }
+
+    /// The filesystem backend in `dir`.
+    pub fn filesystem(dir: impl Into<PathBuf>) -> Self {
+        BackendConfig { kind: BackendKind::Filesystem, data_dir: Some(dir.into()), database: None }
+    }
+
+    /// The SQLite backend with its database in `dir/ferrohsm.db`.
+    pub fn sqlite(dir: impl Into<PathBuf>) -> Self {
+        BackendConfig { kind: BackendKind::Sqlite, data_dir: Some(dir.into()), database: None }
+    }
+
+    /// The backend `kind` in `dir` (ignored for memory).
+    pub fn new(kind: BackendKind, dir: impl Into<PathBuf>) -> Self {
+        match kind {
+            BackendKind::Memory => Self::memory(),
+            BackendKind::Filesystem => Self::filesystem(dir),
+            BackendKind::Sqlite => Self::sqlite(dir),
+        }
+    }
+
+    /// Where this backend keeps its data, for start-up lines and errors.
+    pub fn location(&self) -> String {
+        match self.kind {
+            BackendKind::Memory => "process memory".into(),
+            BackendKind::Filesystem => {
+                self.dir().map(|d| d.display().to_string()).unwrap_or_default()
+            }
+            BackendKind::Sqlite => {
+                self.sqlite_file().map(|d| d.display().to_string()).unwrap_or_default()
+            }
+        }
+    }
+
+    fn dir(&self) -> Result<&PathBuf> {
+        self.data_dir.as_ref().ok_or_else(|| {
+            Error::Config(format!("the {} backend needs a data directory", self.kind))
+        })
+    }
+
+    /// The SQLite database file this configuration opens.
+    pub fn sqlite_file(&self) -> Result<PathBuf> {
+        match &self.database {
+            Some(file) => Ok(file.clone()),
+            None => Ok(self.dir()?.join("ferrohsm.db")),
+        }
+    }
+
+    /// Opens all four stores of the backend. `audit_keys` seal the audit chain (derive them
+    /// from the master key, so auditors can verify); a durable audit sink that recovered from
+    /// a crash records the recovery before this returns.
+    pub async fn open(
+        &self,
+        provider: Arc<dyn CryptoProvider>,
+        audit_keys: Arc<AuditKeys>,
+    ) -> Result<Backends> {
+        match self.kind {
+            BackendKind::Memory => Ok(Backends {
+                keys: Arc::new(MemoryKeyStore::new()),
+                approvals: Arc::new(MemoryApprovalStore::new()),
+                revocations: Arc::new(MemoryTokenRevocationStore::new()),
+                audit: Arc::new(MemoryAuditSink::new(provider, audit_keys)),
+            }),
+            BackendKind::Filesystem => {
+                let dir = self.dir()?.clone();
+                let keys = FileKeyStore::open(dir.join("keys")).await?;
+                let approvals = keys.approval_store().await?;
+                let revocations = keys.token_revocation_store().await?;
+                let config = FileAuditConfig::new(dir.join("audit"));
+                let audit = tokio::task::spawn_blocking(move || {
+                    FileAuditSink::open(config, provider, audit_keys)
+                })
+                .await
+                .map_err(|e| Error::Config(format!("opening the audit log: {e}")))??;
+                audit.record_recovery().await?;
+                Ok(Backends {
+                    keys: Arc::new(keys),
+                    approvals: Arc::new(approvals),
+                    revocations: Arc::new(revocations),
+                    audit: Arc::new(audit),
+                })
+            }
+            BackendKind::Sqlite => {
+                let file = self.sqlite_file()?;
+                let db = ferrohsm_sqlite::SqliteBackend::open(&file, provider, audit_keys).await?;
+                Ok(Backends {
+                    keys: Arc::new(db.key_store()),
+                    approvals: Arc::new(db.approval_store()),
+                    revocations: Arc::new(db.token_revocation_store()),
+                    audit: Arc::new(db.audit_sink()),
+                })
+            }
+        }
+    }
+}
+
+/// The opened stores of one backend. Clones share them.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    /// Key records.
+    pub keys: Arc<dyn KeyStore>,
+    /// Dual-control approvals.
+    pub approvals: Arc<dyn ApprovalStore>,
+    /// Revoked bearer tokens.
+    pub revocations: Arc<dyn TokenRevocationStore>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditSink>,
+}
+
+/// What opening a backend can fail at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is incomplete or names an unknown backend.
+    #[error("backend configuration: {0}")]
+    Config(String),
+    /// A store failed to open.
+    #[error(transparent)]
+    Store(#[from] ferrohsm_store::Error),
+    /// The audit log failed to open.
+    #[error(transparent)]
+    Audit(#[from] ferrohsm_audit::Error),
+}
+
+impl Error {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "invalid_config",
+            Error::Store(e) => e.code(),
+            Error::Audit(e) => e.code(),
+        }
+    }
+}
+
+/// This crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,300 @@
+//! The single writer: takes every queued write, applies them in one `BEGIN IMMEDIATE`
+//! transaction (checks included), commits once, and only then answers each caller. A refused
+//! write (a stale revision, a taken name) is answered with its error and changes nothing; a
+//! failed commit answers every write of the batch with the failure and rewinds the audit
+//! chain to the last committed record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrohsm_audit::{AuditEntry, AuditKeys, AuditRecord, Chain, Checkpoint};
+use ferrohsm_crypto::CryptoProvider;
+use ferrohsm_store::{ApprovalDocument, KeyRecord, TokenRevocation};
+use sqlx::{Connection as _, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{CheckpointPolicy, Result, Shared, audit, db_error, keys, tokens};
+
+/// Writes taken per transaction at most.
+const MAX_BATCH: usize = 4096;
+
+/// How often a failed writer tries again by itself, so health turns green without traffic.
+const RETRY: Duration = Duration::from_secs(1);
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+type AuditReply<T> = oneshot::Sender<ferrohsm_audit::Result<T>>;
+
+/// One queued write.
+pub(crate) enum Job {
+    Key(keys::KeyWrite, KeyRecord, Reply<Arc<KeyRecord>>),
+    CreateApproval(ApprovalDocument, Reply<()>),
+    UpdateApproval(ApprovalDocument, Reply<()>),
+    PruneApprovals { before_ns: i64, limit: i64, reply: Reply<u64> },
+    AddRevocation(TokenRevocation, i64, Reply<()>),
+    Append(AuditEntry, AuditReply<AuditRecord>),
+    Checkpoint(AuditReply<Option<Checkpoint>>),
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+/// An answer held back until the commit: called with `None` when it committed, or with the
+/// commit's failure.
+type Held = Box<dyn FnOnce(Option<&ferrohsm_store::Error>) + Send>;
+
+fn hold<T: Send + 'static>(reply: Reply<T>, value: Result<T>) -> Held {
+    Box::new(move |failure| {
+        let _ = reply.send(match (value, failure) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(f)) => Err(retry_copy(f)),
+            (Ok(v), None) => Ok(v),
+        });
+    })
+}
+
+fn hold_audit<T: Send + 'static>(reply: AuditReply<T>, value: ferrohsm_audit::Result<T>) -> Held {
+    Box::new(move |failure| {
+        let _ = reply.send(match (value, failure) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(f)) => Err(crate::audit_error(retry_copy(f))),
+            (Ok(v), None) => Ok(v),
+        });
+    })
+}
+
+/// The batch's failure, for one of its writes (errors are not `Clone`).
+fn retry_copy(e: &ferrohsm_store::Error) -> ferrohsm_store::Error {
+    let what = format!("the transaction failed: {e}");
+    if e.is_retryable() {
+        ferrohsm_store::Error::Unavailable { what, cause: None }
+    } else {
+        ferrohsm_store::Error::Backend { what, cause: e.to_string().into() }
+    }
+}
+
+pub(crate) struct Writer {
+    conn: SqliteConnection,
+    chain: Chain,
+    checkpoints: CheckpointPolicy,
+    checkpointed_seq: u64,
+    last_checkpoint: Instant,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    pub(crate) async fn open(
+        mut conn: SqliteConnection,
+        provider: Arc<dyn CryptoProvider>,
+        keys: Arc<AuditKeys>,
+        checkpoints: CheckpointPolicy,
+        shared: Arc<Shared>,
+    ) -> Result<Self> {
+        let head = audit::read_head(&mut conn).await?;
+        let latest = audit::read_latest_checkpoint(&mut conn).await?;
+        *shared.head.lock().unwrap_or_else(|p| p.into_inner()) = head;
+        let checkpointed_seq = latest.as_ref().map_or(0, |c| c.seq);
+        *shared.latest.lock().unwrap_or_else(|p| p.into_inner()) = latest;
+        Ok(Writer {
+            conn,
+            chain: Chain::resume(provider, keys, head.seq, head.hash),
+            checkpoints,
+            checkpointed_seq,
+            last_checkpoint: Instant::now(),
+            shared,
+        })
+    }
+
+    pub(crate) async fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
+        let mut jobs = Vec::with_capacity(64);
+        loop {
+            let mut wait = self.checkpoints.every.saturating_sub(self.last_checkpoint.elapsed());
+            let failed = self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+            if failed {
+                wait = wait.min(RETRY);
+            }
+            match tokio::time::timeout(wait.max(Duration::from_millis(1)), receiver.recv()).await {
+                Ok(Some(job)) => jobs.push(job),
+                Ok(None) => {
+                    // Closed: a last checkpoint covers everything written.
+                    self.batch(Vec::new(), true).await;
+                    let _ = self.conn.close().await;
+                    return;
+                }
+                Err(_) => {
+                    self.batch(Vec::new(), self.chain.seq() > self.checkpointed_seq || failed)
+                        .await;
+                    self.last_checkpoint = Instant::now();
+                    continue;
+                }
+            }
+            while jobs.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let appended = jobs.iter().filter(|j| matches!(j, Job::Append(..))).count() as u64;
+            let due = self.chain.seq() + appended
+                >= self.checkpointed_seq + self.checkpoints.every_records
+                || (appended > 0 && self.last_checkpoint.elapsed() >= self.checkpoints.every);
+            let batch = std::mem::take(&mut jobs);
+            self.batch(batch, due).await;
+            if due {
+                self.last_checkpoint = Instant::now();
+            }
+        }
+    }
+
+    /// Applies `jobs` (and a checkpoint if `checkpoint`) in one transaction.
+    async fn batch(&mut self, jobs: Vec<Job>, checkpoint: bool) {
+        if jobs.is_empty() && !checkpoint {
+            return;
+        }
+        let before = self.chain.head();
+        let mut held: Vec<Held> = Vec::with_capacity(jobs.len());
+        let mut new_checkpoint = None;
+        let mut last_record = None;
+        let result = self
+            .transaction(jobs, checkpoint, &mut held, &mut new_checkpoint, &mut last_record)
+            .await;
+        match result {
+            Ok(()) => {
+                if let Some(record) = last_record {
+                    *self.shared.head.lock().unwrap_or_else(|p| p.into_inner()) = record;
+                }
+                if let Some(cp) = new_checkpoint {
+                    self.checkpointed_seq = cp.seq;
+                    *self.shared.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(cp);
+                }
+                *self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                for h in held {
+                    h(None);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a database transaction failed; its writes are refused");
+                self.chain.reset(before.seq, before.hash);
+                *self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(e.to_string());
+                for h in held {
+                    h(Some(&e));
+                }
+            }
+        }
+    }
+
+    async fn transaction(
+        &mut self,
+        jobs: Vec<Job>,
+        want_checkpoint: bool,
+        held: &mut Vec<Held>,
+        new_checkpoint: &mut Option<Checkpoint>,
+        last_record: &mut Option<ferrohsm_audit::AuditHead>,
+    ) -> Result<()> {
+        let mut tx = self
+            .conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error("starting a write transaction"))?;
+        // Another handle on the same file may have appended: continue its chain.
+        let stored = audit::read_head(&mut tx).await?;
+        if stored != self.chain.head() {
+            self.chain.reset(stored.seq, stored.hash);
+        }
+        for job in jobs {
+            // A refused write is answered with its refusal; a database error fails the batch.
+            match job {
+                Job::Key(kind, record, reply) => {
+                    let value = keys::apply(&mut tx, kind, record).await;
+                    let fatal = fatal(&value);
+                    held.push(hold(reply, value));
+                    fatal?;
+                }
+                Job::CreateApproval(doc, reply) => {
+                    let value = crate::approvals::create(&mut tx, doc).await;
+                    let fatal = fatal(&value);
+                    held.push(hold(reply, value));
+                    fatal?;
+                }
+                Job::UpdateApproval(doc, reply) => {
+                    let value = crate::approvals::update(&mut tx, doc).await;
+                    let fatal = fatal(&value);
+                    held.push(hold(reply, value));
+                    fatal?;
+                }
+                Job::PruneApprovals { before_ns, limit, reply } => {
+                    let value = crate::approvals::prune(&mut tx, before_ns, limit).await;
+                    let fatal = fatal(&value);
+                    held.push(hold(reply, value));
+                    fatal?;
+                }
+                Job::AddRevocation(revocation, now_ms, reply) => {
+                    let value = tokens::add(&mut tx, revocation, now_ms).await;
+                    let fatal = fatal(&value);
+                    held.push(hold(reply, value));
+                    fatal?;
+                }
+                Job::Append(entry, reply) => {
+                    let record = self.chain.seal(entry);
+                    audit::insert_record(&mut tx, &record).await?;
+                    *last_record =
+                        Some(ferrohsm_audit::AuditHead { seq: record.seq, hash: record.hash });
+                    held.push(hold_audit(reply, Ok(record)));
+                }
+                Job::Checkpoint(reply) => {
+                    let cp = checkpoint(
+                        &self.chain,
+                        self.checkpointed_seq,
+                        &self.shared,
+                        &mut tx,
+                        new_checkpoint,
+                    )
+                    .await?;
+                    held.push(hold_audit(reply, Ok(cp)));
+                }
+            }
+        }
+        if want_checkpoint {
+            checkpoint(&self.chain, self.checkpointed_seq, &self.shared, &mut tx, new_checkpoint)
+                .await?;
+        }
+        tx.commit().await.map_err(db_error("committing a write transaction"))
+    }
+}
+
+/// Writes a checkpoint of the head unless one already covers it; returns the latest.
+async fn checkpoint(
+    chain: &Chain,
+    checkpointed_seq: u64,
+    shared: &Shared,
+    conn: &mut SqliteConnection,
+    new_checkpoint: &mut Option<Checkpoint>,
+) -> Result<Option<Checkpoint>> {
+    let covered = new_checkpoint.as_ref().map_or(checkpointed_seq, |c| c.seq);
+    if chain.seq() > covered {
+        let cp = chain.checkpoint().map_err(|e| ferrohsm_store::Error::Backend {
+            what: "signing a checkpoint".into(),
+            cause: Box::new(e),
+        })?;
+        if let Some(cp) = cp {
+            audit::insert_checkpoint(conn, &cp).await?;
+            *new_checkpoint = Some(cp);
+        }
+    }
+    Ok(new_checkpoint
+        .clone()
+        .or_else(|| shared.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()))
+}
+
+/// A database failure inside a write (as opposed to a refusal) fails the whole batch.
+fn fatal<T>(value: &Result<T>) -> Result<()> {
+    match value {
+        Err(
+            e @ (ferrohsm_store::Error::Backend { .. } | ferrohsm_store::Error::Unavailable { .. }),
+        ) => Err(retry_copy(e)),
+        _ => Ok(()),
+    }
+}
