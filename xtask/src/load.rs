@@ -1,6 +1,7 @@
-//! The loopback load test of SPEC §10: a release `ferrohsm-server dev` (filesystem store,
-//! durable file audit log, TLS) and the `loadgen` example at 64 connections, for encrypt 1 KiB,
-//! ECDSA P-256 sign and RSA-2048 sign.
+//! The loopback load test of SPEC §10: a release `ferrohsm-server dev` (durable store and
+//! audit log, TLS) and the `loadgen` example: encrypt 1 KiB, ECDSA P-256 sign and RSA-2048 sign
+//! at 64 connections on the filesystem backend, and durable key creation at 32 connections on
+//! the filesystem and SQLite backends (issue 12's targets).
 
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +14,8 @@ use crate::dev::DevServer;
 /// One scenario's target: ops/s at least, p99 at most (ms).
 pub(crate) struct LoadTarget {
     pub(crate) scenario: &'static str,
+    pub(crate) key_store: &'static str,
+    pub(crate) connections: &'static str,
     pub(crate) what: &'static str,
     pub(crate) min_ops: f64,
     pub(crate) max_p99_ms: Option<f64>,
@@ -21,25 +24,46 @@ pub(crate) struct LoadTarget {
 pub(crate) const TARGETS: &[LoadTarget] = &[
     LoadTarget {
         scenario: "encrypt-1k",
+        key_store: "filesystem",
+        connections: "64",
         what: "REST encrypt 1 KiB, 64 connections",
         min_ops: 20_000.0,
         max_p99_ms: Some(10.0),
     },
     LoadTarget {
         scenario: "sign-p256",
+        key_store: "filesystem",
+        connections: "64",
         what: "REST ECDSA P-256 sign, 64 connections",
         min_ops: 15_000.0,
         max_p99_ms: None,
     },
     LoadTarget {
         scenario: "sign-rsa2048",
+        key_store: "filesystem",
+        connections: "64",
         what: "REST RSA-2048 sign, 64 connections",
         min_ops: 4_000.0,
         max_p99_ms: None,
     },
+    LoadTarget {
+        scenario: "create-aes",
+        key_store: "filesystem",
+        connections: "32",
+        what: "REST create AES key, filesystem, 32 conns",
+        min_ops: 2_500.0,
+        max_p99_ms: None,
+    },
+    LoadTarget {
+        scenario: "create-aes",
+        key_store: "sqlite",
+        connections: "32",
+        what: "REST create AES key, SQLite, 32 conns",
+        min_ops: 5_000.0,
+        max_p99_ms: None,
+    },
 ];
 
-const CONNECTIONS: &str = "64";
 const SECONDS: &str = "10";
 
 /// Runs every scenario and returns loadgen's JSON result for each.
@@ -70,31 +94,62 @@ pub(crate) fn run(root: &Path) -> Result<Vec<Value>> {
         &policy,
         "version = 1\n[rate_limit]\ncapacity = 1000000000\nrefill_per_second = 1000000000.0\n",
     )?;
-    let stderr = std::fs::File::create(dir.join("server.log"))?;
-    let data = dir.join("data");
-    let args = ["--data-dir", &*data.to_string_lossy(), "--token-ttl", "1h", "--policy-file"];
-    let policy = policy.to_string_lossy();
-    let server = DevServer::start(
-        &root.join("target/release/ferrohsm-server"),
-        &dir,
-        &[&args[..], &[&*policy]].concat(),
-        stderr.into(),
-    )
-    .context("see target/bench/load/server.log")?;
-    let url = format!("https://localhost:{}", server.port);
     let loadgen = root.join("target/release/examples/loadgen");
     let mut results = Vec::new();
-    for target in TARGETS {
-        eprintln!("xtask: load test {} ({CONNECTIONS} connections, {SECONDS} s)", target.scenario);
-        let out = Command::new(&loadgen)
-            .args([&url, &server.ca, &server.token, target.scenario, CONNECTIONS, SECONDS])
-            .output()
-            .context("running loadgen")?;
-        if !out.status.success() {
-            bail!("loadgen {} failed: {}", target.scenario, String::from_utf8_lossy(&out.stderr));
+    for key_store in ["filesystem", "sqlite"] {
+        let run_dir = dir.join(key_store);
+        std::fs::create_dir_all(&run_dir)?;
+        let stderr = std::fs::File::create(run_dir.join("server.log"))?;
+        let data = run_dir.join("data");
+        let args = [
+            "--data-dir",
+            &*data.to_string_lossy(),
+            "--key-store",
+            key_store,
+            "--token-ttl",
+            "1h",
+            "--policy-file",
+            &*policy.to_string_lossy(),
+        ]
+        .map(str::to_owned);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = DevServer::start(
+            &root.join("target/release/ferrohsm-server"),
+            &run_dir,
+            &args,
+            stderr.into(),
+        )
+        .with_context(|| format!("see target/bench/load/{key_store}/server.log"))?;
+        let url = format!("https://localhost:{}", server.port);
+        for target in TARGETS.iter().filter(|t| t.key_store == key_store) {
+            eprintln!(
+                "xtask: load test {} on {key_store} ({} connections, {SECONDS} s)",
+                target.scenario, target.connections
+            );
+            let out = Command::new(&loadgen)
+                .args([
+                    &url,
+                    &server.ca,
+                    &server.token,
+                    target.scenario,
+                    target.connections,
+                    SECONDS,
+                ])
+                .output()
+                .context("running loadgen")?;
+            if !out.status.success() {
+                bail!(
+                    "loadgen {} failed: {}",
+                    target.scenario,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let line = String::from_utf8_lossy(&out.stdout);
+            let mut result: Value =
+                serde_json::from_str(line.trim()).context("parsing loadgen output")?;
+            result["key_store"] = key_store.into();
+            results.push(result);
         }
-        let line = String::from_utf8_lossy(&out.stdout);
-        results.push(serde_json::from_str(line.trim()).context("parsing loadgen output")?);
     }
     Ok(results)
 }

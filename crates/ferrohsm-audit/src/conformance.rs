@@ -113,6 +113,7 @@ macro_rules! sink_conformance_tests {
             export_after_starts_at_the_cursor,
             reopen_continues_the_chain,
             closed_sinks_refuse_appends,
+            import_continues_another_log,
         );
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
@@ -309,4 +310,38 @@ pub async fn closed_sinks_refuse_appends(h: &impl SinkHarness) {
     sink.close().await.unwrap();
     let refused = sink.append(entry("gina", "sign", Outcome::Success, "g2", None)).await;
     assert!(matches!(refused, Err(crate::Error::Unavailable(_))), "{refused:?}");
+}
+
+/// Another log's lines imported into an empty log: the export is those lines, the head is
+/// theirs, appends continue their chain, and a second import is refused.
+pub async fn import_continues_another_log(h: &impl SinkHarness) {
+    let (provider, keys) = keys();
+    let source = MemoryAuditSink::new(provider, keys);
+    for i in 0..25 {
+        source
+            .append(entry("hana", "sign", Outcome::Success, &format!("h{i}"), None))
+            .await
+            .unwrap();
+        if i == 10 {
+            source.checkpoint().await.unwrap();
+        }
+    }
+    source.checkpoint().await.unwrap();
+    let mut bytes = Vec::new();
+    source.export(&mut bytes).await.unwrap();
+    let lines: Vec<String> =
+        String::from_utf8(bytes.clone()).unwrap().lines().map(str::to_owned).collect();
+
+    let sink = h.open().await;
+    assert_eq!(sink.import(lines.clone()).await.unwrap(), lines.len() as u64);
+    assert_eq!(sink.head().await.unwrap(), source.head().await.unwrap());
+    assert_eq!(sink.latest_checkpoint().await.unwrap(), source.latest_checkpoint().await.unwrap());
+    let mut copied = Vec::new();
+    sink.export(&mut copied).await.unwrap();
+    assert_eq!(copied, bytes);
+    let next = sink.append(entry("hana", "sign", Outcome::Success, "after", None)).await.unwrap();
+    assert_eq!(next.seq, 26);
+    assert!(sink.import(lines).await.is_err(), "an import needs an empty log");
+    sink.checkpoint().await.unwrap();
+    assert_eq!(verify(sink.as_ref()).await.0, 26);
 }

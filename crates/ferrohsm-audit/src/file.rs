@@ -100,6 +100,7 @@ enum Command {
     Append(AuditEntry, oneshot::Sender<Result<AuditRecord>>),
     Checkpoint(oneshot::Sender<Result<Option<Checkpoint>>>),
     Close(oneshot::Sender<Result<()>>),
+    Import(Vec<String>, oneshot::Sender<Result<u64>>),
 }
 
 /// A durable, append-only audit log in a directory. Only one process may open a directory.
@@ -197,6 +198,8 @@ impl FileAuditSink {
             index: index.clone(),
             last_recovery: None,
             syncer: sync_sender,
+            latest: latest.clone(),
+            head: head.clone(),
             _lock: lock,
         };
         let sink_failed = failed.clone();
@@ -350,6 +353,12 @@ impl AuditSink for FileAuditSink {
         Ok(*self.head.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    async fn import(&self, lines: Vec<String>) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Import(lines, tx))?;
+        answer(rx).await
+    }
+
     async fn close(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Close(tx))?;
@@ -412,6 +421,8 @@ struct Writer {
     index: Index,
     last_recovery: Option<Instant>,
     syncer: mpsc::Sender<Pending>,
+    latest: Arc<Mutex<Option<Checkpoint>>>,
+    head: Arc<Mutex<crate::AuditHead>>,
     _lock: File,
 }
 
@@ -452,6 +463,10 @@ impl Writer {
                     Command::Append(entry, reply) => appends.push((entry, reply)),
                     Command::Checkpoint(reply) => checkpoint_replies.push(reply),
                     Command::Close(reply) => close = Some(reply),
+                    // Answered at once: an import only ever goes into an empty log.
+                    Command::Import(lines, reply) => {
+                        let _ = reply.send(self.import(lines));
+                    }
                 }
             }
             let due = self.chain.seq() + appends.len() as u64
@@ -546,6 +561,29 @@ impl Writer {
             tracing::error!(error = %reason, "audit segment rotation failed; refusing further records");
             *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         }
+    }
+
+    /// Writes imported lines into the empty log and syncs them, then continues their chain.
+    fn import(&mut self, lines: Vec<String>) -> Result<u64> {
+        if self.chain.seq() != 0 || self.bytes != 0 || failure(&self.failed).is_some() {
+            return Err(Error::Unavailable("an import needs an empty audit log".into()));
+        }
+        let parsed = crate::sink::parse_import(&lines)?;
+        let mut buffer = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in &lines {
+            buffer.extend_from_slice(line.as_bytes());
+            buffer.push(b'\n');
+        }
+        (&*self.file).write_all(&buffer).map_err(Error::io(&self.path))?;
+        self.file.sync_data().map_err(Error::io(&self.path))?;
+        self.bytes += buffer.len() as u64;
+        self.chain.reset(parsed.head.seq, parsed.head.hash);
+        *self.head.lock().unwrap_or_else(|p| p.into_inner()) = parsed.head;
+        if let Some(cp) = parsed.latest {
+            self.checkpointed_seq = cp.seq;
+            *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(cp);
+        }
+        Ok(lines.len() as u64)
     }
 
     /// Recovers from a failed write or sync, if the last attempt was long enough ago.

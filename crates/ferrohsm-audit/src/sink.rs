@@ -58,6 +58,11 @@ pub trait AuditSink: Send + Sync + Debug {
     /// The last acknowledged record's sequence number and hash.
     async fn head(&self) -> Result<AuditHead>;
 
+    /// Writes another log's lines, verbatim and in order, into this empty log (migration
+    /// between backends); appends then continue that chain. The caller has verified the
+    /// lines; a log that already holds records refuses with `Unavailable`.
+    async fn import(&self, lines: Vec<String>) -> Result<u64>;
+
     /// Checkpoints and closes the sink; later appends fail with `Unavailable`.
     async fn close(&self) -> Result<()>;
 
@@ -185,6 +190,23 @@ impl AuditSink for MemoryAuditSink {
         Ok(self.lock().chain.head())
     }
 
+    async fn import(&self, lines: Vec<String>) -> Result<u64> {
+        let parsed = parse_import(&lines)?;
+        let mut state = self.lock();
+        if state.chain.seq() != 0 || !state.lines.is_empty() {
+            return Err(Error::Unavailable("an import needs an empty audit log".into()));
+        }
+        for line in parsed.lines {
+            state.push(line);
+        }
+        state.chain.reset(parsed.head.seq, parsed.head.hash);
+        if let Some(cp) = parsed.latest {
+            state.checkpointed_seq = cp.seq;
+            state.latest = Some(cp);
+        }
+        Ok(lines.len() as u64)
+    }
+
     async fn close(&self) -> Result<()> {
         let mut state = self.lock();
         state.checkpoint()?;
@@ -199,4 +221,27 @@ pub(crate) fn to_line<T: serde::Serialize>(value: &T) -> Result<String> {
         .map_err(|e| Error::Unavailable(format!("encoding a record: {e}")))?;
     line.push('\n');
     Ok(line)
+}
+
+/// Lines to import, parsed: the values, the head they end at and their last checkpoint.
+pub(crate) struct Import {
+    pub(crate) lines: Vec<Line>,
+    pub(crate) head: AuditHead,
+    pub(crate) latest: Option<Checkpoint>,
+}
+
+/// Parses the lines of an import; each must be a record or a checkpoint.
+pub(crate) fn parse_import(lines: &[String]) -> Result<Import> {
+    let mut import =
+        Import { lines: Vec::with_capacity(lines.len()), head: AuditHead::default(), latest: None };
+    for (n, text) in lines.iter().enumerate() {
+        let line = crate::parse_line(text.as_bytes())
+            .map_err(|e| Error::Unavailable(format!("import line {}: {e}", n + 1)))?;
+        match &line {
+            Line::Record(r) => import.head = AuditHead { seq: r.seq, hash: r.hash },
+            Line::Checkpoint(c) => import.latest = Some(c.clone()),
+        }
+        import.lines.push(line);
+    }
+    Ok(import)
 }

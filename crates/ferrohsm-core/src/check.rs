@@ -82,15 +82,7 @@ pub async fn check_backend(config: &BackendConfig, master: &MasterKey) -> Result
     }
     for doc in backends.approvals.list(usize::MAX).await? {
         report.approvals += 1;
-        let genuine = serde_json::from_slice::<ferrohsm_policy::Approval>(&doc.body)
-            .ok()
-            .filter(|a| a.id == doc.id)
-            .and_then(|a| {
-                let tag = ferrohsm_crypto::b64::decode(a.tag.as_deref()?).ok()?;
-                sealer.verify(&a.canonical_bytes(), &ferrohsm_seal::MetadataTag(tag)).ok()
-            })
-            .is_some();
-        if !genuine {
+        if crate::hsm::open_approval(&sealer, &doc).is_err() {
             report.problems.push(format!("approval {}: it fails its integrity tag", doc.id));
         }
     }

@@ -30,7 +30,7 @@ use ferrohsm_store::{
 use zeroize::Zeroizing;
 
 use crate::audit::{Audited, Purged, derive_audit_hmac_key, derive_audit_keys};
-use crate::audit_read::{PageWriter, VerifyWriter};
+use crate::audit_read::{VerifyWriter, parse_query};
 use crate::cache::{KeyCache, VerifiedKey};
 use crate::policy::PolicyHandle;
 use crate::refusals::Refusals;
@@ -1282,22 +1282,7 @@ impl Hsm {
 
     /// The approval in a stored document, if its integrity tag and its id check out.
     fn open_approval(&self, document: &ApprovalDocument) -> Result<Approval> {
-        let id = document.id;
-        let broken = || Error::Forbidden(format!("approval {id} failed its integrity check"));
-        let approval: Approval = serde_json::from_slice(&document.body).map_err(|_| broken())?;
-        if approval.id != id || approval.revision != document.revision {
-            return Err(broken());
-        }
-        let tag = approval
-            .tag
-            .as_deref()
-            .and_then(|t| ferrohsm_crypto::b64::decode(t).ok())
-            .ok_or_else(broken)?;
-        self.inner
-            .sealer
-            .verify(&approval.canonical_bytes(), &ferrohsm_seal::MetadataTag(tag))
-            .map_err(|_| broken())?;
-        Ok(approval)
+        open_approval(&self.inner.sealer, document)
     }
 
     async fn load_approval(&self, id: uuid::Uuid) -> Result<Approval> {
@@ -1352,16 +1337,16 @@ impl Hsm {
     ) -> Result<AuditPage> {
         self.run(ctx, Operation::ReadAudit, None, async {
             self.authorize(ctx, Operation::ReadAudit, None, None, Vec::new).await?;
-            let mut page = PageWriter::new(query)?;
-            let after = page.after();
-            match self.inner.audit.export_after(after, &mut page).await {
-                Ok(_) => {}
-                // The page refused more lines: it is full, and the read stops there.
-                Err(_) if page.more => {}
-                Err(e) => return Err(Error::AuditUnavailable(e)),
-            }
-            let _ = std::io::Write::flush(&mut page);
-            Ok(AuditPage { next_cursor: page.next_cursor(), records: page.records })
+            let (filter, after, limit) = parse_query(&query)?;
+            let page = self
+                .inner
+                .audit
+                .query(&filter, after, limit)
+                .await
+                .map_err(Error::AuditUnavailable)?;
+            let next_cursor =
+                page.more.then(|| page.records.last().map(|r| r.seq.to_string())).flatten();
+            Ok(AuditPage { next_cursor, records: page.records })
         })
         .await
     }
@@ -2055,6 +2040,25 @@ impl Hsm {
             SignInput::Digest(d) => self.limit("digest", d.len()),
         }
     }
+}
+
+/// The approval in a stored document, if its integrity tag, id and revision check out.
+pub(crate) fn open_approval(sealer: &Sealer, document: &ApprovalDocument) -> Result<Approval> {
+    let id = document.id;
+    let broken = || Error::Forbidden(format!("approval {id} failed its integrity check"));
+    let approval: Approval = serde_json::from_slice(&document.body).map_err(|_| broken())?;
+    if approval.id != id || approval.revision != document.revision {
+        return Err(broken());
+    }
+    let tag = approval
+        .tag
+        .as_deref()
+        .and_then(|t| ferrohsm_crypto::b64::decode(t).ok())
+        .ok_or_else(broken)?;
+    sealer
+        .verify(&approval.canonical_bytes(), &ferrohsm_seal::MetadataTag(tag))
+        .map_err(|_| broken())?;
+    Ok(approval)
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -40,6 +40,7 @@ mod error;
 mod format;
 mod hsm;
 mod jwk;
+mod migrate;
 mod params;
 mod policy;
 mod refusals;
@@ -76,6 +77,7 @@ pub use hsm::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_DESTRUCTION_GRACE, DEFAULT_MAX_PAYLOAD,
     DEFAULT_MAX_TOKEN_LIFETIME, Hsm, HsmBuilder, MAX_TOKEN_LIFETIME, NonceBudget, TokenGrant,
 };
+pub use migrate::{MigrateMode, MigrateReport, migrate};
 pub use token::TokenKey;
 pub use validate::{
     MAX_DESCRIPTION_CHARS, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_CHARS, MAX_TAGS, MAX_TOKEN_FIELD_LEN,

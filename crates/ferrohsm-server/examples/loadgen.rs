@@ -42,6 +42,8 @@ async fn main() {
         "sign-rsa2048" => {
             ("rsa-2048", "sign", json!({"message": ferrohsm_core::b64::encode(b"build artefact")}))
         }
+        // Durable key creation: every request writes a new key and its audit record.
+        "create-aes" => ("aes-256-gcm", "", json!({"algorithm": "aes-256-gcm"})),
         other => panic!("unknown scenario {other}"),
     };
     let setup = client();
@@ -62,8 +64,10 @@ async fn main() {
     // Each task owns one TLS connection and sends prepared HTTP/1.1 requests on it, one at a
     // time: the cheapest client possible, so the machine's cores go to the server.
     let port = url.rsplit(':').next().unwrap().trim_end_matches('/').parse::<u16>().unwrap();
+    let target =
+        if path.is_empty() { "/v1/keys".to_owned() } else { format!("/v1/keys/{id}/{path}") };
     let request = format!(
-        "POST /v1/keys/{id}/{path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "POST {target} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     let mut request = request.into_bytes();

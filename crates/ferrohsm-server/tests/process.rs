@@ -25,6 +25,13 @@ fn start_dev(data: &Path, extra: &[&str]) -> Dev {
     spawn_dev(Command::new(BIN), data, extra)
 }
 
+/// `dev` with `args` after the subcommand (e.g. `--key-store sqlite`).
+fn start_dev_with(data: &Path, args: &[&str]) -> Dev {
+    let mut command = Command::new(BIN);
+    command.arg("dev").args(args);
+    spawn_dev_command(command, data)
+}
+
 /// `dev` under a soft file-size limit of `blocks` × 512 bytes, with SIGXFSZ ignored, so a
 /// write past the limit fails with EFBIG instead of killing the process (the hard limit stays
 /// unlimited, so the limit can be lifted on the running process).
@@ -38,10 +45,13 @@ fn start_dev_limited(data: &Path, blocks: u64) -> Dev {
 }
 
 fn spawn_dev(mut command: Command, data: &Path, extra: &[&str]) -> Dev {
+    command.args(extra).arg("dev");
+    spawn_dev_command(command, data)
+}
+
+fn spawn_dev_command(mut command: Command, data: &Path) -> Dev {
     let port = free_port();
     let mut child = command
-        .args(extra)
-        .arg("dev")
         .arg("--data-dir")
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -411,4 +421,219 @@ async fn damaged_records_are_quarantined_and_named_by_check() {
 
 fn uuid_like() -> &'static str {
     "01900000-0000-7000-8000-000000000001"
+}
+
+/// SQLite under write load: a `kill -9` mid-load loses no acknowledged key and no audit
+/// record, and the log verifies after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_every_acknowledged_write_through_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // One actor writes as fast as it can: lift its rate limit.
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[rate_limit]\ncapacity = 1000000000\nrefill_per_second = 1000000000.0\n",
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let mut dev = start_dev_with(&data, &["--key-store", "sqlite", "--policy-file", policy]);
+    assert!(data.join("ferrohsm.db").exists());
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for task in 0..8 {
+        let (client, url, token) = (dev.client(), dev.url.clone(), dev.token.clone());
+        let acknowledged = acknowledged.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("load-{task}-{i}");
+                let sent = client
+                    .post(format!("{url}/v1/keys"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"algorithm": "aes-256-gcm", "name": name}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 201 => acknowledged.lock().unwrap().push(name),
+                    Ok(r) => panic!("unexpected {}", r.status()),
+                    // The server was killed: this write was never acknowledged.
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    dev.child.kill().unwrap(); // SIGKILL, mid-load
+    dev.child.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 50, "only {} writes before the kill", acknowledged.len());
+
+    let dev = start_dev_with(&data, &["--key-store", "sqlite", "--policy-file", policy]);
+    let client = dev.client();
+    let mut ids = Vec::new();
+    for name in &acknowledged {
+        let r = client
+            .get(format!("{}/v1/keys/{name}", dev.url))
+            .bearer_auth(&dev.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged key {name} was lost");
+        let info: serde_json::Value = r.json().await.unwrap();
+        ids.push(info["id"].as_str().unwrap().to_owned());
+    }
+    let verify: serde_json::Value = client
+        .get(format!("{}/v1/audit/verify", dev.url))
+        .bearer_auth(&dev.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["valid"], true, "{verify}");
+    // Every acknowledged creation has its audit record.
+    let mut created = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/audit?action=create_key&outcome=success&limit=1000", dev.url);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: serde_json::Value =
+            client.get(url).bearer_auth(&dev.token).send().await.unwrap().json().await.unwrap();
+        for r in page["records"].as_array().unwrap() {
+            created.insert(r["key_id"].as_str().unwrap_or_default().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    for id in &ids {
+        assert!(created.contains(id), "no audit record for the acknowledged creation of {id}");
+    }
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+}
+
+/// `migrate` filesystem → SQLite → filesystem: keys (with their sealed bytes), approvals and
+/// the audit chain arrive intact; a ciphertext made before decrypts after; each log verifies
+/// and continues; a non-empty target is refused; `--dry-run` and `--verify` write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_round_trip_keeps_keys_ciphertexts_and_the_audit_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dev = start_dev(&data, &[]);
+    let client = dev.client();
+    let post = |path: &str, body: serde_json::Value| {
+        client.post(format!("{}{path}", dev.url)).bearer_auth(&dev.token).json(&body).send()
+    };
+    assert_eq!(
+        post("/v1/keys", serde_json::json!({"algorithm": "aes-256-gcm", "name": "app"}))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(post("/v1/keys/app/rotate", serde_json::json!({})).await.unwrap().status(), 200);
+    assert_eq!(
+        post("/v1/keys", serde_json::json!({"algorithm": "ec-p256", "name": "signer"}))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let sealed: serde_json::Value = post(
+        "/v1/keys/app/encrypt",
+        serde_json::json!({"plaintext": ferrohsm_core::b64::encode(b"before migration")}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let ciphertext = sealed["ciphertext"].as_str().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+
+    let migrate = |args: &[&str]| {
+        let out = Command::new(BIN).arg("migrate").args(args).output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let from = format!("filesystem:{}", data.display());
+    let db = data.join("ferrohsm.db");
+    let to = format!("sqlite:{}", db.display());
+    let (ok, out) = migrate(&["--from", &from, "--to", &to, "--dry-run"]);
+    assert!(ok && out.contains("2 keys"), "{out}");
+    assert!(!db.exists(), "a dry run writes nothing");
+    let (ok, out) = migrate(&["--from", &from, "--to", &to]);
+    assert!(ok && out.contains("migrated and verified 2 keys"), "{out}");
+    let (ok, out) = migrate(&["--from", &from, "--to", &to, "--verify"]);
+    assert!(ok, "{out}");
+    let (ok, out) = migrate(&["--from", &from, "--to", &to]);
+    assert!(!ok && out.contains("already holds data"), "{out}");
+
+    // The server on SQLite: the old ciphertext decrypts, and the log verifies and continues.
+    let check = |dev: &Dev, ciphertext: String| {
+        let client = dev.client();
+        let (url, token) = (dev.url.clone(), dev.token.clone());
+        async move {
+            let opened: serde_json::Value = client
+                .post(format!("{url}/v1/keys/app/decrypt"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"ciphertext": ciphertext}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(opened["plaintext"], ferrohsm_core::b64::encode(b"before migration"));
+            let info: serde_json::Value = client
+                .get(format!("{url}/v1/keys/app"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(info["current_version"], 2, "{info}");
+            let verify: serde_json::Value = client
+                .get(format!("{url}/v1/audit/verify"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(verify["valid"], true, "{verify}");
+            assert_eq!(verify["first_seq"], 1, "{verify}");
+            verify["records"].as_u64().unwrap()
+        }
+    };
+    let dev = start_dev_with(&data, &["--key-store", "sqlite"]);
+    let on_sqlite = check(&dev, ciphertext.clone()).await;
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+
+    // And back to a fresh filesystem directory (with the same master key).
+    let back = dir.path().join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    std::fs::copy(data.join("master.key"), back.join("master.key")).unwrap();
+    let (ok, out) = migrate(&["--from", &to, "--to", &format!("filesystem:{}", back.display())]);
+    assert!(ok, "{out}");
+    let dev = start_dev(&back, &[]);
+    let on_filesystem = check(&dev, ciphertext).await;
+    assert!(on_filesystem > on_sqlite, "the chain continued: {on_sqlite} then {on_filesystem}");
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
 }

@@ -70,6 +70,10 @@ impl ApprovalStore for SqliteApprovalStore {
         self.db.submit(|reply| Job::UpdateApproval(approval, reply)).await?
     }
 
+    async fn import(&self, approval: ApprovalDocument) -> Result<()> {
+        self.db.submit(|reply| Job::ImportApproval(approval, reply)).await?
+    }
+
     async fn list(&self, limit: usize) -> Result<Vec<ApprovalDocument>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} ORDER BY id DESC LIMIT ?")))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -115,8 +119,12 @@ async fn write(conn: &mut SqliteConnection, doc: &ApprovalDocument) -> Result<()
     Ok(())
 }
 
-pub(crate) async fn create(conn: &mut SqliteConnection, doc: ApprovalDocument) -> Result<()> {
-    if doc.revision != 1 || revision_of(conn, &doc.id.to_string()).await?.is_some() {
+pub(crate) async fn create(
+    conn: &mut SqliteConnection,
+    doc: ApprovalDocument,
+    import: bool,
+) -> Result<()> {
+    if (doc.revision != 1 && !import) || revision_of(conn, &doc.id.to_string()).await?.is_some() {
         return Err(Error::ApprovalConflict(doc.id));
     }
     write(conn, &doc).await

@@ -156,6 +156,10 @@ impl AuditSink for SqliteAuditSink {
         Ok(page)
     }
 
+    async fn import(&self, lines: Vec<String>) -> ferrohsm_audit::Result<u64> {
+        self.db.submit(|reply| Job::Import(lines, reply)).await?
+    }
+
     async fn head(&self) -> ferrohsm_audit::Result<AuditHead> {
         Ok(*self.db.shared.head.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -218,6 +222,15 @@ fn ts_millis(ts: &str) -> i64 {
 pub(crate) async fn insert_record(conn: &mut SqliteConnection, record: &AuditRecord) -> Result<()> {
     let line = serde_json::to_string(record)
         .map_err(|e| ferrohsm_store::Error::backend("encoding a record", e))?;
+    insert_record_line(conn, record, line).await
+}
+
+/// Inserts `record` as exactly `line`.
+async fn insert_record_line(
+    conn: &mut SqliteConnection,
+    record: &AuditRecord,
+    line: String,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit_log (seq, ts_ms, actor, action, key_id, outcome, request_id, hash, line) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -240,6 +253,15 @@ pub(crate) async fn insert_record(conn: &mut SqliteConnection, record: &AuditRec
 pub(crate) async fn insert_checkpoint(conn: &mut SqliteConnection, cp: &Checkpoint) -> Result<()> {
     let line = serde_json::to_string(cp)
         .map_err(|e| ferrohsm_store::Error::backend("encoding a checkpoint", e))?;
+    insert_checkpoint_line(conn, cp, line).await
+}
+
+/// Inserts `cp` as exactly `line`.
+async fn insert_checkpoint_line(
+    conn: &mut SqliteConnection,
+    cp: &Checkpoint,
+    line: String,
+) -> Result<()> {
     sqlx::query("INSERT INTO audit_log (checkpoint, ts_ms, line) VALUES (?, ?, ?)")
         .bind(i64::try_from(cp.seq).unwrap_or(i64::MAX))
         .bind(ts_millis(&cp.ts))
@@ -248,4 +270,44 @@ pub(crate) async fn insert_checkpoint(conn: &mut SqliteConnection, cp: &Checkpoi
         .await
         .map_err(db_error("writing an audit checkpoint"))?;
     Ok(())
+}
+
+/// Inserts another log's lines into the empty log (inside the writer's transaction); returns
+/// the head they end at and their last checkpoint.
+pub(crate) async fn import(
+    conn: &mut SqliteConnection,
+    lines: &[String],
+) -> ferrohsm_audit::Result<(AuditHead, Option<Checkpoint>)> {
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| audit_error(db_error("reading the audit log")(e)))?;
+    if stored != 0 {
+        return Err(ferrohsm_audit::Error::Unavailable(
+            "an import needs an empty audit log".into(),
+        ));
+    }
+    let mut head = AuditHead::default();
+    let mut latest = None;
+    for (n, text) in lines.iter().enumerate() {
+        let written = match parse_line(text.as_bytes()) {
+            Ok(Line::Record(r)) => {
+                head = AuditHead { seq: r.seq, hash: r.hash };
+                insert_record_line(conn, &r, text.clone()).await
+            }
+            Ok(Line::Checkpoint(cp)) => {
+                let written = insert_checkpoint_line(conn, &cp, text.clone()).await;
+                latest = Some(cp);
+                written
+            }
+            Err(e) => {
+                return Err(ferrohsm_audit::Error::Unavailable(format!(
+                    "import line {}: {e}",
+                    n + 1
+                )));
+            }
+        };
+        written.map_err(audit_error)?;
+    }
+    Ok((head, latest))
 }

@@ -19,6 +19,7 @@ pub(crate) enum KeyWrite {
     Create,
     Update,
     Purge,
+    Import,
 }
 
 /// Keys in an SQLite database (see [`crate::SqliteBackend`]).
@@ -161,6 +162,10 @@ impl KeyStore for SqliteKeyStore {
         self.write(KeyWrite::Purge, record).await
     }
 
+    async fn import(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
+        self.write(KeyWrite::Import, record).await
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         query.validate()?;
         let mut sql: QueryBuilder<Sqlite> =
@@ -248,8 +253,10 @@ pub(crate) async fn apply(
     let id = record.id.to_string();
     let old = stored(conn, &id).await?;
     match (kind, &old) {
-        (KeyWrite::Create, Some(_)) => return Err(Error::AlreadyExists(record.id)),
-        (KeyWrite::Create, None) => {
+        (KeyWrite::Create | KeyWrite::Import, Some(_)) => {
+            return Err(Error::AlreadyExists(record.id));
+        }
+        (KeyWrite::Create | KeyWrite::Import, None) => {
             if let Some(name) = &record.name {
                 let taken: Option<String> =
                     sqlx::query_scalar("SELECT id FROM keys WHERE name = ?")
@@ -261,7 +268,11 @@ pub(crate) async fn apply(
                     return Err(Error::NameTaken(name.clone()));
                 }
             }
-            record.check_new()?;
+            if matches!(kind, KeyWrite::Import) {
+                record.check_invariants()?;
+            } else {
+                record.check_new()?;
+            }
         }
         (_, None) => return Err(Error::NotFound(record.id)),
         (KeyWrite::Update, Some(old)) => old.check_update(&record)?,

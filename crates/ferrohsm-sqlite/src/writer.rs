@@ -28,11 +28,13 @@ type AuditReply<T> = oneshot::Sender<ferrohsm_audit::Result<T>>;
 pub(crate) enum Job {
     Key(keys::KeyWrite, KeyRecord, Reply<Arc<KeyRecord>>),
     CreateApproval(ApprovalDocument, Reply<()>),
+    ImportApproval(ApprovalDocument, Reply<()>),
     UpdateApproval(ApprovalDocument, Reply<()>),
     PruneApprovals { before_ns: i64, limit: i64, reply: Reply<u64> },
     AddRevocation(TokenRevocation, i64, Reply<()>),
     Append(AuditEntry, AuditReply<AuditRecord>),
     Checkpoint(AuditReply<Option<Checkpoint>>),
+    Import(Vec<String>, AuditReply<u64>),
 }
 
 impl std::fmt::Debug for Job {
@@ -205,6 +207,7 @@ impl Writer {
             self.chain.reset(stored.seq, stored.hash);
         }
         for job in jobs {
+            let import = matches!(job, Job::ImportApproval(..));
             // A refused write is answered with its refusal; a database error fails the batch.
             match job {
                 Job::Key(kind, record, reply) => {
@@ -213,8 +216,8 @@ impl Writer {
                     held.push(hold(reply, value));
                     fatal?;
                 }
-                Job::CreateApproval(doc, reply) => {
-                    let value = crate::approvals::create(&mut tx, doc).await;
+                Job::CreateApproval(doc, reply) | Job::ImportApproval(doc, reply) => {
+                    let value = crate::approvals::create(&mut tx, doc, import).await;
                     let fatal = fatal(&value);
                     held.push(hold(reply, value));
                     fatal?;
@@ -243,6 +246,20 @@ impl Writer {
                     *last_record =
                         Some(ferrohsm_audit::AuditHead { seq: record.seq, hash: record.hash });
                     held.push(hold_audit(reply, Ok(record)));
+                }
+                Job::Import(lines, reply) => {
+                    let value = audit::import(&mut tx, &lines).await;
+                    match value {
+                        Ok((head, latest)) => {
+                            self.chain.reset(head.seq, head.hash);
+                            *last_record = Some(head);
+                            if let Some(cp) = latest {
+                                *new_checkpoint = Some(cp);
+                            }
+                            held.push(hold_audit(reply, Ok(lines.len() as u64)));
+                        }
+                        Err(e) => held.push(hold_audit(reply, Err(e))),
+                    }
                 }
                 Job::Checkpoint(reply) => {
                     let cp = checkpoint(

@@ -76,6 +76,10 @@ pub trait ApprovalStore: Send + Sync + Debug {
     /// Replaces an approval with its successor.
     async fn update(&self, approval: ApprovalDocument) -> Result<()>;
 
+    /// Stores an approval exactly as it is, at any revision (migration between backends,
+    /// restore); its id must be free.
+    async fn import(&self, approval: ApprovalDocument) -> Result<()>;
+
     /// Up to `limit` approvals, newest first.
     async fn list(&self, limit: usize) -> Result<Vec<ApprovalDocument>>;
 
@@ -158,6 +162,10 @@ impl MemoryApprovalStore {
 impl ApprovalStore for MemoryApprovalStore {
     async fn create(&self, approval: ApprovalDocument) -> Result<()> {
         check_new(&approval)?;
+        self.import(approval).await
+    }
+
+    async fn import(&self, approval: ApprovalDocument) -> Result<()> {
         let mut map = self.approvals.write().unwrap_or_else(|p| p.into_inner());
         if map.contains_key(&approval.id) {
             return Err(Error::ApprovalConflict(approval.id));
@@ -236,14 +244,17 @@ impl FileApprovalStore {
         })
     }
 
-    async fn write(&self, approval: ApprovalDocument, create: bool) -> Result<()> {
+    /// Writes `approval`: a new one (`create`, at revision 1 unless `import`) or a successor.
+    async fn write(&self, approval: ApprovalDocument, create: bool, import: bool) -> Result<()> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let _writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
             {
                 let map = inner.approvals.read().unwrap_or_else(|p| p.into_inner());
                 if create {
-                    check_new(&approval)?;
+                    if !import {
+                        check_new(&approval)?;
+                    }
                     if map.contains_key(&approval.id) {
                         return Err(Error::ApprovalConflict(approval.id));
                     }
@@ -270,7 +281,11 @@ impl FileApprovalStore {
 #[async_trait]
 impl ApprovalStore for FileApprovalStore {
     async fn create(&self, approval: ApprovalDocument) -> Result<()> {
-        self.write(approval, true).await
+        self.write(approval, true, false).await
+    }
+
+    async fn import(&self, approval: ApprovalDocument) -> Result<()> {
+        self.write(approval, true, true).await
     }
 
     async fn get(&self, id: &Uuid) -> Result<Option<ApprovalDocument>> {
@@ -282,7 +297,7 @@ impl ApprovalStore for FileApprovalStore {
     }
 
     async fn update(&self, approval: ApprovalDocument) -> Result<()> {
-        self.write(approval, false).await
+        self.write(approval, false, false).await
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<ApprovalDocument>> {

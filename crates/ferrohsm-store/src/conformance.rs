@@ -142,6 +142,7 @@ macro_rules! conformance_tests {
             approvals_prune_only_closed,
             approvals_survive_reopen,
             two_handles_share_one_store,
+            import_keeps_a_record_as_it_is,
         );
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
@@ -820,4 +821,38 @@ pub async fn two_handles_share_one_store(h: &impl Harness) {
         .await
         .unwrap();
     assert_eq!(page.keys.len(), 1);
+}
+
+// ----- Import ------------------------------------------------------------------------------
+
+/// `import` stores a record with its history as it is (a migration), once; a record that
+/// breaks an invariant is refused; an imported approval keeps its revision.
+pub async fn import_keeps_a_record_as_it_is(h: &impl Harness) {
+    let store = h.open().await;
+    let mut record = sample(Some("imported"), Algorithm::Aes256Gcm, &[("from", "elsewhere")]);
+    record.versions.push(version(2, Algorithm::Aes256Gcm));
+    record.current_version = 2;
+    record.revision = 7;
+    record.state = KeyState::Revoked;
+    record.revocation = revocation(RevocationReason::Superseded);
+    assert_eq!(*store.import(record.clone()).await.unwrap(), record);
+    assert_eq!(stored(&store, &record.id).await, record);
+    assert!(matches!(store.import(record.clone()).await, Err(Error::AlreadyExists(_))));
+    let mut clash = sample(Some("imported"), Algorithm::Aes256Gcm, &[]);
+    assert!(matches!(store.import(clash.clone()).await, Err(Error::NameTaken(_))));
+    clash.name = None;
+    clash.current_version = 3;
+    assert!(matches!(store.import(clash).await, Err(Error::InvalidRecord { .. })));
+    // The imported key goes on like any other.
+    store.update(next(&record)).await.unwrap();
+    drop(store);
+
+    let approvals = h.approvals().await;
+    let mut doc = approval(b"imported approval");
+    doc.revision = 4;
+    doc.open = false;
+    approvals.import(doc.clone()).await.unwrap();
+    assert_eq!(approvals.get(&doc.id).await.unwrap(), Some(doc.clone()));
+    assert!(matches!(approvals.import(doc.clone()).await, Err(Error::ApprovalConflict(_))));
+    approvals.update(successor(&doc, b"next", false)).await.unwrap();
 }

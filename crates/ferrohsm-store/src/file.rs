@@ -384,6 +384,10 @@ impl KeyStore for FileKeyStore {
         self.write(WriteKind::Purge, record).await
     }
 
+    async fn import(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
+        self.write(WriteKind::Import, record).await
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         self.inner.read().list(query)
     }

@@ -13,6 +13,7 @@ pub(crate) enum WriteKind {
     Create,
     Update,
     Purge,
+    Import,
 }
 
 /// Records by id, with secondary indexes by name and by tag.
@@ -42,11 +43,21 @@ impl Index {
             WriteKind::Create => self.check_create(record),
             WriteKind::Update => self.check_update(record),
             WriteKind::Purge => self.check_purge(record),
+            WriteKind::Import => {
+                self.check_unique(record)?;
+                record.check_invariants()
+            }
         }
     }
 
     /// Checks that `record` may be created.
     fn check_create(&self, record: &KeyRecord) -> Result<()> {
+        self.check_unique(record)?;
+        record.check_new()
+    }
+
+    /// Checks that neither the id nor the name of `record` is taken.
+    fn check_unique(&self, record: &KeyRecord) -> Result<()> {
         if self.by_id.contains_key(&record.id) {
             return Err(Error::AlreadyExists(record.id));
         }
@@ -55,7 +66,7 @@ impl Index {
         {
             return Err(Error::NameTaken(name.clone()));
         }
-        record.check_new()
+        Ok(())
     }
 
     fn check_update(&self, record: &KeyRecord) -> Result<()> {

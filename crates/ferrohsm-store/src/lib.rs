@@ -81,6 +81,10 @@ pub trait KeyStore: Send + Sync + Debug {
     /// stored copy of its sealed material.
     async fn purge(&self, record: KeyRecord) -> Result<Arc<KeyRecord>>;
 
+    /// Stores a record exactly as it is, history and revision included (migration between
+    /// backends, restore): its id and name must be free and it must hold every invariant.
+    async fn import(&self, record: KeyRecord) -> Result<Arc<KeyRecord>>;
+
     /// One page of keys matching the query.
     async fn list(&self, query: &ListQuery) -> Result<Page>;
 
@@ -129,6 +133,9 @@ impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
     }
     async fn purge(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
         (**self).purge(record).await
+    }
+    async fn import(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
+        (**self).import(record).await
     }
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         (**self).list(query).await

@@ -62,6 +62,10 @@ impl KeyStore for MemoryKeyStore {
         self.apply(WriteKind::Purge, record)
     }
 
+    async fn import(&self, record: KeyRecord) -> Result<Arc<KeyRecord>> {
+        self.apply(WriteKind::Import, record)
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         self.read().list(query)
     }
