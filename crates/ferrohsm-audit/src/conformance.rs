@@ -97,7 +97,8 @@ impl Default for FileHarness {
 impl SinkHarness for FileHarness {
     async fn open(&self) -> Arc<dyn AuditSink> {
         let (provider, keys) = keys();
-        let config = FileAuditConfig::new(self.0.path().join("audit"));
+        // Small segments, so logs here span several (each starts with an anchor checkpoint).
+        let config = FileAuditConfig::new(self.0.path().join("audit")).segment_max_bytes(16 << 10);
         Arc::new(FileAuditSink::open(config, provider, keys).unwrap())
     }
 }
@@ -114,6 +115,7 @@ macro_rules! sink_conformance_tests {
             reopen_continues_the_chain,
             closed_sinks_refuse_appends,
             import_continues_another_log,
+            prune_leaves_a_verifiable_anchor,
         );
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
@@ -344,4 +346,85 @@ pub async fn import_continues_another_log(h: &impl SinkHarness) {
     assert!(sink.import(lines).await.is_err(), "an import needs an empty log");
     sink.checkpoint().await.unwrap();
     assert_eq!(verify(sink.as_ref()).await.0, 26);
+}
+
+fn verifier() -> Verifier {
+    let (provider, keys) = keys();
+    Verifier::new(provider).hmac_key(&HMAC_KEY).public_key(keys.public_key_der()).unwrap()
+}
+
+/// Retention: the oldest records go up to a signed checkpoint that becomes the first line;
+/// the log verifies from that anchor, appends continue, a gap after the anchor is refused, and
+/// nothing newer than the cut or beyond `up_to` goes.
+pub async fn prune_leaves_a_verifiable_anchor(h: &impl SinkHarness) {
+    let sink = h.open().await;
+    for i in 0..400u32 {
+        let mut e = entry("ivan", "encrypt", Outcome::Success, &format!("p{i}"), Some("k"));
+        e.message = Some("x".repeat(120));
+        sink.append(e).await.unwrap();
+        if i % 50 == 49 {
+            sink.checkpoint().await.unwrap();
+        }
+    }
+    let head = sink.head().await.unwrap().seq;
+    let now = OffsetDateTime::now_utc();
+    let later = now + time::Duration::days(1);
+    assert_eq!(
+        sink.prune(now - time::Duration::days(1), u64::MAX).await.unwrap(),
+        None,
+        "nothing is old enough"
+    );
+    assert_eq!(sink.prune(later, 0).await.unwrap(), None, "nothing may go past up_to");
+    let up_to = head - 100;
+    let pruned = sink.prune(later, up_to).await.unwrap().expect("an anchor before up_to");
+    assert!(pruned.anchor.seq <= up_to && pruned.anchor.seq >= pruned.first_seq);
+    assert_eq!(pruned.records, pruned.anchor.seq - pruned.first_seq + 1);
+    assert!(pruned.lines >= pruned.records);
+
+    let mut export = Vec::new();
+    sink.export(&mut export).await.unwrap();
+    let text = String::from_utf8(export).unwrap();
+    let first = text.lines().next().unwrap();
+    assert_eq!(
+        crate::parse_line(first.as_bytes()).unwrap(),
+        crate::Line::Checkpoint(pruned.anchor.clone())
+    );
+    let report = verifier().verify_reader("pruned", text.as_bytes()).unwrap();
+    assert_eq!(report.anchor_seq, Some(pruned.anchor.seq));
+    assert_eq!((report.first_seq, report.last_seq), (pruned.anchor.seq + 1, head));
+
+    // A gap after the anchor is refused; so is an anchor nobody can check.
+    let gap: String =
+        text.lines().enumerate().filter(|(i, _)| *i != 1).map(|(_, l)| format!("{l}\n")).collect();
+    let failure = verifier().verify_reader("gap", gap.as_bytes()).unwrap_err();
+    assert!(
+        matches!(
+            failure.kind,
+            crate::FailureKind::Sequence { .. } | crate::FailureKind::BrokenLink
+        ),
+        "{failure}"
+    );
+    let (provider, _) = keys();
+    let unkeyed =
+        Verifier::new(provider).hmac_key(&HMAC_KEY).verify_reader("no key", text.as_bytes());
+    assert!(matches!(unkeyed.unwrap_err().kind, crate::FailureKind::UnverifiedAnchor));
+
+    // Appends continue the chain, across a reopen for durable logs.
+    sink.append(entry("ivan", "encrypt", Outcome::Success, "after", None)).await.unwrap();
+    let sink = if h.durable() {
+        sink.close().await.unwrap();
+        drop(sink);
+        h.open().await
+    } else {
+        sink
+    };
+    assert_eq!(sink.head().await.unwrap().seq, head + 1);
+    let next =
+        sink.append(entry("ivan", "encrypt", Outcome::Success, "reopened", None)).await.unwrap();
+    assert_eq!(next.seq, head + 2);
+    sink.checkpoint().await.unwrap();
+    let mut export = Vec::new();
+    sink.export(&mut export).await.unwrap();
+    let report = verifier().verify_reader("continued", export.as_slice()).unwrap();
+    assert_eq!(report.last_seq, head + 2);
 }

@@ -353,6 +353,18 @@ impl AuditSink for FileAuditSink {
         Ok(*self.head.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    async fn prune(
+        &self,
+        before: time::OffsetDateTime,
+        up_to: u64,
+    ) -> Result<Option<crate::Pruned>> {
+        let dir = self.dir.clone();
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || prune_segments(&dir, &index, before, up_to))
+            .await
+            .map_err(|e| Error::Unavailable(format!("the prune task failed: {e}")))?
+    }
+
     async fn import(&self, lines: Vec<String>) -> Result<u64> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Import(lines, tx))?;
@@ -637,14 +649,25 @@ impl Writer {
         Ok(())
     }
 
+    /// Starts the next segment with a signed checkpoint of the head as its first line, so
+    /// retention can later remove every segment before it and leave that checkpoint as the
+    /// log's anchor. (It is synced with the next batch; a crash before that loses only it.)
     fn rotate(&mut self) -> Result<()> {
         let number = self.number + 1;
         let path = segment_path(&self.dir, number);
         let file = open_segment(&path)?;
+        let mut bytes = 0;
+        if let Some(cp) = self.chain.checkpoint()? {
+            let line = to_line(&cp)?;
+            (&file).write_all(line.as_bytes()).map_err(Error::io(&path))?;
+            bytes = line.len() as u64;
+            self.checkpointed_seq = cp.seq;
+            *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(cp);
+        }
         self.file = Arc::new(file);
         self.path = path;
         self.number = number;
-        self.bytes = 0;
+        self.bytes = bytes;
         Ok(())
     }
 }
@@ -797,6 +820,59 @@ fn record_seq(line: &[u8]) -> Option<u64> {
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
+/// The first line of a file, without its newline (empty when it has none).
+fn first_line(path: &Path) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(Error::io(path))?;
+    let mut line = Vec::new();
+    BufReader::new(file).read_until(b'\n', &mut line).map_err(Error::io(path))?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        Ok(line)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// Retention on segments: removes every segment before the latest one (never the segment
+/// being written) that starts with a checkpoint allowed as an anchor.
+fn prune_segments(
+    dir: &Path,
+    index: &Index,
+    before: time::OffsetDateTime,
+    up_to: u64,
+) -> Result<Option<crate::Pruned>> {
+    let all = segments(dir)?;
+    let mut chosen = None;
+    for (k, (_, path)) in all.iter().enumerate().take(all.len().saturating_sub(1)).skip(1) {
+        if let Ok(crate::verify::Line::Checkpoint(cp)) =
+            crate::verify::parse_line(&first_line(path)?)
+            && crate::query::anchor_allowed(&cp, before, up_to)
+        {
+            chosen = Some((k, cp));
+        }
+    }
+    let Some((keep, anchor)) = chosen else { return Ok(None) };
+    let mut records = 0u64;
+    let mut lines = 0u64;
+    let mut first_seq = None;
+    for (_, path) in &all[..keep] {
+        let data = std::fs::read(path).map_err(Error::io(path))?;
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            lines += 1;
+            if let Some(seq) = record_seq(line) {
+                records += 1;
+                first_seq.get_or_insert(seq);
+            }
+        }
+    }
+    for (_, path) in &all[..keep] {
+        std::fs::remove_file(path).map_err(Error::io(path))?;
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))?;
+    index.lock().unwrap_or_else(|p| p.into_inner()).retain(|seq, _| *seq > anchor.seq);
+    Ok(Some(crate::Pruned { first_seq: first_seq.unwrap_or(anchor.seq), anchor, records, lines }))
+}
+
 /// Where each segment's first record is (its first line), as index points.
 fn first_records(segments: &[(u64, PathBuf)]) -> std::collections::BTreeMap<u64, (u64, u64)> {
     let mut points = std::collections::BTreeMap::new();
@@ -837,7 +913,15 @@ fn scan(path: &Path, repair: bool) -> Result<(Tail, Option<Recovery>)> {
                 tail.seq = record.seq;
                 tail.head = record.hash;
             }
-            Ok(crate::verify::Line::Checkpoint(cp)) => tail.checkpoint = Some(cp),
+            Ok(crate::verify::Line::Checkpoint(cp)) => {
+                // A checkpoint before any record is a segment's anchor: the chain continues
+                // from the head it signs.
+                if tail.seq == 0 {
+                    tail.seq = cp.seq;
+                    tail.head = cp.hash;
+                }
+                tail.checkpoint = Some(cp);
+            }
             Err(_) => break,
         }
         offset += end + 1;

@@ -54,7 +54,7 @@ pub use error::{Error, Result};
 pub use file::{FileAuditConfig, FileAuditSink, Recovery};
 pub use keys::{AuditKeys, key_id_of};
 pub use offline::{OfflineOptions, summary, verify_files};
-pub use query::{AuditFilter, AuditHead, PageFilter, RecordPage};
+pub use query::{AuditFilter, AuditHead, PageFilter, Pruned, RecordPage, anchor_allowed};
 pub use record::{
     AuditEntry, AuditRecord, Checkpoint, CheckpointTag, FORMAT_VERSION, GENESIS_HASH, Outcome,
     RecordTag, hex, parse_hex32,

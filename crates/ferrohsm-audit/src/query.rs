@@ -62,6 +62,28 @@ impl Default for AuditHead {
     }
 }
 
+/// What retention removed from the start of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// The first record removed.
+    pub first_seq: u64,
+    /// The checkpoint the log now starts at (its anchor): every record up to `anchor.seq` was
+    /// removed, and its signature vouches for the head they ended at.
+    pub anchor: crate::Checkpoint,
+    /// Records removed.
+    pub records: u64,
+    /// Lines removed (records and checkpoints).
+    pub lines: u64,
+}
+
+/// Whether a checkpoint may become the anchor of a prune: it covers records up to `up_to` at
+/// most and was signed before `before` (so every record it covers is older).
+pub fn anchor_allowed(cp: &crate::Checkpoint, before: OffsetDateTime, up_to: u64) -> bool {
+    cp.seq > 0
+        && cp.seq <= up_to
+        && OffsetDateTime::parse(&cp.ts, &Rfc3339).is_ok_and(|at| at < before)
+}
+
 /// One page of a query: matching records in sequence order, and whether more matched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordPage {

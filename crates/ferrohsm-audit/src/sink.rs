@@ -10,7 +10,7 @@ use ferrohsm_crypto::CryptoProvider;
 use crate::chain::Chain;
 use crate::query::PageFilter;
 use crate::{
-    AuditEntry, AuditFilter, AuditHead, AuditKeys, AuditRecord, Checkpoint, Error, Line,
+    AuditEntry, AuditFilter, AuditHead, AuditKeys, AuditRecord, Checkpoint, Error, Line, Pruned,
     RecordPage, Result,
 };
 
@@ -57,6 +57,13 @@ pub trait AuditSink: Send + Sync + Debug {
 
     /// The last acknowledged record's sequence number and hash.
     async fn head(&self) -> Result<AuditHead>;
+
+    /// Retention: removes the oldest part of the log up to a signed checkpoint, which stays as
+    /// the log's first line (its anchor: a verifier with the checkpoint key checks the rest
+    /// from it). The anchor is the latest checkpoint that covers records up to `up_to` at most
+    /// and was signed before `before`. `None` when no checkpoint qualifies or the log already
+    /// starts at it.
+    async fn prune(&self, before: time::OffsetDateTime, up_to: u64) -> Result<Option<Pruned>>;
 
     /// Writes another log's lines, verbatim and in order, into this empty log (migration
     /// between backends); appends then continue that chain. The caller has verified the
@@ -188,6 +195,35 @@ impl AuditSink for MemoryAuditSink {
 
     async fn head(&self) -> Result<AuditHead> {
         Ok(self.lock().chain.head())
+    }
+
+    async fn prune(&self, before: time::OffsetDateTime, up_to: u64) -> Result<Option<Pruned>> {
+        let mut state = self.lock();
+        let Some((at, anchor)) = state.lines.iter().enumerate().rev().find_map(|(i, l)| match l {
+            Line::Checkpoint(cp) if crate::query::anchor_allowed(cp, before, up_to) => {
+                Some((i, cp.clone()))
+            }
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        if at == 0 {
+            return Ok(None);
+        }
+        let removed: Vec<Line> = state.lines.drain(..at).collect();
+        let seqs: Vec<u64> = removed
+            .iter()
+            .filter_map(|l| match l {
+                Line::Record(r) => Some(r.seq),
+                Line::Checkpoint(_) => None,
+            })
+            .collect();
+        Ok(Some(Pruned {
+            first_seq: seqs.first().copied().unwrap_or(anchor.seq),
+            anchor,
+            records: seqs.len() as u64,
+            lines: removed.len() as u64,
+        }))
     }
 
     async fn import(&self, lines: Vec<String>) -> Result<u64> {

@@ -76,6 +76,9 @@ pub enum FailureKind {
     },
     /// The log holds no records.
     Empty,
+    /// The log starts at a checkpoint (an anchor left by retention), but the verifier has no
+    /// public key to check its signature, so the anchor cannot be trusted.
+    UnverifiedAnchor,
 }
 
 impl fmt::Display for FailureKind {
@@ -110,6 +113,9 @@ impl fmt::Display for FailureKind {
                 "log ends at record {last_seq}, but the trusted checkpoint covers record {checkpoint_seq} (truncated)"
             ),
             FailureKind::Empty => f.write_str("the log holds no records"),
+            FailureKind::UnverifiedAnchor => f.write_str(
+                "the log starts at a checkpoint (retention's anchor) but no checkpoint public key was given to check it",
+            ),
         }
     }
 }
@@ -158,6 +164,9 @@ pub struct Report {
     pub signatures_checked: u64,
     /// The last checkpoint in the log, which the auditor can keep to detect later truncation.
     pub latest_checkpoint: Option<Checkpoint>,
+    /// The checkpoint the log starts at, when retention removed the records before it (the
+    /// log is then verified from that anchor on).
+    pub anchor_seq: Option<u64>,
 }
 
 /// How many lines are parsed and hashed together.
@@ -269,6 +278,7 @@ impl Verifier {
             signatures: 0,
             latest: None,
             trusted_seen: false,
+            anchor: None,
         }
     }
 
@@ -292,6 +302,7 @@ pub struct Verification<'v> {
     signatures: u64,
     latest: Option<Checkpoint>,
     trusted_seen: bool,
+    anchor: Option<u64>,
 }
 
 impl Verification<'_> {
@@ -448,6 +459,31 @@ impl Verification<'_> {
         if cp.v != FORMAT_VERSION {
             return Err(FailureKind::UnknownVersion(cp.v));
         }
+        if self.first_seq.is_none() && self.checkpoints == 0 && cp.seq > 0 {
+            // A log that starts at a checkpoint: retention removed the records before it, and
+            // its signature vouches for the head they ended at. The next record must link to
+            // it, so a gap after the anchor is still a sequence or link failure.
+            if self.verifier.keys.is_empty() {
+                return Err(FailureKind::UnverifiedAnchor);
+            }
+            self.check_signature(&cp)?;
+            if let Some(trusted) = &self.verifier.trusted
+                && trusted.seq <= cp.seq
+            {
+                // The auditor's checkpoint is at or before the cut: the log goes past it.
+                if trusted.seq == cp.seq && trusted.hash != cp.hash {
+                    return Err(FailureKind::CheckpointMismatch);
+                }
+                self.trusted_seen = true;
+            }
+            self.seq = cp.seq;
+            self.head = cp.hash;
+            self.anchor = Some(cp.seq);
+            self.signatures += 1;
+            self.checkpoints += 1;
+            self.latest = Some(cp);
+            return Ok(());
+        }
         // A checkpoint follows the record it covers.
         if cp.seq != self.seq || cp.hash != self.head || self.records == 0 {
             return Err(FailureKind::CheckpointMismatch);
@@ -506,6 +542,7 @@ impl Verification<'_> {
             hmacs_checked: self.verifier.hmac.is_some(),
             signatures_checked: self.signatures,
             latest_checkpoint: self.latest,
+            anchor_seq: self.anchor,
         })
     }
 }

@@ -77,22 +77,40 @@ pub struct BackendConfig {
     pub data_dir: Option<PathBuf>,
     /// The SQLite database file, when not the default in the data directory.
     pub database: Option<PathBuf>,
+    /// The filesystem audit log's segment size (default 64 MiB). Retention removes whole
+    /// segments, so it is also the granularity of audit retention there.
+    pub audit_segment_bytes: Option<u64>,
 }
 
 impl BackendConfig {
     /// The memory backend.
     pub fn memory() -> Self {
-        BackendConfig { kind: BackendKind::Memory, data_dir: None, database: None }
+        BackendConfig {
+            kind: BackendKind::Memory,
+            data_dir: None,
+            database: None,
+            audit_segment_bytes: None,
+        }
     }
 
     /// The filesystem backend in `dir`.
     pub fn filesystem(dir: impl Into<PathBuf>) -> Self {
-        BackendConfig { kind: BackendKind::Filesystem, data_dir: Some(dir.into()), database: None }
+        BackendConfig {
+            kind: BackendKind::Filesystem,
+            data_dir: Some(dir.into()),
+            database: None,
+            audit_segment_bytes: None,
+        }
     }
 
     /// The SQLite backend with its database in `dir/ferrohsm.db`.
     pub fn sqlite(dir: impl Into<PathBuf>) -> Self {
-        BackendConfig { kind: BackendKind::Sqlite, data_dir: Some(dir.into()), database: None }
+        BackendConfig {
+            kind: BackendKind::Sqlite,
+            data_dir: Some(dir.into()),
+            database: None,
+            audit_segment_bytes: None,
+        }
     }
 
     /// The backend `kind` in `dir` (ignored for memory).
@@ -151,7 +169,10 @@ impl BackendConfig {
                 let keys = FileKeyStore::open(dir.join("keys")).await?;
                 let approvals = keys.approval_store().await?;
                 let revocations = keys.token_revocation_store().await?;
-                let config = FileAuditConfig::new(dir.join("audit"));
+                let mut config = FileAuditConfig::new(dir.join("audit"));
+                if let Some(bytes) = self.audit_segment_bytes {
+                    config = config.segment_max_bytes(bytes);
+                }
                 let audit = tokio::task::spawn_blocking(move || {
                     FileAuditSink::open(config, provider, audit_keys)
                 })

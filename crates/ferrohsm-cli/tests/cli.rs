@@ -49,6 +49,7 @@ impl Env {
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             backend: ferrohsm_core::BackendConfig::filesystem(dir.path().join("data")),
+            retention: ferrohsm_core::Retention::default(),
             policy_file: Some(policy),
             keyset_file: None,
             audience: "ferrohsm".into(),

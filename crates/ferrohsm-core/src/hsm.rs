@@ -92,6 +92,8 @@ struct Inner {
     cache: KeyCache,
     max_payload: usize,
     destruction_grace: Duration,
+    retention: crate::retention::Retention,
+    export_mark: std::sync::Mutex<crate::retention::ExportMark>,
 }
 
 /// Builds an [`Hsm`]. A store and a master key are required; without an audit sink, records
@@ -114,6 +116,7 @@ pub struct HsmBuilder {
     destruction_grace: Duration,
     cache_capacity: usize,
     backend: Option<BackendConfig>,
+    retention: crate::retention::Retention,
 }
 
 impl HsmBuilder {
@@ -227,6 +230,13 @@ impl HsmBuilder {
         self
     }
 
+    /// How long closed approvals and audit records are kept (everything, by default); applied
+    /// by [`Hsm::apply_retention`].
+    pub fn retention(mut self, retention: crate::retention::Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
     /// How many keys the verified-key cache holds.
     pub fn cache_capacity(mut self, keys: usize) -> Self {
         self.cache_capacity = keys.max(1);
@@ -302,6 +312,8 @@ impl HsmBuilder {
                 cache: KeyCache::new(self.cache_capacity),
                 max_payload: self.max_payload,
                 destruction_grace: self.destruction_grace,
+                retention: self.retention,
+                export_mark: Default::default(),
             }),
         };
         hsm.refresh_token_revocations().await?;
@@ -372,6 +384,7 @@ impl Hsm {
             destruction_grace: DEFAULT_DESTRUCTION_GRACE,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             backend: None,
+            retention: Default::default(),
         }
     }
 
@@ -1072,7 +1085,7 @@ impl Hsm {
                 a.deny(&ctx.caller(), comment.clone(), now)
             };
             voted.map_err(Error::Approval)?;
-            match self.inner.approvals.update(self.seal_approval(&a)?).await {
+            match self.inner.approvals.update(self.seal_approval(&a, now)?).await {
                 Ok(()) => {
                     if a.operation == Operation::ManagePolicy
                         && a.state == ApprovalState::Approved
@@ -1158,7 +1171,7 @@ impl Hsm {
             &ctx.caller(),
             now,
         );
-        inner.approvals.create(self.seal_approval(&approval)?).await?;
+        inner.approvals.create(self.seal_approval(&approval, now)?).await?;
         inner.policy.stage(crate::policy::Staged { candidate, approval: approval.id });
         let message = format!(
             "approval_required: the changed policy file waits for approval {} ({} of {} approvals): {}",
@@ -1183,7 +1196,7 @@ impl Hsm {
         approval
             .execute(POLICY_ACTOR, Operation::ManagePolicy, "", &digest, now)
             .map_err(Error::Approval)?;
-        self.inner.approvals.update(self.seal_approval(&approval)?).await?;
+        self.inner.approvals.update(self.seal_approval(&approval, now)?).await?;
         self.inner.policy.install(staged.candidate);
         let message = format!("policy file reloaded after approval {id}");
         record_policy_event(&self.inner, Outcome::Success, message).await;
@@ -1227,12 +1240,12 @@ impl Hsm {
         let Some(id) = ctx.approval_id else {
             let approval =
                 Approval::new(&rule, operation, key_id, parameters, digest, &ctx.caller(), now);
-            self.inner.approvals.create(self.seal_approval(&approval)?).await?;
+            self.inner.approvals.create(self.seal_approval(&approval, now)?).await?;
             return Err(Error::ApprovalRequired(Box::new(approval)));
         };
         let mut approval = self.load_approval(id).await?;
         approval.execute(&ctx.actor, operation, &key_id, &digest, now).map_err(Error::Approval)?;
-        match self.inner.approvals.update(self.seal_approval(&approval)?).await {
+        match self.inner.approvals.update(self.seal_approval(&approval, now)?).await {
             Ok(()) => Ok(()),
             // Someone executed it in between.
             Err(ferrohsm_store::Error::ApprovalConflict(_)) => {
@@ -1260,12 +1273,15 @@ impl Hsm {
 
     /// The stored form of `approval`: its encoding with an integrity tag inside, plus what the
     /// store needs to see (revision, whether it is still open, when it changed).
-    fn seal_approval(&self, approval: &Approval) -> Result<ApprovalDocument> {
+    pub(crate) fn seal_approval(
+        &self,
+        approval: &Approval,
+        now: OffsetDateTime,
+    ) -> Result<ApprovalDocument> {
         let mut approval = approval.clone();
         approval.tag = None;
         let tag = self.inner.sealer.authenticate(&approval.canonical_bytes());
         approval.tag = Some(ferrohsm_crypto::b64::encode(&tag.0));
-        let now = OffsetDateTime::now_utc();
         let body = serde_json::to_vec(&approval)
             .map_err(|e| Error::Store(ferrohsm_store::Error::backend("encoding an approval", e)))?;
         Ok(ApprovalDocument {
@@ -1281,7 +1297,7 @@ impl Hsm {
     }
 
     /// The approval in a stored document, if its integrity tag and its id check out.
-    fn open_approval(&self, document: &ApprovalDocument) -> Result<Approval> {
+    pub(crate) fn open_approval(&self, document: &ApprovalDocument) -> Result<Approval> {
         open_approval(&self.inner.sealer, document)
     }
 
@@ -1324,7 +1340,15 @@ impl Hsm {
     ) -> Result<u64> {
         self.run(ctx, Operation::ReadAudit, None, async {
             self.authorize(ctx, Operation::ReadAudit, None, None, Vec::new).await?;
-            self.inner.audit.export(out).await.map_err(Error::AuditUnavailable)
+            // Everything up to the checkpoint current now is in the export once it completes:
+            // recorded, so retention knows an auditor holds it (see `apply_retention`).
+            let through =
+                self.inner.audit.latest_checkpoint().await.map_err(Error::AuditUnavailable)?;
+            let lines = self.inner.audit.export(out).await.map_err(Error::AuditUnavailable)?;
+            if let Some(cp) = through {
+                crate::retention::record_export(self, ctx, lines, cp.seq).await?;
+            }
+            Ok(lines)
         })
         .await
     }
@@ -1568,6 +1592,23 @@ impl Hsm {
         }
         *self.inner.revoked.write().unwrap_or_else(|p| p.into_inner()) = (set, ids);
         Ok(())
+    }
+
+    /// The retention settings.
+    pub fn retention(&self) -> crate::retention::Retention {
+        self.inner.retention
+    }
+
+    pub(crate) fn approval_store(&self) -> &Arc<dyn ApprovalStore> {
+        &self.inner.approvals
+    }
+
+    pub(crate) fn audit_sink(&self) -> &Arc<dyn AuditSink> {
+        &self.inner.audit
+    }
+
+    pub(crate) fn export_mark(&self) -> &std::sync::Mutex<crate::retention::ExportMark> {
+        &self.inner.export_mark
     }
 
     /// The longest a bearer token may live.
@@ -2061,7 +2102,7 @@ pub(crate) fn open_approval(sealer: &Sealer, document: &ApprovalDocument) -> Res
     Ok(approval)
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 

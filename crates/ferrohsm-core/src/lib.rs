@@ -44,6 +44,7 @@ mod migrate;
 mod params;
 mod policy;
 mod refusals;
+mod retention;
 mod token;
 mod validate;
 pub mod wire;
@@ -78,6 +79,7 @@ pub use hsm::{
     DEFAULT_MAX_TOKEN_LIFETIME, Hsm, HsmBuilder, MAX_TOKEN_LIFETIME, NonceBudget, TokenGrant,
 };
 pub use migrate::{MigrateMode, MigrateReport, migrate};
+pub use retention::{Retention, RetentionReport};
 pub use token::TokenKey;
 pub use validate::{
     MAX_DESCRIPTION_CHARS, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_CHARS, MAX_TAGS, MAX_TOKEN_FIELD_LEN,

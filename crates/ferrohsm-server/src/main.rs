@@ -152,6 +152,17 @@ struct ServeArgs {
     /// [default: filesystem].
     #[arg(long, env = "FERROHSM_KEY_STORE")]
     key_store: Option<StoreKind>,
+    /// Remove audit records older than this many days, behind a signed anchor checkpoint
+    /// (docs/storage.md) [default: keep everything].
+    #[arg(long, env = "FERROHSM_AUDIT_RETENTION_DAYS")]
+    audit_retention_days: Option<u32>,
+    /// Remove closed approvals (executed, denied, expired) older than this many days
+    /// [default: keep everything].
+    #[arg(long, env = "FERROHSM_APPROVAL_RETENTION_DAYS")]
+    approval_retention_days: Option<u32>,
+    /// Let audit retention remove records no export has covered yet.
+    #[arg(long, env = "FERROHSM_AUDIT_RETENTION_UNEXPORTED")]
+    audit_retention_unexported: bool,
     /// Directory of the store and audit log (SQLite: DIR/ferrohsm.db) [default: ./ferrohsm-data].
     #[arg(long, env = "FERROHSM_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -244,6 +255,9 @@ impl StoreKind {
 struct FileConfig {
     listen: Option<SocketAddr>,
     key_store: Option<StoreKind>,
+    audit_retention_days: Option<u32>,
+    approval_retention_days: Option<u32>,
+    audit_retention_unexported: Option<bool>,
     data_dir: Option<PathBuf>,
     master_key_file: Option<PathBuf>,
     policy_file: Option<PathBuf>,
@@ -437,6 +451,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         listen: args.listen.or(file.listen).unwrap_or(([127, 0, 0, 1], 8443).into()),
         backend: store.config(&data_dir),
+        retention: ferrohsm_core::Retention {
+            audit: args
+                .audit_retention_days
+                .or(file.audit_retention_days)
+                .map(|d| time::Duration::days(d.into())),
+            approvals: args
+                .approval_retention_days
+                .or(file.approval_retention_days)
+                .map(|d| time::Duration::days(d.into())),
+            audit_unexported: args.audit_retention_unexported
+                || file.audit_retention_unexported.unwrap_or(false),
+        },
         policy_file: args.policy_file.or(file.policy_file),
         keyset_file: args.keyset_file.or(file.keyset_file),
         audience: args.audience.or(file.audience).unwrap_or_else(|| "ferrohsm".into()),
@@ -510,6 +536,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         listen: args.listen,
         backend: args.key_store.config(&args.data_dir),
+        retention: ferrohsm_core::Retention::default(),
         policy_file: args.policy_file.clone(),
         keyset_file: None,
         audience: "ferrohsm".into(),

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where keys, approvals, token revocations and the audit log are kept.
     pub backend: BackendConfig,
+    /// How long closed approvals and audit records are kept (applied by the scheduler).
+    pub retention: ferrohsm_core::Retention,
     /// A policy file, reloaded when it changes.
     pub policy_file: Option<PathBuf>,
     /// A JWT keyset file, reloaded when it changes.
@@ -215,7 +217,7 @@ impl Server {
             .master_key(master_key)
             .max_token_lifetime(lifetime)
             .refusal_interval(config.refusal_interval);
-        builder = builder.backend(config.backend.clone());
+        builder = builder.backend(config.backend.clone()).retention(config.retention);
         if let Some(policy) = &config.policy_file {
             builder = builder.policy_file(policy, config.reload_interval);
         }
@@ -491,6 +493,30 @@ fn spawn_job<F, Fut>(
     });
 }
 
+/// One retention run, with its metrics.
+async fn retention(hsm: &Hsm, now: time::OffsetDateTime) -> std::result::Result<(), String> {
+    if hsm.retention() == ferrohsm_core::Retention::default() {
+        return Ok(());
+    }
+    match hsm.apply_retention(now).await {
+        Ok(report) => {
+            metrics::counter!("ferrohsm_retention_runs_total", "result" => "ok").increment(1);
+            let removed = |what: &'static str, n: u64| {
+                metrics::counter!("ferrohsm_retention_removed_total", "what" => what).increment(n)
+            };
+            removed("approvals", report.approvals_removed);
+            removed("audit_records", report.audit.as_ref().map_or(0, |p| p.records));
+            metrics::counter!("ferrohsm_approvals_expired_total")
+                .increment(report.approvals_expired);
+            Ok(())
+        }
+        Err(e) => {
+            metrics::counter!("ferrohsm_retention_runs_total", "result" => "error").increment(1);
+            Err(format!("retention: {e}"))
+        }
+    }
+}
+
 fn spawn_jobs(
     tls: Arc<TlsState>,
     auth: Arc<Authenticator>,
@@ -535,7 +561,8 @@ fn spawn_jobs(
             let now = time::OffsetDateTime::now_utc();
             let purged = hsm.purge_due(&ctx, now).await.map(|_| ());
             let rotated = hsm.rotate_due(&ctx, now).await.map(|_| ());
-            purged.and(rotated).map_err(|e| e.to_string())
+            let retained = retention(&hsm, now).await;
+            purged.and(rotated).map_err(|e| e.to_string()).and(retained)
         }
     });
 }

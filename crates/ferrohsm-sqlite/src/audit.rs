@@ -156,6 +156,15 @@ impl AuditSink for SqliteAuditSink {
         Ok(page)
     }
 
+    async fn prune(
+        &self,
+        before: OffsetDateTime,
+        up_to: u64,
+    ) -> ferrohsm_audit::Result<Option<ferrohsm_audit::Pruned>> {
+        let before_ms = millis(before);
+        self.db.submit(|reply| Job::Prune { before_ms, before, up_to, reply }).await?
+    }
+
     async fn import(&self, lines: Vec<String>) -> ferrohsm_audit::Result<u64> {
         self.db.submit(|reply| Job::Import(lines, reply)).await?
     }
@@ -182,7 +191,12 @@ pub(crate) async fn read_head(conn: &mut SqliteConnection) -> Result<AuditHead> 
     .fetch_optional(&mut *conn)
     .await
     .map_err(db_error("reading the audit chain head"))?;
-    let Some(row) = row else { return Ok(AuditHead::default()) };
+    let Some(row) = row else {
+        // No records: a log that retention cut at its newest checkpoint continues from it.
+        return Ok(read_latest_checkpoint(conn)
+            .await?
+            .map_or_else(AuditHead::default, |cp| AuditHead { seq: cp.seq, hash: cp.hash }));
+    };
     let seq: i64 = row.get(0);
     let hash: Vec<u8> = row.get(1);
     let corrupt = |reason: &str| ferrohsm_store::Error::Corrupt {
@@ -310,4 +324,55 @@ pub(crate) async fn import(
         written.map_err(audit_error)?;
     }
     Ok((head, latest))
+}
+
+/// Retention inside the writer's transaction: removes every line before the latest checkpoint
+/// allowed as an anchor, which stays as the first line.
+pub(crate) async fn prune(
+    conn: &mut SqliteConnection,
+    before_ms: i64,
+    before: OffsetDateTime,
+    up_to: u64,
+) -> Result<Option<ferrohsm_audit::Pruned>> {
+    let candidates = sqlx::query(
+        "SELECT pos, line FROM audit_log WHERE checkpoint IS NOT NULL AND checkpoint <= ? \
+         AND ts_ms <= ? ORDER BY pos DESC LIMIT 8",
+    )
+    .bind(i64::try_from(up_to).unwrap_or(i64::MAX))
+    .bind(before_ms)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("finding a retention anchor"))?;
+    // The millisecond column narrows the search; the checkpoint's own time decides.
+    let mut chosen = None;
+    for row in &candidates {
+        let line: &str = row.get(1);
+        if let Ok(Line::Checkpoint(cp)) = parse_line(line.as_bytes())
+            && ferrohsm_audit::anchor_allowed(&cp, before, up_to)
+        {
+            chosen = Some((row.get::<i64, _>(0), cp));
+            break;
+        }
+    }
+    let Some((pos, anchor)) = chosen else { return Ok(None) };
+    let row = sqlx::query("SELECT COUNT(seq), MIN(seq), COUNT(*) FROM audit_log WHERE pos < ?")
+        .bind(pos)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error("counting pruned audit lines"))?;
+    let (records, first, lines): (i64, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+    if lines == 0 {
+        return Ok(None);
+    }
+    sqlx::query("DELETE FROM audit_log WHERE pos < ?")
+        .bind(pos)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("pruning the audit log"))?;
+    Ok(Some(ferrohsm_audit::Pruned {
+        first_seq: first.and_then(|f| u64::try_from(f).ok()).unwrap_or(anchor.seq),
+        anchor,
+        records: u64::try_from(records).unwrap_or(0),
+        lines: u64::try_from(lines).unwrap_or(0),
+    }))
 }

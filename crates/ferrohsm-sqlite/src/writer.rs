@@ -30,11 +30,21 @@ pub(crate) enum Job {
     CreateApproval(ApprovalDocument, Reply<()>),
     ImportApproval(ApprovalDocument, Reply<()>),
     UpdateApproval(ApprovalDocument, Reply<()>),
-    PruneApprovals { before_ns: i64, limit: i64, reply: Reply<u64> },
+    PruneApprovals {
+        before_ns: i64,
+        limit: i64,
+        reply: Reply<u64>,
+    },
     AddRevocation(TokenRevocation, i64, Reply<()>),
     Append(AuditEntry, AuditReply<AuditRecord>),
     Checkpoint(AuditReply<Option<Checkpoint>>),
     Import(Vec<String>, AuditReply<u64>),
+    Prune {
+        before_ms: i64,
+        before: time::OffsetDateTime,
+        up_to: u64,
+        reply: AuditReply<Option<ferrohsm_audit::Pruned>>,
+    },
 }
 
 impl std::fmt::Debug for Job {
@@ -260,6 +270,10 @@ impl Writer {
                         }
                         Err(e) => held.push(hold_audit(reply, Err(e))),
                     }
+                }
+                Job::Prune { before_ms, before, up_to, reply } => {
+                    let pruned = audit::prune(&mut tx, before_ms, before, up_to).await?;
+                    held.push(hold_audit(reply, Ok(pruned)));
                 }
                 Job::Checkpoint(reply) => {
                     let cp = checkpoint(

@@ -209,6 +209,7 @@ impl TestServer {
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             backend: backend(&dir.path().join("data")),
+            retention: ferrohsm_core::Retention::default(),
             policy_file,
             keyset_file: Some(keyset_path.clone()),
             audience: AUDIENCE.into(),
