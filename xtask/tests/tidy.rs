@@ -1,0 +1,177 @@
+//! Tidy checks: the structural rules of the workspace, as tests (run by `cargo xtask test`).
+//!
+//! - frontends (the server and the CLI) depend on the core only, never on a backend or a
+//!   lower crate directly;
+//! - no concrete backend is named in production code outside the backend crates and the one
+//!   crate that maps configuration to a backend (`ferrohsm-backends`);
+//! - library code cannot `unwrap`/`expect`: every crate inherits the workspace lints that deny
+//!   them, and only test-support modules allow them;
+//! - every crate states its contract in a `//!` comment, including what it must never do;
+//! - relative links in the documentation resolve.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Every workspace member's directory.
+fn members() -> Vec<PathBuf> {
+    let manifest: toml::Table =
+        std::fs::read_to_string(root().join("Cargo.toml")).unwrap().parse().unwrap();
+    manifest["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| root().join(m.as_str().unwrap()))
+        .collect()
+}
+
+fn manifest(dir: &Path) -> toml::Table {
+    std::fs::read_to_string(dir.join("Cargo.toml")).unwrap().parse().unwrap()
+}
+
+/// The `.rs` files under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn frontends_depend_only_on_the_core() {
+    for frontend in ["crates/ferrohsm-server", "crates/ferrohsm-cli"] {
+        let deps = manifest(&root().join(frontend))["dependencies"].as_table().unwrap().clone();
+        let internal: Vec<&String> = deps.keys().filter(|k| k.starts_with("ferrohsm-")).collect();
+        assert_eq!(internal, ["ferrohsm-core"], "{frontend} depends on {internal:?}");
+    }
+}
+
+#[test]
+fn no_backend_is_named_outside_the_backend_crates() {
+    const BACKENDS: &[&str] = &[
+        "MemoryKeyStore",
+        "FileKeyStore",
+        "MemoryApprovalStore",
+        "FileApprovalStore",
+        "MemoryTokenRevocationStore",
+        "FileTokenRevocationStore",
+        "MemoryAuditSink",
+        "FileAuditSink",
+        "FileAuditConfig",
+        "SqliteBackend",
+        "SqliteKeyStore",
+        "SqliteApprovalStore",
+        "SqliteTokenRevocationStore",
+        "SqliteAuditSink",
+        "ferrohsm_sqlite",
+    ];
+    const ALLOWED: &[&str] =
+        &["ferrohsm-store", "ferrohsm-audit", "ferrohsm-sqlite", "ferrohsm-backends"];
+    let mut found = Vec::new();
+    for member in members() {
+        let name = member.file_name().unwrap().to_string_lossy().into_owned();
+        if ALLOWED.contains(&name.as_str()) {
+            continue;
+        }
+        for file in rust_files(&member.join("src")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for backend in BACKENDS {
+                if text.contains(backend) {
+                    found.push(format!("{} names {backend}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "backends named outside the backend crates:\n{}", found.join("\n"));
+}
+
+#[test]
+fn library_code_cannot_unwrap() {
+    let workspace: toml::Table =
+        std::fs::read_to_string(root().join("Cargo.toml")).unwrap().parse().unwrap();
+    let clippy = workspace["workspace"]["lints"]["clippy"].as_table().unwrap();
+    for lint in ["unwrap_used", "expect_used", "panic"] {
+        assert_eq!(clippy[lint].as_str(), Some("deny"), "workspace lint {lint}");
+    }
+    for member in members() {
+        let lints = manifest(&member).get("lints").cloned();
+        assert_eq!(
+            lints.and_then(|l| l.get("workspace").and_then(toml::Value::as_bool)),
+            Some(true),
+            "{} must inherit the workspace lints",
+            member.display()
+        );
+        // Only test support may allow them: conformance suites, and the fuzz and xtask tools.
+        let tool = member.ends_with("fuzz") || member.ends_with("xtask");
+        for file in rust_files(&member.join("src")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let allows =
+                text.contains("clippy::unwrap_used") || text.contains("clippy::expect_used");
+            let support = file.file_name().is_some_and(|n| n == "conformance.rs");
+            assert!(
+                !allows || support || tool,
+                "{} allows unwrap/expect outside test support",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_crate_states_its_contract() {
+    for member in members() {
+        let src = member.join("src");
+        let entry = ["lib.rs", "main.rs"].iter().map(|f| src.join(f)).find(|p| p.exists()).unwrap();
+        let text = std::fs::read_to_string(&entry).unwrap();
+        let doc: String = text
+            .lines()
+            .take_while(|l| l.starts_with("//!") || l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(doc.starts_with("//!"), "{} has no //! contract", entry.display());
+        assert!(
+            doc.contains("never"),
+            "{}'s //! contract does not say what it must never do",
+            entry.display()
+        );
+    }
+}
+
+#[test]
+fn documentation_links_resolve() {
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.push(root().join("README.md"));
+    let mut broken = Vec::new();
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            rest = &rest[end..];
+            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
+                continue;
+            }
+            let path = target.split('#').next().unwrap_or_default();
+            if !doc.parent().unwrap().join(path).exists() {
+                broken.push(format!("{}: {target}", doc.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken documentation links:\n{}", broken.join("\n"));
+}
