@@ -1,0 +1,321 @@
+//! Cryptographic operations on stored keys: encrypt, decrypt, sign, verify, wrap, unwrap, public keys, and AES-GCM nonce accounting.
+
+#[allow(clippy::wildcard_imports, reason = "the parent module's shared state and helpers")]
+use super::*;
+
+impl Hsm {
+    /// Encrypts with the current version under AES-256-GCM, binding `aad`.
+    pub async fn encrypt(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Encrypted> {
+        self.run(ctx, Operation::Encrypt, Some(key), async {
+            self.limit("plaintext", plaintext.len())?;
+            self.limit("aad", aad.len())?;
+            let sealer = &self.inner.sealer;
+            let provider = self.inner.provider.as_ref();
+            let params = || {
+                let mut list = params::secret(sealer, "plaintext", plaintext).to_vec();
+                list.extend(params::public(provider, "aad", aad));
+                list
+            };
+            let (verified, version) =
+                self.usable(ctx, key, Operation::Encrypt, Usage::Encrypt, None, params).await?;
+            if let Some(target) = self.take_nonce(&verified.record, version)? {
+                self.reserve_nonces(verified.record.id, version, target).await?;
+            }
+            let secret = self.secret(&verified, version)?;
+            let body = secret.encrypt(plaintext, aad).map_err(crypto_error(Operation::Encrypt))?;
+            Ok(Encrypted {
+                key_id: verified.record.id,
+                key_version: version,
+                ciphertext: format::format(version, &body),
+            })
+        })
+        .await
+    }
+
+    /// Decrypts a `fhsm:v<N>:` ciphertext with the version it names.
+    pub async fn decrypt(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        ciphertext: &str,
+        aad: &[u8],
+    ) -> Result<Decrypted> {
+        self.run(ctx, Operation::Decrypt, Some(key), async {
+            self.limit("ciphertext", ciphertext.len() / 4 * 3)?;
+            self.limit("aad", aad.len())?;
+            let (version, body) = format::parse(ciphertext)?;
+            let provider = self.inner.provider.as_ref();
+            let params = || {
+                let mut list =
+                    params::public(provider, "ciphertext", ciphertext.as_bytes()).to_vec();
+                list.extend(params::public(provider, "aad", aad));
+                list
+            };
+            let (verified, version) = self
+                .usable(ctx, key, Operation::Decrypt, Usage::Decrypt, Some(version), &params)
+                .await?;
+            let secret = self.secret(&verified, version)?;
+            let plaintext = secret.decrypt(&body, aad).map_err(|_| {
+                Error::InvalidCiphertext("it does not decrypt under this key and associated data")
+            })?;
+            Ok(Decrypted { key_id: verified.record.id, key_version: version, plaintext })
+        })
+        .await
+    }
+
+    /// Signs a message (hashed here) or a pre-computed digest with the current version.
+    /// `scheme` defaults to the algorithm's default scheme.
+    pub async fn sign(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        input: SignInput<'_>,
+        scheme: Option<SignatureScheme>,
+    ) -> Result<Signed> {
+        self.run(ctx, Operation::Sign, Some(key), async {
+            self.limit_input(input)?;
+            let params = || params::signed(self.inner.provider.as_ref(), input, scheme);
+            let (verified, version) =
+                self.usable(ctx, key, Operation::Sign, Usage::Sign, None, params).await?;
+            let scheme = scheme_for(&verified.record, scheme)?;
+            let secret = self.secret(&verified, version)?;
+            let signature = secret.sign(scheme, input).map_err(crypto_error(Operation::Sign))?;
+            Ok(Signed {
+                key_id: verified.record.id,
+                key_version: version,
+                algorithm: scheme,
+                signature,
+            })
+        })
+        .await
+    }
+
+    /// Verifies a signature with `version` (the current version when `None`). Needs only the
+    /// authenticated public key, never the private material.
+    pub async fn verify(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        input: SignInput<'_>,
+        signature: &[u8],
+        scheme: Option<SignatureScheme>,
+        version: Option<u32>,
+    ) -> Result<Verified> {
+        self.run(ctx, Operation::Verify, Some(key), async {
+            self.limit_input(input)?;
+            self.limit("signature", signature.len())?;
+            let params = || {
+                let provider = self.inner.provider.as_ref();
+                let mut list = params::signed(provider, input, scheme);
+                list.extend(params::public(provider, "signature", signature));
+                list.push(params::optional(
+                    "key_version",
+                    version.map(|v| v.to_string()).as_deref(),
+                ));
+                list
+            };
+            let (verified, version) =
+                self.usable(ctx, key, Operation::Verify, Usage::Verify, version, params).await?;
+            let scheme = scheme_for(&verified.record, scheme)?;
+            let public = verified.public(self.inner.provider.as_ref(), version)?;
+            let valid =
+                public.verify(scheme, input, signature).map_err(crypto_error(Operation::Verify))?;
+            Ok(Verified {
+                key_id: verified.record.id,
+                key_version: version,
+                algorithm: scheme,
+                valid,
+            })
+        })
+        .await
+    }
+
+    /// Wraps key material with the current version (AES key wrap with padding, RFC 5649).
+    pub async fn wrap(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        key_material: &[u8],
+    ) -> Result<Wrapped> {
+        self.run(ctx, Operation::Wrap, Some(key), async {
+            self.limit("key material", key_material.len())?;
+            if key_material.is_empty() {
+                return Err(Error::InvalidRequest("key material to wrap cannot be empty".into()));
+            }
+            let params =
+                || params::secret(&self.inner.sealer, "key_material", key_material).to_vec();
+            let (verified, version) =
+                self.usable(ctx, key, Operation::Wrap, Usage::Wrap, None, params).await?;
+            let secret = self.secret(&verified, version)?;
+            let body = secret.wrap(key_material).map_err(crypto_error(Operation::Wrap))?;
+            Ok(Wrapped {
+                key_id: verified.record.id,
+                key_version: version,
+                wrapped: format::format(version, &body),
+            })
+        })
+        .await
+    }
+
+    /// Unwraps a `fhsm:v<N>:` wrapped key with the version it names.
+    pub async fn unwrap(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        wrapped: &str,
+    ) -> Result<Unwrapped> {
+        self.run(ctx, Operation::Unwrap, Some(key), async {
+            self.limit("wrapped key", wrapped.len() / 4 * 3)?;
+            let (version, body) = format::parse(wrapped)?;
+            let params = || {
+                params::public(self.inner.provider.as_ref(), "wrapped", wrapped.as_bytes()).to_vec()
+            };
+            let (verified, version) = self
+                .usable(ctx, key, Operation::Unwrap, Usage::Unwrap, Some(version), &params)
+                .await?;
+            let secret = self.secret(&verified, version)?;
+            let key_material = secret
+                .unwrap(&body)
+                .map_err(|_| Error::InvalidCiphertext("it does not unwrap under this key"))?;
+            Ok(Unwrapped { key_id: verified.record.id, key_version: version, key_material })
+        })
+        .await
+    }
+
+    /// The public key of `version` (the current version when `None`) as PEM and DER.
+    pub async fn public_key(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        version: Option<u32>,
+    ) -> Result<PublicKeyInfo> {
+        self.run(ctx, Operation::ExportPublicKey, Some(key), async {
+            let verified = self.load(key).await?;
+            let record = &verified.record;
+            self.authorize(ctx, Operation::ExportPublicKey, Some(record), None, || {
+                vec![params::optional("version", version.map(|v| v.to_string()).as_deref())]
+            })
+            .await?;
+            if record.algorithm.is_symmetric() {
+                return Err(Error::Unsupported {
+                    operation: Operation::ExportPublicKey,
+                    algorithm: record.algorithm,
+                });
+            }
+            let version = self.check_use(record, Operation::ExportPublicKey, version)?;
+            let der = record
+                .version(version)
+                .and_then(|v| v.public_key.clone())
+                .ok_or(Error::Integrity(record.id))?;
+            Ok(PublicKeyInfo {
+                key_id: record.id,
+                key_version: version,
+                algorithm: record.algorithm,
+                pem: public_key_pem(&der),
+                jwk: crate::jwk::from_spki(record.algorithm, &der),
+                der,
+            })
+        })
+        .await
+    }
+
+    /// Counts one AES-GCM encryption (one random nonce) under `version`: refused at the
+    /// budget's limit, a new block reserved in the stored record before the count passes
+    /// what is reserved (so a crash loses at most a block, counted as used), and an automatic
+    /// rotation started when the count reaches `rotate_at`. The count itself is synchronous;
+    /// only the rare reservation awaits a write.
+    pub(super) fn take_nonce(&self, record: &KeyRecord, version: u32) -> Result<Option<u64>> {
+        let budget = self.inner.nonce_budget;
+        let reserved = record.version(version).map_or(0, |v| v.encryptions_reserved);
+        let key = (record.id, version);
+        let (count, rotate) = {
+            let mut nonces = self.inner.nonces.lock().unwrap_or_else(|p| p.into_inner());
+            let count = nonces.0.entry(key).or_insert(reserved);
+            if *count >= budget.limit {
+                return Err(Error::InvalidState {
+                    key: record.id,
+                    state: record.state,
+                    detail: format!(
+                        " (version {version} used its {} AES-GCM encryptions; rotate the key)",
+                        budget.limit
+                    ),
+                    operation: Operation::Encrypt,
+                });
+            }
+            *count += 1;
+            let count = *count;
+            let rotate = count >= budget.rotate_at && nonces.1.insert(key);
+            (count, rotate)
+        };
+        if rotate {
+            let hsm = self.clone();
+            let id = record.id;
+            tokio::spawn(async move {
+                let ctx = RequestContext::local("system:nonce-budget");
+                if let Err(e) = hsm.rotate_key(&ctx, &KeyRef::Id(id)).await {
+                    tracing::error!(key = %id, error = %e, "rotating a key near its AES-GCM nonce budget failed");
+                    hsm.inner.nonces.lock().unwrap_or_else(|p| p.into_inner()).1.remove(&key);
+                }
+            });
+        }
+        Ok((count > reserved).then(|| count.saturating_add(budget.reserve).min(budget.limit)))
+    }
+
+    /// Persists a reservation of `target` encryptions for `version` (never lowering one).
+    pub(super) fn reserve_nonces(
+        &self,
+        id: KeyId,
+        version: u32,
+        target: u64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<KeyInfo>> + Send + '_>> {
+        Box::pin(async move {
+            self.modify(&KeyRef::Id(id), |old, next| {
+                let stored = old.version(version).map_or(0, |v| v.encryptions_reserved);
+                if let Some(v) = next.versions.iter_mut().find(|v| v.version == version) {
+                    v.encryptions_reserved = stored.max(target);
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    /// The largest share of its AES-GCM nonce budget any key version has used (0 to 1), for
+    /// metrics.
+    pub fn nonce_budget_used(&self) -> f64 {
+        let nonces = self.inner.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let max = nonces.0.values().copied().max().unwrap_or(0);
+        max as f64 / self.inner.nonce_budget.limit.max(1) as f64
+    }
+}
+
+fn scheme_for(record: &KeyRecord, scheme: Option<SignatureScheme>) -> Result<SignatureScheme> {
+    let scheme = scheme
+        .or(record.algorithm.default_scheme())
+        .ok_or(Error::Unsupported { operation: Operation::Sign, algorithm: record.algorithm })?;
+    if !record.algorithm.supports_scheme(scheme) {
+        return Err(Error::InvalidRequest(format!(
+            "{scheme} cannot be used with a {} key",
+            record.algorithm
+        )));
+    }
+    Ok(scheme)
+}
+
+/// Maps a provider error during `operation`: caller mistakes keep their meaning, anything
+/// else is an internal failure.
+fn crypto_error(operation: Operation) -> impl Fn(ferrohsm_crypto::Error) -> Error {
+    move |e| match e {
+        ferrohsm_crypto::Error::InvalidInput(msg) => Error::InvalidRequest(msg),
+        ferrohsm_crypto::Error::Unsupported { algorithm, .. } => {
+            Error::Unsupported { operation, algorithm }
+        }
+        other => Error::Crypto(other),
+    }
+}

@@ -1,0 +1,383 @@
+//! Key lifecycle: create, list, describe, rotate, roll back, revoke, schedule and cancel destruction, purge (SPEC §3).
+
+#[allow(clippy::wildcard_imports, reason = "the parent module's shared state and helpers")]
+use super::*;
+
+impl Hsm {
+    /// Creates a key with fresh material as version 1.
+    pub async fn create_key(&self, ctx: &RequestContext, request: CreateKey) -> Result<KeyInfo> {
+        self.run(ctx, Operation::CreateKey, None, async {
+            let name = validate::name(request.name.as_deref())?;
+            let description = validate::description(request.description.as_deref())?;
+            validate::tags(&request.tags)?;
+            let usages = validate::usages(request.algorithm, request.usages.as_deref())?;
+            let params = || {
+                let usages: Vec<&str> = usages.iter().map(|u| u.as_str()).collect();
+                vec![
+                    Parameter::new("algorithm", request.algorithm.to_string()),
+                    params::optional("name", request.name.as_deref()),
+                    Parameter::new("tags", params::tags(&request.tags)),
+                    Parameter::new("usages", usages.join(", ")),
+                ]
+            };
+            self.authorize(ctx, Operation::CreateKey, None, Some(&request.tags), params).await?;
+            if let Some(name) = &name
+                && self.inner.store.find_by_name(name).await?.is_some()
+            {
+                return Err(Error::Conflict(format!("the name {name} is already taken")));
+            }
+            let id = KeyId::generate();
+            let (material, public_key) = self.generate(request.algorithm).await?;
+            let now = OffsetDateTime::now_utc();
+            let record = KeyRecord {
+                id,
+                name,
+                description,
+                algorithm: request.algorithm,
+                usages,
+                tags: request.tags,
+                state: KeyState::Active,
+                revocation: None,
+                destroy_after: None,
+                destroyed_at: None,
+                current_version: 1,
+                versions: vec![self.new_version(id, 1, &material, public_key, now)?],
+                created_at: now,
+                updated_at: now,
+                created_by: ctx.actor.clone(),
+                revision: 1,
+                tag: None,
+            };
+            let stored = self.inner.store.create(self.tagged(record)).await?;
+            Ok(KeyInfo::from(stored.as_ref()))
+        })
+        .await
+    }
+
+    /// One page of keys, each integrity-checked.
+    pub async fn list_keys(&self, ctx: &RequestContext, query: &ListQuery) -> Result<KeyList> {
+        self.run(ctx, Operation::ListKeys, None, async {
+            self.authorize(ctx, Operation::ListKeys, None, None, Vec::new).await?;
+            let page = self.inner.store.list(query).await?;
+            let engine = self.inner.policy.engine();
+            let mut keys = Vec::with_capacity(page.keys.len());
+            for record in &page.keys {
+                self.inner.cache.check(&self.inner.sealer, record)?;
+                // Keys whose tag policies exclude the caller are left out of the page (which may
+                // then hold fewer than `limit` keys; the cursor still continues correctly).
+                let request = PolicyRequest {
+                    actor: &ctx.actor,
+                    roles: &ctx.roles,
+                    operation: Operation::ListKeys,
+                    key_tags: Some(&record.tags),
+                };
+                if engine.decide(&request) == Decision::Allow {
+                    keys.push(KeyInfo::from(record.as_ref()));
+                }
+            }
+            Ok(KeyList { keys, next_cursor: page.next_cursor.map(|c| c.to_string()) })
+        })
+        .await
+    }
+
+    /// A key's metadata.
+    pub async fn describe_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
+        self.run(ctx, Operation::DescribeKey, Some(key), async {
+            let verified = self.load(key).await?;
+            self.authorize(ctx, Operation::DescribeKey, Some(&verified.record), None, Vec::new)
+                .await?;
+            Ok(KeyInfo::from(verified.record.as_ref()))
+        })
+        .await
+    }
+
+    /// Adds a version with fresh material and makes it current. The key must be active.
+    pub async fn rotate_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
+        self.run(ctx, Operation::RotateKey, Some(key), async {
+            let verified = self.load(key).await?;
+            self.authorize(ctx, Operation::RotateKey, Some(&verified.record), None, Vec::new)
+                .await?;
+            let algorithm = verified.record.algorithm;
+            let (material, public_key) = self.generate(algorithm).await?;
+            self.modify(key, |old, next| {
+                require_state(old, Operation::RotateKey, &[KeyState::Active])?;
+                let version = u32::try_from(old.versions.len() + 1)
+                    .map_err(|_| Error::InvalidRequest("the key has too many versions".into()))?;
+                next.versions.push(self.new_version(
+                    old.id,
+                    version,
+                    &material,
+                    public_key.clone(),
+                    next.updated_at,
+                )?);
+                next.current_version = version;
+                Ok(())
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Makes `version` current again. History is kept; the key must be active and the version
+    /// not destroyed.
+    pub async fn rollback_key(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        version: u32,
+    ) -> Result<KeyInfo> {
+        self.run(ctx, Operation::RollbackKey, Some(key), async {
+            let verified = self.load(key).await?;
+            self.authorize(ctx, Operation::RollbackKey, Some(&verified.record), None, || {
+                let current = verified.record.current_version.to_string();
+                vec![
+                    Parameter::new("current_version", current),
+                    Parameter::new("version", version.to_string()),
+                ]
+            })
+            .await?;
+            self.modify(key, |old, next| {
+                require_state(old, Operation::RollbackKey, &[KeyState::Active])?;
+                let target =
+                    old.version(version).ok_or(Error::VersionNotFound { key: old.id, version })?;
+                if target.state == VersionState::Destroyed {
+                    return Err(version_destroyed(old, version, Operation::RollbackKey));
+                }
+                next.current_version = version;
+                Ok(())
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Revokes a key. An active key may be revoked for any reason; a revoked key may only be
+    /// revoked again to escalate its reason to `compromised`.
+    pub async fn revoke_key(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        reason: RevocationReason,
+        comment: Option<String>,
+    ) -> Result<KeyInfo> {
+        self.run(ctx, Operation::RevokeKey, Some(key), async {
+            if let Some(c) = &comment {
+                validate::description(Some(c))?;
+            }
+            let verified = self.load(key).await?;
+            let params = || {
+                vec![
+                    Parameter::new("reason", reason.to_string()),
+                    params::optional("comment", comment.as_deref()),
+                ]
+            };
+            self.authorize(ctx, Operation::RevokeKey, Some(&verified.record), None, params).await?;
+            self.modify(key, |old, next| {
+                let escalation = old.state == KeyState::Revoked
+                    && reason == RevocationReason::Compromised
+                    && old
+                        .revocation
+                        .as_ref()
+                        .is_some_and(|r| r.reason != RevocationReason::Compromised);
+                if old.state != KeyState::Active && !escalation {
+                    return Err(invalid_state(old, Operation::RevokeKey));
+                }
+                next.state = KeyState::Revoked;
+                next.revocation =
+                    Some(Revocation { reason, comment: comment.clone(), at: next.updated_at });
+                Ok(())
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Schedules destruction after `grace` (else the key's tag policy's grace, else the
+    /// configured default). The key must be active or revoked; until it is purged it can be
+    /// cancelled, and it refuses every cryptographic use.
+    pub async fn schedule_destruction(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        grace: Option<Duration>,
+    ) -> Result<KeyInfo> {
+        self.run(ctx, Operation::ScheduleDestruction, Some(key), async {
+            if grace.is_some_and(|g| g.is_negative() || g > MAX_DESTRUCTION_GRACE) {
+                return Err(Error::InvalidRequest(
+                    "the destruction grace period must be between zero and 100 years".into(),
+                ));
+            }
+            let verified = self.load(key).await?;
+            // The request's grace, else the key's tag policy, else the configured default:
+            // decided before approval so approvers see the period that will apply.
+            let policy_grace = self.inner.policy.engine().destruction_grace(&verified.record.tags);
+            let (grace, origin) = match (grace, policy_grace) {
+                (Some(g), _) => (g, "requested"),
+                (None, Some(g)) => (g, "the key's tag policy"),
+                (None, None) => (self.inner.destruction_grace, "the server default"),
+            };
+            self.authorize(
+                ctx,
+                Operation::ScheduleDestruction,
+                Some(&verified.record),
+                None,
+                || vec![params::grace(grace, origin)],
+            )
+            .await?;
+            self.modify(key, |old, next| {
+                require_state(
+                    old,
+                    Operation::ScheduleDestruction,
+                    &[KeyState::Active, KeyState::Revoked],
+                )?;
+                next.state = KeyState::PendingDestruction;
+                let after = next.updated_at.checked_add(grace).ok_or_else(|| {
+                    Error::InvalidRequest("the destruction grace period is out of range".into())
+                })?;
+                next.destroy_after = Some(after);
+                Ok(())
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Cancels a scheduled destruction, returning the key to the state it had.
+    pub async fn cancel_destruction(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
+        self.run(ctx, Operation::CancelDestruction, Some(key), async {
+            let verified = self.load(key).await?;
+            self.authorize(
+                ctx,
+                Operation::CancelDestruction,
+                Some(&verified.record),
+                None,
+                Vec::new,
+            )
+            .await?;
+            self.modify(key, |old, next| {
+                require_state(old, Operation::CancelDestruction, &[KeyState::PendingDestruction])?;
+                next.state =
+                    if old.revocation.is_some() { KeyState::Revoked } else { KeyState::Active };
+                next.destroy_after = None;
+                Ok(())
+            })
+            .await
+        })
+        .await
+    }
+
+    pub(super) async fn purge(
+        &self,
+        ctx: &RequestContext,
+        id: KeyId,
+        now: OffsetDateTime,
+    ) -> Result<Purged> {
+        let verified = self.load(&KeyRef::Id(id)).await?;
+        let old = &verified.record;
+        self.authorize(ctx, Operation::PurgeKey, Some(old), None, Vec::new).await?;
+        require_state(old, Operation::PurgeKey, &[KeyState::PendingDestruction])?;
+        if old.destroy_after.is_none_or(|t| t > now) {
+            return Err(invalid_state(old, Operation::PurgeKey));
+        }
+        let mut next = successor(old);
+        next.state = KeyState::Destroyed;
+        next.destroy_after = None;
+        next.destroyed_at = Some(next.updated_at);
+        for v in &mut next.versions {
+            v.state = VersionState::Destroyed;
+            v.sealed = None;
+        }
+        let versions = u32::try_from(next.versions.len()).unwrap_or(u32::MAX);
+        self.inner.cache.remove(&id);
+        self.inner.store.purge(self.tagged(next)).await?;
+        self.inner.cache.remove(&id);
+        Ok(Purged { key_id: id, versions })
+    }
+
+    /// Generates material off the async runtime (RSA generation can take seconds) and returns
+    /// it with its public key.
+    pub(super) async fn generate(
+        &self,
+        algorithm: Algorithm,
+    ) -> Result<(KeyMaterial, Option<Vec<u8>>)> {
+        let provider = self.inner.provider.clone();
+        tokio::task::spawn_blocking(move || {
+            let material = provider.generate(algorithm).map_err(Error::Crypto)?;
+            let public = provider
+                .load(&material)
+                .map_err(Error::Crypto)?
+                .public_key_der()
+                .map(<[u8]>::to_vec);
+            Ok((material, public))
+        })
+        .await
+        .map_err(|e| {
+            Error::Crypto(ferrohsm_crypto::Error::InvalidInput(format!(
+                "key generation task failed: {e}"
+            )))
+        })?
+    }
+
+    pub(super) fn new_version(
+        &self,
+        id: KeyId,
+        version: u32,
+        material: &KeyMaterial,
+        public_key: Option<Vec<u8>>,
+        now: OffsetDateTime,
+    ) -> Result<KeyVersion> {
+        let key_id = id.to_string();
+        let binding = Binding { key_id: &key_id, version, algorithm: material.algorithm() };
+        let sealed = self.inner.sealer.seal(&binding, material).map_err(Error::Setup)?;
+        Ok(KeyVersion {
+            version,
+            created_at: now,
+            state: VersionState::Active,
+            public_key,
+            sealed: Some(sealed),
+            encryptions_reserved: 0,
+        })
+    }
+
+    pub(super) fn tagged(&self, mut record: KeyRecord) -> KeyRecord {
+        record.tag = None;
+        record.tag = Some(self.inner.sealer.authenticate(&record.canonical_bytes()));
+        record
+    }
+
+    /// Read-modify-write with optimistic concurrency: `change` edits a successor of the stored
+    /// record; a concurrent change makes it start again from a fresh read.
+    pub(super) async fn modify(
+        &self,
+        key: &KeyRef,
+        change: impl Fn(&KeyRecord, &mut KeyRecord) -> Result<()>,
+    ) -> Result<KeyInfo> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let verified = self.load(key).await?;
+            let mut next = successor(&verified.record);
+            change(&verified.record, &mut next)?;
+            match self.inner.store.update(self.tagged(next)).await {
+                Ok(stored) => return Ok(KeyInfo::from(stored.as_ref())),
+                Err(ferrohsm_store::Error::Conflict { .. }) if attempt < WRITE_ATTEMPTS => continue,
+                Err(ferrohsm_store::Error::Conflict { id, .. }) => {
+                    return Err(Error::Conflict(format!("key {id} kept changing; try again")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn successor(record: &KeyRecord) -> KeyRecord {
+    let mut next = record.clone();
+    next.revision += 1;
+    next.updated_at = OffsetDateTime::now_utc().max(record.updated_at);
+    next.tag = None;
+    next
+}
+
+fn require_state(record: &KeyRecord, operation: Operation, allowed: &[KeyState]) -> Result<()> {
+    if allowed.contains(&record.state) { Ok(()) } else { Err(invalid_state(record, operation)) }
+}
