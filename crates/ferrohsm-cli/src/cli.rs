@@ -367,6 +367,12 @@ pub enum AuditCommand {
         /// Only this request id.
         #[arg(long = "for-request")]
         for_request: Option<String>,
+        /// Only records written at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records written before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,

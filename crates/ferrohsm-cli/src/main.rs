@@ -431,7 +431,17 @@ fn approvals(out: Output, client: &Client, command: ApprovalsCommand) -> Result<
 
 fn audit(out: Output, client: &Client, command: AuditCommand) -> Result<ExitCode> {
     match command {
-        AuditCommand::List { actor, action, key_id, outcome, for_request, limit, cursor } => {
+        AuditCommand::List {
+            actor,
+            action,
+            key_id,
+            outcome,
+            for_request,
+            since,
+            until,
+            limit,
+            cursor,
+        } => {
             let mut q = vec![("limit", limit.to_string())];
             for (k, v) in [
                 ("actor", actor),
@@ -439,6 +449,8 @@ fn audit(out: Output, client: &Client, command: AuditCommand) -> Result<ExitCode
                 ("key_id", key_id),
                 ("outcome", outcome),
                 ("request_id", for_request),
+                ("since", since),
+                ("until", until),
                 ("cursor", cursor),
             ] {
                 if let Some(v) = v {

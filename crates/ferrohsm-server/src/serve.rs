@@ -493,11 +493,9 @@ fn spawn_job<F, Fut>(
     });
 }
 
-/// One retention run, with its metrics.
+/// One retention run, with its metrics. It runs even with no retention configured: it is
+/// also what writes each approval's expiry to the audit log when it happens.
 async fn retention(hsm: &Hsm, now: time::OffsetDateTime) -> std::result::Result<(), String> {
-    if hsm.retention() == ferrohsm_core::Retention::default() {
-        return Ok(());
-    }
     match hsm.apply_retention(now).await {
         Ok(report) => {
             metrics::counter!("ferrohsm_retention_runs_total", "result" => "ok").increment(1);

@@ -218,7 +218,8 @@ impl KeyStore for SqliteKeyStore {
     }
 
     fn damaged(&self) -> Vec<DamagedRecord> {
-        self.db.shared.damaged.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let damaged = self.db.shared.damaged.lock().unwrap_or_else(|p| p.into_inner());
+        damaged.iter().filter(|d| d.location.contains("table keys")).cloned().collect()
     }
 }
 

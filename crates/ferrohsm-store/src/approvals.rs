@@ -145,6 +145,25 @@ fn prunable(
         .collect()
 }
 
+/// An approval file written before approvals became opaque documents (the approval's own
+/// JSON, integrity tag inside): read as a document whose body is those bytes, so an upgrade
+/// keeps every pending approval. The next change rewrites it in the current format.
+fn legacy_document(path: &std::path::Path, stem: &str) -> Option<ApprovalDocument> {
+    let bytes = std::fs::read(path).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let id: Uuid = value.get("id")?.as_str()?.parse().ok()?;
+    if id.to_string() != stem || value.get("tag").is_none() {
+        return None;
+    }
+    let revision = value.get("revision")?.as_u64()?;
+    let open = matches!(value.get("state")?.as_str()?, "pending" | "approved");
+    let updated_at = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(OffsetDateTime::from)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    Some(ApprovalDocument { id, revision, open, updated_at, body: bytes })
+}
+
 /// Approvals in process memory.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryApprovalStore {
@@ -217,7 +236,12 @@ impl FileApprovalStore {
     pub(crate) fn open_blocking(dir: PathBuf, guard: Box<dyn Debug + Send + Sync>) -> Result<Self> {
         let mut approvals = BTreeMap::new();
         let mut damaged = Vec::new();
-        for file in read_json_dir::<ApprovalDocument>(&dir, |a| a.id.to_string())? {
+        for mut file in read_json_dir::<ApprovalDocument>(&dir, |a| a.id.to_string())? {
+            if file.parsed.is_err()
+                && let Some(doc) = legacy_document(&file.path, &file.stem)
+            {
+                file.parsed = Ok(doc);
+            }
             match file.parsed {
                 Ok(approval) => {
                     approvals.insert(approval.id, approval);

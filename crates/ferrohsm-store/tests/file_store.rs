@@ -135,3 +135,22 @@ async fn a_crash_before_a_purge_renames_keeps_the_live_record() {
     let store = FileKeyStore::open(dir.path()).await.unwrap();
     assert!(store.get(&record.id).await.unwrap().is_some());
 }
+
+/// Approval files written before approvals became opaque documents still open (an upgrade
+/// keeps pending approvals), as documents whose body is the old file.
+#[tokio::test]
+async fn approval_files_from_before_documents_still_open() {
+    use ferrohsm_store::ApprovalStore as _;
+    let dir = tempfile::tempdir().unwrap();
+    let id = "01900000-0000-7000-8000-0000000000aa";
+    std::fs::create_dir_all(dir.path().join("approvals")).unwrap();
+    let legacy = format!(
+        "{{\n  \"id\": \"{id}\",\n  \"state\": \"pending\",\n  \"revision\": 3,\n  \"tag\": \"AAAA\"\n}}"
+    );
+    std::fs::write(dir.path().join("approvals").join(format!("{id}.json")), &legacy).unwrap();
+    let store = FileKeyStore::open(dir.path()).await.unwrap();
+    let approvals = store.approval_store().await.unwrap();
+    assert!(approvals.damaged().is_empty());
+    let doc = approvals.get(&id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!((doc.revision, doc.open, doc.body.as_slice()), (3, true, legacy.as_bytes()));
+}

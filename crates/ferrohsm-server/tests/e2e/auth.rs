@@ -273,6 +273,17 @@ async fn certificate_bound_tokens_need_that_certificate() {
     let auditor = server.api(&server.token("audrey", &["auditor"]));
     let r = auditor.get("/v1/audit?action=create_key").await;
     assert_eq!(r.body["records"][0]["client_fingerprint"], fingerprint.as_str());
+    // Time windows: records since an hour ago include it, records before then do not, and a
+    // time that is not RFC 3339 is a 400.
+    let hour_ago = (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let r = auditor.get(&format!("/v1/audit?action=create_key&since={hour_ago}")).await;
+    assert_eq!(r.body["records"].as_array().unwrap().len(), 1, "{}", r.body);
+    let r = auditor.get(&format!("/v1/audit?action=create_key&until={hour_ago}")).await;
+    assert_eq!(r.body["records"].as_array().unwrap().len(), 0, "{}", r.body);
+    let r = auditor.get("/v1/audit?since=yesterday").await;
+    assert_eq!(r.status, 400, "{}", r.body);
     let r = auditor.get("/v1/audit?action=authenticate").await;
     let reasons: Vec<_> = r.body["records"]
         .as_array()
