@@ -63,7 +63,7 @@ pub(crate) fn run(root: &Path, only_load: bool) -> Result<()> {
         measured_ns: overhead,
         limit_ns: 5_000.0,
     }];
-    for store in ["memory", "file"] {
+    for store in ["memory", "file", "sqlite"] {
         targets.push(Target {
             what: format!("{store} store: first page (100) of 100,000 keys, tag filter"),
             measured_ns: find(&format!("store/{store}/list-100k-first-page-tag-filter")),
@@ -85,6 +85,16 @@ pub(crate) fn run(root: &Path, only_load: bool) -> Result<()> {
         what: "audit: durable appends at 64 writers (50,000/s)".into(),
         measured_ns: find("audit/append-durable/64-writers"),
         limit_ns: 1e9 / 50_000.0,
+    });
+    targets.push(Target {
+        what: "SQLite audit: durable appends at 64 writers (50,000/s)".into(),
+        measured_ns: find("audit/sqlite-append-durable/64-writers"),
+        limit_ns: 1e9 / 50_000.0,
+    });
+    targets.push(Target {
+        what: "SQLite store: durable key creation at 32 callers (5,000/s)".into(),
+        measured_ns: find("store/sqlite/create-durable/32-callers"),
+        limit_ns: 1e9 / 5_000.0,
     });
     targets.push(Target {
         what: "audit: verify 100,000 records (500,000 records/s)".into(),

@@ -233,10 +233,39 @@ fn ts_millis(ts: &str) -> i64 {
     OffsetDateTime::parse(ts, &Rfc3339).map(millis).unwrap_or(0)
 }
 
-pub(crate) async fn insert_record(conn: &mut SqliteConnection, record: &AuditRecord) -> Result<()> {
-    let line = serde_json::to_string(record)
-        .map_err(|e| ferrohsm_store::Error::backend("encoding a record", e))?;
-    insert_record_line(conn, record, line).await
+/// Rows per multi-row insert (9 parameters each, well under SQLite's limit).
+const INSERT_ROWS: usize = 500;
+
+/// Inserts records (in order) with as few statements as possible.
+pub(crate) async fn insert_records(
+    conn: &mut SqliteConnection,
+    records: &[AuditRecord],
+) -> Result<()> {
+    for chunk in records.chunks(INSERT_ROWS) {
+        let mut lines = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            lines.push(
+                serde_json::to_string(r)
+                    .map_err(|e| ferrohsm_store::Error::backend("encoding a record", e))?,
+            );
+        }
+        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO audit_log (seq, ts_ms, actor, action, key_id, outcome, request_id, hash, line) ",
+        );
+        sql.push_values(chunk.iter().zip(lines), |mut row, (r, line)| {
+            row.push_bind(i64::try_from(r.seq).unwrap_or(i64::MAX))
+                .push_bind(ts_millis(&r.ts))
+                .push_bind(r.actor.clone())
+                .push_bind(r.action.clone())
+                .push_bind(r.key_id.clone())
+                .push_bind(r.outcome.as_str())
+                .push_bind(r.request_id.clone())
+                .push_bind(r.hash.to_vec())
+                .push_bind(line);
+        });
+        sql.build().execute(&mut *conn).await.map_err(db_error("writing audit records"))?;
+    }
+    Ok(())
 }
 
 /// Inserts `record` as exactly `line`.

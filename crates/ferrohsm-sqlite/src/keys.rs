@@ -168,9 +168,27 @@ impl KeyStore for SqliteKeyStore {
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         query.validate()?;
-        let mut sql: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT k.id FROM keys k WHERE k.id > ");
-        sql.push_bind(query.cursor.map(|c| c.key_id().to_string()).unwrap_or_default());
+        let after = query.cursor.map(|c| c.key_id().to_string()).unwrap_or_default();
+        // With a tag filter, the first tag's index range drives the scan (a page reads about a
+        // page of rows however rare the tag); otherwise the keys' primary key does.
+        let mut sql: QueryBuilder<Sqlite> = match query.tags.first() {
+            Some((name, value)) => {
+                let mut sql = QueryBuilder::new(
+                    "SELECT k.id FROM key_tags d JOIN keys k ON k.id = d.key_id WHERE d.name = ",
+                );
+                sql.push_bind(name.clone())
+                    .push(" AND d.value = ")
+                    .push_bind(value.clone())
+                    .push(" AND d.key_id > ")
+                    .push_bind(after);
+                sql
+            }
+            None => {
+                let mut sql = QueryBuilder::new("SELECT k.id FROM keys k WHERE k.id > ");
+                sql.push_bind(after);
+                sql
+            }
+        };
         if let Some(state) = query.state {
             sql.push(" AND k.state = ").push_bind(state.as_str());
         }
@@ -183,15 +201,19 @@ impl KeyStore for SqliteKeyStore {
                 .push(") = ")
                 .push_bind(prefix.clone());
         }
-        for (name, value) in &query.tags {
+        for (name, value) in query.tags.iter().skip(1) {
             sql.push(" AND EXISTS (SELECT 1 FROM key_tags t WHERE t.key_id = k.id AND t.name = ")
                 .push_bind(name.clone())
                 .push(" AND t.value = ")
                 .push_bind(value.clone())
                 .push(")");
         }
-        sql.push(" ORDER BY k.id LIMIT ")
-            .push_bind(i64::try_from(query.limit + 1).unwrap_or(i64::MAX));
+        sql.push(if query.tags.is_empty() {
+            " ORDER BY k.id LIMIT "
+        } else {
+            " ORDER BY d.key_id LIMIT "
+        })
+        .push_bind(i64::try_from(query.limit + 1).unwrap_or(i64::MAX));
         let ids: Vec<String> = sql
             .build_query_scalar()
             .fetch_all(&self.db.pool)
@@ -252,29 +274,15 @@ pub(crate) async fn apply(
     record: KeyRecord,
 ) -> Result<Arc<KeyRecord>> {
     let id = record.id.to_string();
-    let old = stored(conn, &id).await?;
+    // A new key needs no read: the unique id and name constraints refuse a duplicate (a failed
+    // statement leaves the rest of the transaction intact).
+    let old = match kind {
+        KeyWrite::Create | KeyWrite::Import => None,
+        KeyWrite::Update | KeyWrite::Purge => stored(conn, &id).await?,
+    };
     match (kind, &old) {
-        (KeyWrite::Create | KeyWrite::Import, Some(_)) => {
-            return Err(Error::AlreadyExists(record.id));
-        }
-        (KeyWrite::Create | KeyWrite::Import, None) => {
-            if let Some(name) = &record.name {
-                let taken: Option<String> =
-                    sqlx::query_scalar("SELECT id FROM keys WHERE name = ?")
-                        .bind(name.as_str())
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(db_error("checking a key name"))?;
-                if taken.is_some() {
-                    return Err(Error::NameTaken(name.clone()));
-                }
-            }
-            if matches!(kind, KeyWrite::Import) {
-                record.check_invariants()?;
-            } else {
-                record.check_new()?;
-            }
-        }
+        (KeyWrite::Import, _) => record.check_invariants()?,
+        (KeyWrite::Create, _) => record.check_new()?,
         (_, None) => return Err(Error::NotFound(record.id)),
         (KeyWrite::Update, Some(old)) => old.check_update(&record)?,
         (KeyWrite::Purge, Some(old)) => old.check_purge(&record)?,
@@ -285,7 +293,7 @@ pub(crate) async fn apply(
     let revision = i64::try_from(record.revision).unwrap_or(i64::MAX);
     let name = record.name.as_ref().map(|n| n.as_str().to_owned());
     if old.is_none() {
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO keys (id, name, state, algorithm, revision, record) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
@@ -296,7 +304,10 @@ pub(crate) async fn apply(
         .bind(&text)
         .execute(&mut *conn)
         .await
-        .map_err(db_error("inserting a key"))?;
+        .map_err(db_error("inserting a key"));
+        if let Err(e) = inserted {
+            return Err(duplicate(conn, &record, e).await);
+        }
     } else {
         sqlx::query("UPDATE keys SET name = ?, state = ?, revision = ?, record = ? WHERE id = ?")
             .bind(&name)
@@ -325,20 +336,43 @@ pub(crate) async fn apply(
             .map_err(db_error("writing a key version"))?;
     }
     if old.as_ref().is_none_or(|o| o.tags != record.tags) {
-        sqlx::query("DELETE FROM key_tags WHERE key_id = ?")
-            .bind(&id)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error("replacing key tags"))?;
-        for (name, value) in &record.tags {
-            sqlx::query("INSERT INTO key_tags (name, value, key_id) VALUES (?, ?, ?)")
-                .bind(name)
-                .bind(value)
+        if old.is_some() {
+            sqlx::query("DELETE FROM key_tags WHERE key_id = ?")
                 .bind(&id)
                 .execute(&mut *conn)
                 .await
-                .map_err(db_error("writing a key tag"))?;
+                .map_err(db_error("replacing key tags"))?;
+        }
+        if !record.tags.is_empty() {
+            let mut sql: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO key_tags (name, value, key_id) ");
+            sql.push_values(&record.tags, |mut row, (name, value)| {
+                row.push_bind(name.clone()).push_bind(value.clone()).push_bind(id.clone());
+            });
+            sql.build().execute(&mut *conn).await.map_err(db_error("writing key tags"))?;
         }
     }
     Ok(Arc::new(record))
+}
+
+/// What a failed insert of a new key means: a duplicate id or name (a refusal), or a failure.
+async fn duplicate(conn: &mut SqliteConnection, record: &KeyRecord, e: Error) -> Error {
+    let unique = matches!(
+        &e,
+        Error::Backend { cause, .. }
+            if cause.downcast_ref::<sqlx::Error>().is_some_and(|s| matches!(s, sqlx::Error::Database(db) if db.is_unique_violation()))
+    );
+    if !unique {
+        return e;
+    }
+    let id_taken = sqlx::query_scalar::<_, i64>("SELECT 1 FROM keys WHERE id = ?")
+        .bind(record.id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map(|found| found.is_some());
+    match (id_taken, &record.name) {
+        (Ok(true), _) | (Ok(false), None) => Error::AlreadyExists(record.id),
+        (Ok(false), Some(name)) => Error::NameTaken(name.clone()),
+        (Err(e), _) => db_error("checking a duplicate key")(e),
+    }
 }

@@ -134,6 +134,7 @@ impl SqliteBackend {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("secure_delete", "ON")
+            .pragma("wal_autocheckpoint", "8192")
             .statement_cache_capacity(256);
         let mut conn = options.connect().await.map_err(db_error("opening the database"))?;
         schema::migrate(&mut conn).await?;

@@ -18,6 +18,10 @@ use crate::{CheckpointPolicy, Result, Shared, audit, db_error, keys, tokens};
 /// Writes taken per transaction at most.
 const MAX_BATCH: usize = 4096;
 
+/// Scheduler turns the writer waits, at most, for more writes to join a batch (only while
+/// they keep arriving).
+const GATHER_TURNS: usize = 4;
+
 /// How often a failed writer tries again by itself, so health turns green without traffic.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -142,11 +146,20 @@ impl Writer {
                     continue;
                 }
             }
-            while jobs.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+            // Group commit: take everything queued, and while callers keep arriving (the ones
+            // just answered resubmit within a scheduler turn), give them a turn to join.
+            for _ in 0..GATHER_TURNS {
+                let before = jobs.len();
+                while jobs.len() < MAX_BATCH {
+                    match receiver.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
                 }
+                if jobs.len() == before || jobs.len() >= MAX_BATCH {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
             let appended = jobs.iter().filter(|j| matches!(j, Job::Append(..))).count() as u64;
             let due = self.chain.seq() + appended
@@ -216,7 +229,13 @@ impl Writer {
         if stored != self.chain.head() {
             self.chain.reset(stored.seq, stored.hash);
         }
+        // Consecutive records are inserted together, in order, before anything else is written.
+        let mut records: Vec<AuditRecord> = Vec::new();
         for job in jobs {
+            if !matches!(job, Job::Append(..)) && !records.is_empty() {
+                audit::insert_records(&mut tx, &records).await?;
+                records.clear();
+            }
             let import = matches!(job, Job::ImportApproval(..));
             // A refused write is answered with its refusal; a database error fails the batch.
             match job {
@@ -252,10 +271,10 @@ impl Writer {
                 }
                 Job::Append(entry, reply) => {
                     let record = self.chain.seal(entry);
-                    audit::insert_record(&mut tx, &record).await?;
                     *last_record =
                         Some(ferrohsm_audit::AuditHead { seq: record.seq, hash: record.hash });
-                    held.push(hold_audit(reply, Ok(record)));
+                    held.push(hold_audit(reply, Ok(record.clone())));
+                    records.push(record);
                 }
                 Job::Import(lines, reply) => {
                     let value = audit::import(&mut tx, &lines).await;
@@ -288,6 +307,7 @@ impl Writer {
                 }
             }
         }
+        audit::insert_records(&mut tx, &records).await?;
         if want_checkpoint {
             checkpoint(&self.chain, self.checkpointed_seq, &self.shared, &mut tx, new_checkpoint)
                 .await?;
