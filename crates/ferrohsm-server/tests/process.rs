@@ -82,6 +82,12 @@ impl Dev {
         reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
     }
 
+    /// GET `path` with the admin token, as JSON.
+    async fn get_json(&self, client: &reqwest::Client, path: &str) -> serde_json::Value {
+        let r = client.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await;
+        r.unwrap().json().await.unwrap()
+    }
+
     fn terminate(mut self) {
         let status =
             Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
@@ -485,26 +491,17 @@ async fn sqlite_keeps_every_acknowledged_write_through_kill_9() {
         let info: serde_json::Value = r.json().await.unwrap();
         ids.push(info["id"].as_str().unwrap().to_owned());
     }
-    let verify: serde_json::Value = client
-        .get(format!("{}/v1/audit/verify", dev.url))
-        .bearer_auth(&dev.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let verify = dev.get_json(&client, "/v1/audit/verify").await;
     assert_eq!(verify["valid"], true, "{verify}");
     // Every acknowledged creation has its audit record.
     let mut created = std::collections::HashSet::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut url = format!("{}/v1/audit?action=create_key&outcome=success&limit=1000", dev.url);
+        let mut path = "/v1/audit?action=create_key&outcome=success&limit=1000".to_owned();
         if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
+            path.push_str(&format!("&cursor={c}"));
         }
-        let page: serde_json::Value =
-            client.get(url).bearer_auth(&dev.token).send().await.unwrap().json().await.unwrap();
+        let page = dev.get_json(&client, &path).await;
         for r in page["records"].as_array().unwrap() {
             created.insert(r["key_id"].as_str().unwrap_or_default().to_owned());
         }
@@ -583,47 +580,8 @@ async fn migrate_round_trip_keeps_keys_ciphertexts_and_the_audit_chain() {
     assert!(!ok && out.contains("already holds data"), "{out}");
 
     // The server on SQLite: the old ciphertext decrypts, and the log verifies and continues.
-    let check = |dev: &Dev, ciphertext: String| {
-        let client = dev.client();
-        let (url, token) = (dev.url.clone(), dev.token.clone());
-        async move {
-            let opened: serde_json::Value = client
-                .post(format!("{url}/v1/keys/app/decrypt"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({"ciphertext": ciphertext}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert_eq!(opened["plaintext"], ferrohsm_core::b64::encode(b"before migration"));
-            let info: serde_json::Value = client
-                .get(format!("{url}/v1/keys/app"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert_eq!(info["current_version"], 2, "{info}");
-            let verify: serde_json::Value = client
-                .get(format!("{url}/v1/audit/verify"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert_eq!(verify["valid"], true, "{verify}");
-            assert_eq!(verify["first_seq"], 1, "{verify}");
-            verify["records"].as_u64().unwrap()
-        }
-    };
     let dev = start_dev_with(&data, &["--key-store", "sqlite"]);
-    let on_sqlite = check(&dev, ciphertext.clone()).await;
+    let on_sqlite = check_migrated(&dev, ciphertext.clone()).await;
     tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
 
     // And back to a fresh filesystem directory (with the same master key).
@@ -633,7 +591,30 @@ async fn migrate_round_trip_keeps_keys_ciphertexts_and_the_audit_chain() {
     let (ok, out) = migrate(&["--from", &to, "--to", &format!("filesystem:{}", back.display())]);
     assert!(ok, "{out}");
     let dev = start_dev(&back, &[]);
-    let on_filesystem = check(&dev, ciphertext).await;
+    let on_filesystem = check_migrated(&dev, ciphertext).await;
     assert!(on_filesystem > on_sqlite, "the chain continued: {on_sqlite} then {on_filesystem}");
     tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+}
+
+/// After a migration: the old ciphertext decrypts, the rotated key is intact, and the audit
+/// log verifies from record 1; returns how many records it holds.
+async fn check_migrated(dev: &Dev, ciphertext: String) -> u64 {
+    let client = dev.client();
+    let opened: serde_json::Value = client
+        .post(format!("{}/v1/keys/app/decrypt", dev.url))
+        .bearer_auth(&dev.token)
+        .json(&serde_json::json!({"ciphertext": ciphertext}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(opened["plaintext"], ferrohsm_core::b64::encode(b"before migration"));
+    let info = dev.get_json(&client, "/v1/keys/app").await;
+    assert_eq!(info["current_version"], 2, "{info}");
+    let verify = dev.get_json(&client, "/v1/audit/verify").await;
+    assert_eq!(verify["valid"], true, "{verify}");
+    assert_eq!(verify["first_seq"], 1, "{verify}");
+    verify["records"].as_u64().unwrap()
 }
