@@ -83,21 +83,43 @@ fn test(root: &Path) -> Result<()> {
     deny(root)?;
     python_tools(root)?;
     run(root, "cargo", &["test", "--workspace", "--locked"])?;
-    // The end-to-end server suite once more on the SQLite backend (the same test binary,
-    // nothing is rebuilt).
-    eprintln!("xtask: $ FERROHSM_TEST_KEY_STORE=sqlite cargo test -p ferrohsm-server --test e2e");
-    let status = Command::new("cargo")
-        .args(["test", "--locked", "-p", "ferrohsm-server", "--test", "e2e"])
+    // The end-to-end server suite once more on the SQLite backend: the test binary the run
+    // above built, run directly (a narrower cargo invocation would resolve other features and
+    // rebuild part of the tree).
+    let e2e = test_binary(root, "ferrohsm-server", "e2e")?;
+    eprintln!("xtask: $ FERROHSM_TEST_KEY_STORE=sqlite {}", e2e.display());
+    let status = Command::new(&e2e)
         .env("FERROHSM_TEST_KEY_STORE", "sqlite")
-        .current_dir(root)
+        .current_dir(root.join("crates/ferrohsm-server"))
         .status()
-        .context("starting cargo")?;
+        .context("starting the e2e suite")?;
     if !status.success() {
         bail!("the end-to-end suite failed on SQLite ({status})");
     }
     walkthrough::run(root)?;
     eprintln!("xtask: all checks and tests passed");
     Ok(())
+}
+
+/// The path of the already built test binary `target` of `package` (from cargo's build plan
+/// of `cargo test --workspace`, which builds nothing new after a full test run).
+fn test_binary(root: &Path, package: &str, target: &str) -> Result<std::path::PathBuf> {
+    let out = Command::new("cargo")
+        .args(["test", "--workspace", "--locked", "--no-run", "--message-format=json"])
+        .current_dir(root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("asking cargo for the test binaries")?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let is_target = message["target"]["name"] == target
+            && message["target"]["kind"][0] == "test"
+            && message["package_id"].as_str().is_some_and(|id| id.contains(package));
+        if is_target && let Some(path) = message["executable"].as_str() {
+            return Ok(path.into());
+        }
+    }
+    bail!("cargo did not report the {package} test binary {target}")
 }
 
 /// Installs the Python tools the tests call (the OpenAPI validator), once.
