@@ -522,6 +522,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         MasterKey::generate_file(ferrohsm_core::default_provider().as_ref(), &key_file)
             .context("creating the master key")?
     };
+    let config_backend = args.key_store.config(&args.data_dir);
     let certs = ferrohsm_server::dev_certificates(&args.data_dir.join("tls"))?;
     let token_key = TokenKey::derive(ferrohsm_core::default_provider().as_ref(), &master)?;
     let admin = mint(
@@ -535,7 +536,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     )?;
     let config = ServerConfig {
         listen: args.listen,
-        backend: args.key_store.config(&args.data_dir),
+        backend: config_backend.clone(),
         retention: ferrohsm_core::Retention::default(),
         policy_file: args.policy_file.clone(),
         keyset_file: None,
@@ -562,11 +563,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("FerroHSM dev server");
     println!("  URL:          https://localhost:{}", server.local_addr().port());
     println!("  CA file:      {}", ca.display());
-    println!(
-        "  data:         {} ({})",
-        args.key_store.config(&args.data_dir).location(),
-        args.key_store.config(&args.data_dir).kind
-    );
+    println!("  data:         {} ({})", config_backend.location(), config_backend.kind);
     println!("  admin token:  {admin}");
     println!();
     println!("  export FERROHSM_SERVER=https://localhost:{}", server.local_addr().port());
