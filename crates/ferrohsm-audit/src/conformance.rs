@@ -45,6 +45,12 @@ pub trait SinkHarness: Send + Sync {
     fn durable(&self) -> bool {
         true
     }
+
+    /// A second sink on the same log while the first stays open, as a second replica would
+    /// hold; `None` for sinks that allow one writer at a time.
+    async fn second(&self) -> Option<Arc<dyn AuditSink>> {
+        None
+    }
 }
 
 /// The memory sink: "reopening" returns the same sink.
@@ -116,6 +122,7 @@ macro_rules! sink_conformance_tests {
             closed_sinks_refuse_appends,
             import_continues_another_log,
             prune_leaves_a_verifiable_anchor,
+            two_sinks_on_one_log_keep_one_chain,
         );
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
@@ -427,4 +434,38 @@ pub async fn prune_leaves_a_verifiable_anchor(h: &impl SinkHarness) {
     sink.export(&mut export).await.unwrap();
     let report = verifier().verify_reader("continued", export.as_slice()).unwrap();
     assert_eq!(report.last_seq, head + 2);
+}
+
+/// Two sinks on one log (where the backend allows it) append into one chain: sequence
+/// numbers never repeat, every record links to the one before, and the log verifies.
+pub async fn two_sinks_on_one_log_keep_one_chain(h: &impl SinkHarness) {
+    let first = h.open().await;
+    let Some(second) = h.second().await else { return };
+    let mut tasks = Vec::new();
+    for (n, sink) in [first.clone(), second.clone()].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..40 {
+                let request = format!("replica-{n}-{i}");
+                seqs.push(
+                    sink.append(entry("jo", "sign", Outcome::Success, &request, None))
+                        .await
+                        .unwrap()
+                        .seq,
+                );
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 80, "every append has its own sequence number");
+    first.checkpoint().await.unwrap();
+    for sink in [&first, &second] {
+        assert_eq!(verify(sink.as_ref()).await.0, 80);
+    }
 }

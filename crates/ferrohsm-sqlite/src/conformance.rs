@@ -58,4 +58,8 @@ impl ferrohsm_audit::conformance::SinkHarness for SqliteHarness {
     async fn open(&self) -> Arc<dyn ferrohsm_audit::AuditSink> {
         Arc::new(self.backend().await.audit_sink())
     }
+
+    async fn second(&self) -> Option<Arc<dyn ferrohsm_audit::AuditSink>> {
+        Some(Arc::new(self.backend().await.audit_sink()))
+    }
 }
