@@ -143,6 +143,7 @@ macro_rules! conformance_tests {
             approvals_survive_reopen,
             two_handles_share_one_store,
             import_keeps_a_record_as_it_is,
+            concurrent_creates_of_one_name,
         );
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
@@ -855,4 +856,30 @@ pub async fn import_keeps_a_record_as_it_is(h: &impl Harness) {
     assert_eq!(approvals.get(&doc.id).await.unwrap(), Some(doc.clone()));
     assert!(matches!(approvals.import(doc.clone()).await, Err(Error::ApprovalConflict(_))));
     approvals.update(successor(&doc, b"next", false)).await.unwrap();
+}
+
+/// Many concurrent creates (as a loaded server issues them): distinct keys all land, and of
+/// several creates racing for one name exactly one wins.
+pub async fn concurrent_creates_of_one_name(h: &impl Harness) {
+    let store = Arc::new(h.open().await);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = if i % 2 == 0 { "contested".to_owned() } else { format!("free-{i}") };
+            store.create(sample(Some(&name), Algorithm::Aes256Gcm, &[])).await
+        }));
+    }
+    let mut won = 0;
+    let mut free = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(r) if r.name.as_ref().is_some_and(|n| n.as_str() == "contested") => won += 1,
+            Ok(_) => free += 1,
+            Err(Error::NameTaken(_)) => assert_eq!(i % 2, 0, "only the contested name is taken"),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((won, free), (1, 32));
+    assert_eq!(store.count().await.unwrap(), 33);
 }

@@ -39,8 +39,9 @@ struct Inner {
     data_dir: PathBuf,
     keys_dir: PathBuf,
     index: RwLock<Index>,
-    /// Serialises writers so each check-then-write is atomic.
-    writer: Mutex<()>,
+    /// Writes waiting to be committed, and whether a writer is committing (group commit: the
+    /// first waiting writer commits everything queued, with one directory fsync for all).
+    queue: Mutex<Queue>,
     /// Makes temporary file names unique within the process.
     temp_counter: AtomicU64,
     /// Records that could not be read at open: quarantined, reported, refused by id.
@@ -146,7 +147,7 @@ impl FileKeyStore {
                 data_dir: data_dir.to_path_buf(),
                 keys_dir,
                 index: RwLock::new(index),
-                writer: Mutex::new(()),
+                queue: Mutex::new(Queue::default()),
                 temp_counter: AtomicU64::new(0),
                 damaged,
                 _lock: lock,
@@ -186,6 +187,52 @@ impl FileKeyStore {
     }
 }
 
+/// Where a queued write's answer goes.
+type Reply = std::sync::mpsc::Sender<Result<Arc<KeyRecord>>>;
+
+/// One queued write.
+struct Job {
+    kind: WriteKind,
+    record: KeyRecord,
+    reply: Reply,
+}
+
+/// The writes waiting for a commit.
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    leading: bool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("jobs", &self.jobs.len())
+            .field("leading", &self.leading)
+            .finish()
+    }
+}
+
+/// Gives the lead back if a commit panics (a normal end hands it back under the queue lock).
+struct LeadGuard<'a>(&'a Mutex<Queue>);
+
+impl Drop for LeadGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).leading = false;
+        }
+    }
+}
+
+/// The writes of one commit so far: staged records (the newest per key) and the names they
+/// claim, and who waits for each.
+#[derive(Default)]
+struct Batch {
+    records: std::collections::HashMap<KeyId, Arc<KeyRecord>>,
+    names: std::collections::HashSet<KeyName>,
+    pending: Vec<(Reply, Arc<KeyRecord>)>,
+}
+
 impl Inner {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         // Every index change is a single `apply` after the file is durable, so a poisoned lock
@@ -193,8 +240,129 @@ impl Inner {
         self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Queues a write and waits for its commit. Whoever finds no commit running commits every
+    /// queued write (its own included) until the queue is empty.
     fn write(&self, kind: WriteKind, record: KeyRecord) -> Result<Arc<KeyRecord>> {
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (reply, answer) = std::sync::mpsc::channel();
+        let lead = {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.jobs.push(Job { kind, record, reply });
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        if lead {
+            // Hands the lead back even if a commit panics, so later writers are not stuck.
+            let _lead = LeadGuard(&self.queue);
+            loop {
+                let jobs = {
+                    let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    if queue.jobs.is_empty() {
+                        queue.leading = false;
+                        break;
+                    }
+                    std::mem::take(&mut queue.jobs)
+                };
+                self.commit(jobs);
+            }
+        }
+        answer.recv().unwrap_or_else(|e| Err(Error::internal("a key store commit was lost", e)))
+    }
+
+    /// Commits a batch: each write is checked against the index and the batch's earlier
+    /// writes, its file written, fsynced and renamed into place; one directory fsync then
+    /// makes them all durable, and only then are they applied to the index and answered.
+    /// Purges (which wipe the old file) are committed one at a time.
+    fn commit(&self, jobs: Vec<Job>) {
+        let mut batch = Batch::default();
+        for job in jobs {
+            if matches!(job.kind, WriteKind::Purge) {
+                self.finish(&mut batch);
+                let _ = job.reply.send(self.write_one(job.kind, job.record));
+                continue;
+            }
+            match self.stage(job.kind, job.record, &batch) {
+                Ok(record) => {
+                    if let Some(name) = &record.name {
+                        batch.names.insert(name.clone());
+                    }
+                    batch.records.insert(record.id, record.clone());
+                    batch.pending.push((job.reply, record));
+                }
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+        }
+        self.finish(&mut batch);
+    }
+
+    /// Checks one write and puts its file in place (fsynced, renamed; the directory is synced
+    /// by `finish`).
+    fn stage(&self, kind: WriteKind, record: KeyRecord, batch: &Batch) -> Result<Arc<KeyRecord>> {
+        {
+            let index = self.read();
+            let current = batch.records.get(&record.id).cloned().or_else(|| index.get(&record.id));
+            match kind {
+                WriteKind::Create | WriteKind::Import => {
+                    if current.is_some() {
+                        return Err(Error::AlreadyExists(record.id));
+                    }
+                    if let Some(name) = &record.name
+                        && (batch.names.contains(name) || index.find_by_name(name).is_some())
+                    {
+                        return Err(Error::NameTaken(name.clone()));
+                    }
+                    if matches!(kind, WriteKind::Create) {
+                        record.check_new()?;
+                    } else {
+                        record.check_invariants()?;
+                    }
+                }
+                WriteKind::Update => {
+                    current.ok_or(Error::NotFound(record.id))?.check_update(&record)?;
+                }
+                WriteKind::Purge => {
+                    return Err(Error::internal("staging a purge", "purges commit alone"));
+                }
+            }
+        }
+        let path = self.keys_dir.join(format!("{}{RECORD_EXT}", record.id));
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| Error::internal("encoding a record", e))?;
+        place_file(&self.keys_dir, &self.temp_counter, &path, &bytes)?;
+        Ok(Arc::new(record))
+    }
+
+    /// Makes the staged writes durable (one directory fsync), applies them and answers.
+    fn finish(&self, batch: &mut Batch) {
+        if batch.pending.is_empty() {
+            return;
+        }
+        let synced = sync_dir(&self.keys_dir);
+        let pending = std::mem::take(&mut batch.pending);
+        batch.records.clear();
+        batch.names.clear();
+        match synced {
+            Ok(()) => {
+                let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                for (_, record) in &pending {
+                    index.apply(record.clone());
+                }
+                drop(index);
+                for (reply, record) in pending {
+                    let _ = reply.send(Ok(record));
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for (reply, _) in pending {
+                    let _ = reply.send(Err(Error::internal("syncing the key directory", &reason)));
+                }
+            }
+        }
+    }
+
+    /// One write on its own (purges): check, replace the file durably, apply.
+    fn write_one(&self, kind: WriteKind, record: KeyRecord) -> Result<Arc<KeyRecord>> {
         self.read().check(kind, &record)?;
         let path = self.keys_dir.join(format!("{}{RECORD_EXT}", record.id));
         let bytes = serde_json::to_vec_pretty(&record)
@@ -214,13 +382,15 @@ impl Inner {
 
 /// Replaces `path` (in `dir`) with `bytes`: a fsynced temporary file renamed over it, then a
 /// directory fsync. With `wipe`, the old contents are overwritten with zeros afterwards.
-pub(crate) fn atomic_replace(
-    dir: &Path,
-    counter: &AtomicU64,
-    path: &Path,
-    bytes: &[u8],
-    wipe: bool,
-) -> Result<()> {
+/// Writes `bytes` to a fsynced temporary file in `dir` and renames it over `path`; the caller
+/// syncs the directory (one fsync can cover several files).
+fn place_file(dir: &Path, counter: &AtomicU64, path: &Path, bytes: &[u8]) -> Result<()> {
+    let temp = temp_file(dir, counter, path, bytes)?;
+    std::fs::rename(&temp, path).map_err(Error::io(path))
+}
+
+/// A fsynced temporary file in `dir` holding `bytes`, named after `path`.
+fn temp_file(dir: &Path, counter: &AtomicU64, path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let n = counter.fetch_add(1, Ordering::Relaxed);
     let temp = dir.join(format!(".{file_name}.{}.{n}{TEMP_EXT}", std::process::id()));
@@ -232,7 +402,18 @@ pub(crate) fn atomic_replace(
         .map_err(Error::io(&temp))?;
     file.write_all(bytes).map_err(Error::io(&temp))?;
     file.sync_all().map_err(Error::io(&temp))?;
-    drop(file);
+    Ok(temp)
+}
+
+pub(crate) fn atomic_replace(
+    dir: &Path,
+    counter: &AtomicU64,
+    path: &Path,
+    bytes: &[u8],
+    wipe: bool,
+) -> Result<()> {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = temp_file(dir, counter, path, bytes)?;
     let wipe_path = dir.join(format!("{file_name}{WIPE_EXT}"));
     if wipe && path.exists() {
         // Keep the old inode reachable so it can be wiped after the rename, and so a crash
