@@ -135,7 +135,7 @@ impl Error {
             Error::Store(e) => match e.code() {
                 // Client-caused store refusals surface under the store's own code.
                 code @ ("not_found" | "conflict" | "invalid_state" | "invalid_request"
-                | "unavailable") => code,
+                | "unavailable" | "integrity") => code,
                 _ => "internal",
             },
             Error::AuditUnavailable(_) => "unavailable",
