@@ -16,10 +16,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use ferrohsm_audit::{AuditKeys, AuditSink, FileAuditConfig, FileAuditSink, MemoryAuditSink};
+use ferrohsm_audit::{
+    AuditEntry, AuditKeys, AuditRecord, AuditSink, FileAuditConfig, FileAuditSink, MemoryAuditSink,
+};
 use ferrohsm_crypto::CryptoProvider;
 use ferrohsm_store::{
-    ApprovalStore, FileKeyStore, KeyStore, MemoryApprovalStore, MemoryKeyStore,
+    ApprovalStore, FileKeyStore, KeyRecord, KeyStore, MemoryApprovalStore, MemoryKeyStore,
     MemoryTokenRevocationStore, TokenRevocationStore,
 };
 
@@ -163,6 +165,7 @@ impl BackendConfig {
                 approvals: Arc::new(MemoryApprovalStore::new()),
                 revocations: Arc::new(MemoryTokenRevocationStore::new()),
                 audit: Arc::new(MemoryAuditSink::new(provider, audit_keys)),
+                joint: None,
             }),
             BackendKind::Filesystem => {
                 let dir = self.dir()?.clone();
@@ -184,6 +187,7 @@ impl BackendConfig {
                     approvals: Arc::new(approvals),
                     revocations: Arc::new(revocations),
                     audit: Arc::new(audit),
+                    joint: None,
                 })
             }
             BackendKind::Sqlite => {
@@ -194,6 +198,7 @@ impl BackendConfig {
                     approvals: Arc::new(db.approval_store()),
                     revocations: Arc::new(db.token_revocation_store()),
                     audit: Arc::new(db.audit_sink()),
+                    joint: Some(Arc::new(db.key_store())),
                 })
             }
         }
@@ -211,6 +216,36 @@ pub struct Backends {
     pub revocations: Arc<dyn TokenRevocationStore>,
     /// The audit log.
     pub audit: Arc<dyn AuditSink>,
+    /// Key writes committed together with their audit record, when `keys` and `audit` live
+    /// in one database (SQLite); `None` otherwise (the core then writes the key and appends
+    /// its record one after the other). Set it only for a key store and audit sink that are
+    /// this pair.
+    pub joint: Option<Arc<dyn AuditedKeyWrites>>,
+}
+
+/// Key writes whose audit record commits in the same transaction: a backend whose keys and
+/// audit log share one database offers this, so a request waits for one commit, not two.
+#[async_trait::async_trait]
+pub trait AuditedKeyWrites: Send + Sync + fmt::Debug {
+    /// Creates `record` and appends `entry` (the audit record of that creation) in one
+    /// commit: both or neither. A refused create appends nothing and answers the refusal as
+    /// [`KeyStore::create`] does.
+    async fn create_audited(
+        &self,
+        record: KeyRecord,
+        entry: AuditEntry,
+    ) -> std::result::Result<(Arc<KeyRecord>, AuditRecord), ferrohsm_store::Error>;
+}
+
+#[async_trait::async_trait]
+impl AuditedKeyWrites for ferrohsm_sqlite::SqliteKeyStore {
+    async fn create_audited(
+        &self,
+        record: KeyRecord,
+        entry: AuditEntry,
+    ) -> std::result::Result<(Arc<KeyRecord>, AuditRecord), ferrohsm_store::Error> {
+        ferrohsm_sqlite::SqliteKeyStore::create_audited(self, record, entry).await
+    }
 }
 
 /// What opening a backend can fail at.

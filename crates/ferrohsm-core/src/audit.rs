@@ -54,6 +54,31 @@ pub(crate) trait Audited {
     fn note(&self) -> Option<String> {
         None
     }
+    /// Whether the work already committed the success record itself (with its write).
+    fn recorded(&self) -> bool {
+        false
+    }
+}
+
+/// A result whose success record may already be written (see [`Audited::recorded`]).
+pub(crate) struct Recorded<T> {
+    pub(crate) value: T,
+    pub(crate) recorded: bool,
+}
+
+impl<T: Audited> Audited for Recorded<T> {
+    fn key(&self) -> Option<KeyId> {
+        self.value.key()
+    }
+    fn version(&self) -> Option<u32> {
+        self.value.version()
+    }
+    fn note(&self) -> Option<String> {
+        self.value.note()
+    }
+    fn recorded(&self) -> bool {
+        self.recorded
+    }
 }
 
 macro_rules! audited_key_version {

@@ -13,7 +13,7 @@ use sqlx::{QueryBuilder, Row as _, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::writer::Job;
+use crate::writer::{Deferred, Job};
 use crate::{Db, Result, audit_error, db_error, millis};
 
 /// Lines read per query while exporting.
@@ -183,14 +183,33 @@ impl AuditSink for SqliteAuditSink {
     }
 }
 
+/// The SQL that reads the chain head: the last record's sequence number and hash.
+const HEAD: &str =
+    "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1";
+
 /// The last committed record's sequence number and hash.
 pub(crate) async fn read_head(conn: &mut SqliteConnection) -> Result<AuditHead> {
-    let row = sqlx::query(
-        "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error("reading the audit chain head"))?;
+    let row = sqlx::query(HEAD)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error("reading the audit chain head"))?;
+    head_from(conn, row).await
+}
+
+/// Starts a write transaction (`BEGIN IMMEDIATE`) and reads the chain head inside it, in one
+/// round trip to SQLite's thread.
+pub(crate) async fn begin_and_read_head(conn: &mut SqliteConnection) -> Result<AuditHead> {
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN IMMEDIATE; {HEAD}")))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("starting a write transaction"))?;
+    head_from(conn, rows.into_iter().next()).await
+}
+
+async fn head_from(
+    conn: &mut SqliteConnection,
+    row: Option<sqlx::sqlite::SqliteRow>,
+) -> Result<AuditHead> {
     let Some(row) = row else {
         // No records: a log that retention cut at its newest checkpoint continues from it.
         return Ok(read_latest_checkpoint(conn)
@@ -236,11 +255,8 @@ fn ts_millis(ts: &str) -> i64 {
 /// Rows per multi-row insert (9 parameters each, well under SQLite's limit).
 const INSERT_ROWS: usize = 500;
 
-/// Inserts records (in order) with as few statements as possible.
-pub(crate) async fn insert_records(
-    conn: &mut SqliteConnection,
-    records: &[AuditRecord],
-) -> Result<()> {
+/// Inserts records (in order) with as few statements as possible, deferred to the commit.
+pub(crate) fn insert_records(deferred: &mut Deferred, records: &[AuditRecord]) -> Result<()> {
     for chunk in records.chunks(INSERT_ROWS) {
         let mut lines = Vec::with_capacity(chunk.len());
         for r in chunk {
@@ -249,7 +265,8 @@ pub(crate) async fn insert_records(
                     .map_err(|e| ferrohsm_store::Error::backend("encoding a record", e))?,
             );
         }
-        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let sql = deferred.statement();
+        sql.push(
             "INSERT INTO audit_log (seq, ts_ms, actor, action, key_id, outcome, request_id, hash, line) ",
         );
         sql.push_values(chunk.iter().zip(lines), |mut row, (r, line)| {
@@ -263,7 +280,6 @@ pub(crate) async fn insert_records(
                 .push_bind(r.hash.to_vec())
                 .push_bind(line);
         });
-        sql.build().execute(&mut *conn).await.map_err(db_error("writing audit records"))?;
     }
     Ok(())
 }
@@ -293,10 +309,20 @@ async fn insert_record_line(
     Ok(())
 }
 
-pub(crate) async fn insert_checkpoint(conn: &mut SqliteConnection, cp: &Checkpoint) -> Result<()> {
+/// Inserts a checkpoint, deferred to the commit.
+pub(crate) fn insert_checkpoint(deferred: &mut Deferred, cp: &Checkpoint) -> Result<()> {
     let line = serde_json::to_string(cp)
         .map_err(|e| ferrohsm_store::Error::backend("encoding a checkpoint", e))?;
-    insert_checkpoint_line(conn, cp, line).await
+    deferred
+        .statement()
+        .push("INSERT INTO audit_log (checkpoint, ts_ms, line) VALUES (")
+        .push_bind(i64::try_from(cp.seq).unwrap_or(i64::MAX))
+        .push(", ")
+        .push_bind(ts_millis(&cp.ts))
+        .push(", ")
+        .push_bind(line)
+        .push(")");
+    Ok(())
 }
 
 /// Inserts `cp` as exactly `line`.

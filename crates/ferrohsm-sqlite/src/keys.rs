@@ -10,7 +10,7 @@ use ferrohsm_store::{
 };
 use sqlx::{QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
-use crate::writer::Job;
+use crate::writer::{Deferred, Job};
 use crate::{Db, Result, db_error};
 
 /// The three kinds of key write.
@@ -35,6 +35,18 @@ impl SqliteKeyStore {
 
     async fn write(&self, kind: KeyWrite, record: KeyRecord) -> Result<Arc<KeyRecord>> {
         self.db.submit(|reply| Job::Key(kind, record, reply)).await?
+    }
+
+    /// Creates `record` and appends `entry`, the audit record of that creation, to this
+    /// database's audit log in the same transaction: both are committed or neither is, so a
+    /// caller waits for one commit instead of two. A refused create (its id or name taken, an
+    /// invalid record) appends nothing and answers the refusal, as [`KeyStore::create`] does.
+    pub async fn create_audited(
+        &self,
+        record: KeyRecord,
+        entry: ferrohsm_audit::AuditEntry,
+    ) -> Result<(Arc<KeyRecord>, ferrohsm_audit::AuditRecord)> {
+        self.db.submit(|reply| Job::CreateAudited(Box::new((record, entry)), reply)).await?
     }
 
     fn corrupt(&self, id: &str, reason: String) -> Error {
@@ -353,6 +365,125 @@ pub(crate) async fn apply(
         }
     }
     Ok(Arc::new(record))
+}
+
+/// Rows per multi-row insert of new keys (six parameters each).
+const CREATE_ROWS: usize = 500;
+
+/// Rows per multi-row insert of versions or tags (three parameters each).
+const CHILD_ROWS: usize = 1000;
+
+/// Checks and inserts new keys (creates and imports) inside the writer's transaction with a
+/// few multi-row statements, whatever their number: each statement is a round trip to
+/// SQLite's thread, which under load costs more than the insert itself. Answers one result
+/// per write, in order; a write whose id or name is taken (by a stored key or an earlier write
+/// of the same group) is refused and the others still go in. `Err` is a database failure,
+/// which fails the whole transaction.
+pub(crate) async fn create_many(
+    conn: &mut SqliteConnection,
+    writes: Vec<(KeyWrite, KeyRecord)>,
+    deferred: &mut Deferred,
+) -> Result<Vec<Result<Arc<KeyRecord>>>> {
+    struct Row {
+        id: String,
+        name: Option<String>,
+        text: String,
+    }
+    let mut results: Vec<Result<Arc<KeyRecord>>> = Vec::with_capacity(writes.len());
+    let mut rows: Vec<Option<Row>> = Vec::with_capacity(writes.len());
+    for (kind, record) in writes {
+        let checked = match kind {
+            KeyWrite::Import => record.check_invariants(),
+            _ => record.check_new(),
+        };
+        if let Err(e) = checked {
+            results.push(Err(e));
+            rows.push(None);
+            continue;
+        }
+        let mut head = record.clone();
+        head.versions = Vec::new();
+        let text = serde_json::to_string(&head).map_err(|e| Error::backend("encoding a key", e))?;
+        rows.push(Some(Row {
+            id: record.id.to_string(),
+            name: record.name.as_ref().map(|n| n.as_str().to_owned()),
+            text,
+        }));
+        results.push(Ok(Arc::new(record)));
+    }
+    // Keys: a taken id or name skips the row (`DO NOTHING`); RETURNING says which went in.
+    let mut inserted = std::collections::HashSet::new();
+    let candidates: Vec<(&Row, &Arc<KeyRecord>)> = rows
+        .iter()
+        .zip(&results)
+        .filter_map(|(row, result)| Some((row.as_ref()?, result.as_ref().ok()?)))
+        .collect();
+    for chunk in candidates.chunks(CREATE_ROWS) {
+        let mut sql: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO keys (id, name, state, algorithm, revision, record) ");
+        sql.push_values(chunk, |mut b, (row, record)| {
+            b.push_bind(row.id.as_str())
+                .push_bind(row.name.as_deref())
+                .push_bind(record.state.as_str())
+                .push_bind(record.algorithm.as_str())
+                .push_bind(i64::try_from(record.revision).unwrap_or(i64::MAX))
+                .push_bind(row.text.as_str());
+        });
+        sql.push(" ON CONFLICT DO NOTHING RETURNING id");
+        let ids: Vec<String> = sql
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error("inserting keys"))?;
+        inserted.extend(ids);
+    }
+    // A row left out lost to a stored key or an earlier write of this group: say which.
+    for (row, result) in rows.iter().zip(results.iter_mut()) {
+        let (Some(row), Ok(record)) = (row, &*result) else { continue };
+        if inserted.remove(&row.id) {
+            continue;
+        }
+        let id_taken = sqlx::query_scalar::<_, i64>("SELECT 1 FROM keys WHERE id = ?")
+            .bind(&row.id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error("checking a duplicate key"))?
+            .is_some();
+        *result = Err(match (&record.name, id_taken) {
+            (Some(name), false) => Error::NameTaken(name.clone()),
+            _ => Error::AlreadyExists(record.id),
+        });
+    }
+    // Versions and tags of the keys that went in, deferred to the commit (nothing in the
+    // transaction reads them before it, see the writer).
+    let mut versions = Vec::new();
+    let mut tags = Vec::new();
+    for record in results.iter().filter_map(|r| r.as_ref().ok()) {
+        let id = record.id.to_string();
+        for version in &record.versions {
+            let body = serde_json::to_string(version)
+                .map_err(|e| Error::backend("encoding a version", e))?;
+            versions.push((id.clone(), i64::from(version.version), body));
+        }
+        for (name, value) in &record.tags {
+            tags.push((name.clone(), value.clone(), id.clone()));
+        }
+    }
+    for chunk in versions.chunks(CHILD_ROWS) {
+        let sql = deferred.statement();
+        sql.push("INSERT INTO key_versions (key_id, version, body) ");
+        sql.push_values(chunk.iter().cloned(), |mut b, (id, version, body)| {
+            b.push_bind(id).push_bind(version).push_bind(body);
+        });
+    }
+    for chunk in tags.chunks(CHILD_ROWS) {
+        let sql = deferred.statement();
+        sql.push("INSERT INTO key_tags (name, value, key_id) ");
+        sql.push_values(chunk.iter().cloned(), |mut b, (name, value, id)| {
+            b.push_bind(name).push_bind(value).push_bind(id);
+        });
+    }
+    Ok(results)
 }
 
 /// What a failed insert of a new key means: a duplicate id or name (a refusal), or a failure.

@@ -82,7 +82,8 @@ pub(crate) struct Db {
     pub(crate) pool: SqlitePool,
     pub(crate) writer: Mutex<Option<mpsc::Sender<Job>>>,
     pub(crate) shared: Arc<Shared>,
-    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Answered (or dropped) when the writer's thread ends.
+    writer_task: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 /// What the writer publishes for readers after each commit.
@@ -141,13 +142,13 @@ impl SqliteBackend {
         let shared = Arc::new(Shared::default());
         let (sender, receiver) = mpsc::channel(QUEUE);
         let writer = Writer::open(conn, provider, audit_keys, checkpoints, shared.clone()).await?;
-        let task = tokio::spawn(writer.run(receiver));
         let pool = SqlitePoolOptions::new()
             .max_connections(READERS)
             .min_connections(1)
             .connect_with(options)
             .await
             .map_err(db_error("opening the read pool"))?;
+        let task = spawn_writer(writer, receiver, pool.clone())?;
         Ok(SqliteBackend {
             db: Arc::new(Db {
                 path: path.to_path_buf(),
@@ -226,6 +227,57 @@ impl Db {
         if damaged.len() < 1000 && !damaged.contains(&record) {
             tracing::error!(location = %record.location, reason = %record.reason, "an unreadable row is quarantined");
             damaged.push(record);
+        }
+    }
+}
+
+/// Runs the writer on a thread of its own (with a single-threaded runtime): each of its
+/// statements is a round trip to SQLite's worker thread, and on the shared runtime every one of
+/// them would also wait behind the request tasks queued there, which stretched each group
+/// commit to several milliseconds under load.
+///
+/// Beside it runs the WAL checkpointer: it copies committed pages from the WAL into the
+/// database file in the background, so that when the writer's own automatic checkpoint falls
+/// due (at `wal_autocheckpoint` pages, inside a commit) almost nothing is left for it to copy.
+fn spawn_writer(
+    writer: Writer,
+    receiver: mpsc::Receiver<Job>,
+    pool: SqlitePool,
+) -> Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| ferrohsm_store::Error::backend("starting the database writer", e))?;
+    let (done, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("ferrohsm-sqlite-writer".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                let checkpointer = tokio::spawn(checkpoint_wal(pool));
+                writer.run(receiver).await;
+                checkpointer.abort();
+            });
+            let _ = done.send(());
+        })
+        .map_err(|e| ferrohsm_store::Error::backend("starting the database writer", e))?;
+    Ok(ended)
+}
+
+/// How often the background checkpointer copies the WAL into the database file.
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies what the WAL holds into the database file (a `PASSIVE` checkpoint: it never waits
+/// for the writer or readers, and skips what they still use), again and again.
+async fn checkpoint_wal(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::debug!(error = %e, "a background WAL checkpoint failed (the writer's own will run)");
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ferrohsm_audit::{AuditEntry, AuditKeys, AuditRecord, Chain, Checkpoint};
 use ferrohsm_crypto::CryptoProvider;
 use ferrohsm_store::{ApprovalDocument, KeyRecord, TokenRevocation};
-use sqlx::{Connection as _, SqliteConnection};
+use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{CheckpointPolicy, Result, Shared, audit, db_error, keys, tokens};
@@ -31,6 +31,8 @@ type AuditReply<T> = oneshot::Sender<ferrohsm_audit::Result<T>>;
 /// One queued write.
 pub(crate) enum Job {
     Key(keys::KeyWrite, KeyRecord, Reply<Arc<KeyRecord>>),
+    /// A new key and the audit record of its creation, committed together (or neither).
+    CreateAudited(Box<(KeyRecord, AuditEntry)>, Reply<(Arc<KeyRecord>, AuditRecord)>),
     CreateApproval(ApprovalDocument, Reply<()>),
     ImportApproval(ApprovalDocument, Reply<()>),
     UpdateApproval(ApprovalDocument, Reply<()>),
@@ -201,6 +203,8 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "a database transaction failed; its writes are refused");
+                // Harmless when no transaction is open (SQLite may already have rolled back).
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
                 self.chain.reset(before.seq, before.hash);
                 *self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(e.to_string());
@@ -211,6 +215,11 @@ impl Writer {
         }
     }
 
+    /// One transaction, in as few round trips to SQLite's thread as the jobs allow (each
+    /// costs two thread wake-ups, which under load cost more than the statements): `BEGIN`
+    /// with the chain head, the new keys' rows, then everything nobody needs an answer from
+    /// (versions, tags, audit records) together with the `COMMIT`. Rarer writes (updates,
+    /// approvals, pruning) run their own statements in order. On `Err` the caller rolls back.
     async fn transaction(
         &mut self,
         jobs: Vec<Job>,
@@ -219,52 +228,70 @@ impl Writer {
         new_checkpoint: &mut Option<Checkpoint>,
         last_record: &mut Option<ferrohsm_audit::AuditHead>,
     ) -> Result<()> {
-        let mut tx = self
-            .conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error("starting a write transaction"))?;
         // Another handle on the same file may have appended: continue its chain.
-        let stored = audit::read_head(&mut tx).await?;
+        let stored = audit::begin_and_read_head(&mut self.conn).await?;
         if stored != self.chain.head() {
             self.chain.reset(stored.seq, stored.hash);
         }
-        // Consecutive records are inserted together, in order, before anything else is written.
-        let mut records: Vec<AuditRecord> = Vec::new();
+        let mut deferred = Deferred::default();
+        let mut creates = Creates::default();
         for job in jobs {
-            if !matches!(job, Job::Append(..)) && !records.is_empty() {
-                audit::insert_records(&mut tx, &records).await?;
-                records.clear();
+            // Deferred statements go first whenever a job reads or orders against them.
+            let rare = !matches!(
+                job,
+                Job::Append(..)
+                    | Job::CreateAudited(..)
+                    | Job::Key(keys::KeyWrite::Create | keys::KeyWrite::Import, ..)
+            );
+            if rare {
+                self.create_keys(&mut creates, &mut deferred, held, last_record).await?;
+                deferred.flush(&mut self.conn).await?;
             }
+            let conn = &mut self.conn;
             let import = matches!(job, Job::ImportApproval(..));
             // A refused write is answered with its refusal; a database error fails the batch.
             match job {
+                Job::Key(
+                    kind @ (keys::KeyWrite::Create | keys::KeyWrite::Import),
+                    record,
+                    reply,
+                ) => {
+                    creates.0.push((kind, record, CreateReply::Plain(reply)));
+                }
+                Job::CreateAudited(write, reply) => {
+                    let (record, entry) = *write;
+                    creates.0.push((
+                        keys::KeyWrite::Create,
+                        record,
+                        CreateReply::Audited(Box::new(entry), reply),
+                    ));
+                }
                 Job::Key(kind, record, reply) => {
-                    let value = keys::apply(&mut tx, kind, record).await;
+                    let value = keys::apply(conn, kind, record).await;
                     let fatal = fatal(&value);
                     held.push(hold(reply, value));
                     fatal?;
                 }
                 Job::CreateApproval(doc, reply) | Job::ImportApproval(doc, reply) => {
-                    let value = crate::approvals::create(&mut tx, doc, import).await;
+                    let value = crate::approvals::create(conn, doc, import).await;
                     let fatal = fatal(&value);
                     held.push(hold(reply, value));
                     fatal?;
                 }
                 Job::UpdateApproval(doc, reply) => {
-                    let value = crate::approvals::update(&mut tx, doc).await;
+                    let value = crate::approvals::update(conn, doc).await;
                     let fatal = fatal(&value);
                     held.push(hold(reply, value));
                     fatal?;
                 }
                 Job::PruneApprovals { before_ns, limit, reply } => {
-                    let value = crate::approvals::prune(&mut tx, before_ns, limit).await;
+                    let value = crate::approvals::prune(conn, before_ns, limit).await;
                     let fatal = fatal(&value);
                     held.push(hold(reply, value));
                     fatal?;
                 }
                 Job::AddRevocation(revocation, now_ms, reply) => {
-                    let value = tokens::add(&mut tx, revocation, now_ms).await;
+                    let value = tokens::add(conn, revocation, now_ms).await;
                     let fatal = fatal(&value);
                     held.push(hold(reply, value));
                     fatal?;
@@ -273,11 +300,11 @@ impl Writer {
                     let record = self.chain.seal(entry);
                     *last_record =
                         Some(ferrohsm_audit::AuditHead { seq: record.seq, hash: record.hash });
-                    held.push(hold_audit(reply, Ok(record.clone())));
-                    records.push(record);
+                    audit::insert_records(&mut deferred, std::slice::from_ref(&record))?;
+                    held.push(hold_audit(reply, Ok(record)));
                 }
                 Job::Import(lines, reply) => {
-                    let value = audit::import(&mut tx, &lines).await;
+                    let value = audit::import(conn, &lines).await;
                     match value {
                         Ok((head, latest)) => {
                             self.chain.reset(head.seq, head.hash);
@@ -291,7 +318,7 @@ impl Writer {
                     }
                 }
                 Job::Prune { before_ms, before, up_to, reply } => {
-                    let pruned = audit::prune(&mut tx, before_ms, before, up_to).await?;
+                    let pruned = audit::prune(conn, before_ms, before, up_to).await?;
                     held.push(hold_audit(reply, Ok(pruned)));
                 }
                 Job::Checkpoint(reply) => {
@@ -299,29 +326,164 @@ impl Writer {
                         &self.chain,
                         self.checkpointed_seq,
                         &self.shared,
-                        &mut tx,
+                        &mut deferred,
                         new_checkpoint,
-                    )
-                    .await?;
+                    )?;
                     held.push(hold_audit(reply, Ok(cp)));
                 }
             }
         }
-        audit::insert_records(&mut tx, &records).await?;
+        self.create_keys(&mut creates, &mut deferred, held, last_record).await?;
+        let conn = &mut self.conn;
         if want_checkpoint {
-            checkpoint(&self.chain, self.checkpointed_seq, &self.shared, &mut tx, new_checkpoint)
-                .await?;
+            checkpoint(
+                &self.chain,
+                self.checkpointed_seq,
+                &self.shared,
+                &mut deferred,
+                new_checkpoint,
+            )?;
         }
-        tx.commit().await.map_err(db_error("committing a write transaction"))
+        deferred.commit(conn).await
+    }
+}
+
+/// Statements nobody needs an answer from before the commit, sent to SQLite together (one
+/// round trip for all of them).
+pub(crate) struct Deferred {
+    sql: QueryBuilder<Sqlite>,
+    statements: usize,
+}
+
+impl Default for Deferred {
+    fn default() -> Self {
+        Deferred { sql: QueryBuilder::new(""), statements: 0 }
+    }
+}
+
+impl Deferred {
+    /// The builder, ready for one more statement.
+    pub(crate) fn statement(&mut self) -> &mut QueryBuilder<Sqlite> {
+        if self.statements > 0 {
+            self.sql.push("; ");
+        }
+        self.statements += 1;
+        &mut self.sql
+    }
+
+    /// Runs what is deferred so far.
+    async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        if self.statements == 0 {
+            return Ok(());
+        }
+        let mut sql = std::mem::take(self);
+        // Shapes vary from batch to batch: not worth a place in the statement cache.
+        sql.sql
+            .build()
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("writing a batch"))?;
+        Ok(())
+    }
+
+    /// Runs what is deferred and commits, in one round trip.
+    async fn commit(mut self, conn: &mut SqliteConnection) -> Result<()> {
+        self.statement().push("COMMIT");
+        self.sql
+            .build()
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("committing a write transaction"))?;
+        Ok(())
+    }
+}
+
+/// How a new key is answered: with the stored record, or with it and the audit record of
+/// its creation (sealed only if the key went in).
+enum CreateReply {
+    Plain(Reply<Arc<KeyRecord>>),
+    Audited(Box<AuditEntry>, Reply<(Arc<KeyRecord>, AuditRecord)>),
+}
+
+/// New keys waiting to be inserted together. Any still waiting when the transaction fails
+/// are answered that they did not go in.
+#[derive(Default)]
+struct Creates(Vec<(keys::KeyWrite, KeyRecord, CreateReply)>);
+
+impl Drop for Creates {
+    fn drop(&mut self) {
+        let failed = || ferrohsm_store::Error::Unavailable {
+            what: "the transaction failed before this write".into(),
+            cause: None,
+        };
+        for (_, _, reply) in self.0.drain(..) {
+            match reply {
+                CreateReply::Plain(reply) => drop(reply.send(Err(failed()))),
+                CreateReply::Audited(_, reply) => drop(reply.send(Err(failed()))),
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Inserts the waiting new keys and seals the audit records of those that went in; the
+    /// answers are held for the commit.
+    async fn create_keys(
+        &mut self,
+        creates: &mut Creates,
+        deferred: &mut Deferred,
+        held: &mut Vec<Held>,
+        last_record: &mut Option<ferrohsm_audit::AuditHead>,
+    ) -> Result<()> {
+        if creates.0.is_empty() {
+            return Ok(());
+        }
+        let (writes, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut creates.0)
+            .into_iter()
+            .map(|(kind, record, reply)| ((kind, record), reply))
+            .unzip();
+        let values = match keys::create_many(&mut self.conn, writes, deferred).await {
+            Ok(values) => values,
+            Err(e) => {
+                for reply in replies {
+                    match reply {
+                        CreateReply::Plain(reply) => held.push(hold(reply, Err(retry_copy(&e)))),
+                        CreateReply::Audited(_, reply) => {
+                            held.push(hold(reply, Err(retry_copy(&e))));
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let mut records = Vec::new();
+        for (reply, value) in replies.into_iter().zip(values) {
+            match reply {
+                CreateReply::Plain(reply) => held.push(hold(reply, value)),
+                CreateReply::Audited(entry, reply) => {
+                    let value = value.map(|key| {
+                        let record = self.chain.seal(*entry);
+                        *last_record =
+                            Some(ferrohsm_audit::AuditHead { seq: record.seq, hash: record.hash });
+                        records.push(record.clone());
+                        (key, record)
+                    });
+                    held.push(hold(reply, value));
+                }
+            }
+        }
+        audit::insert_records(deferred, &records)
     }
 }
 
 /// Writes a checkpoint of the head unless one already covers it; returns the latest.
-async fn checkpoint(
+fn checkpoint(
     chain: &Chain,
     checkpointed_seq: u64,
     shared: &Shared,
-    conn: &mut SqliteConnection,
+    deferred: &mut Deferred,
     new_checkpoint: &mut Option<Checkpoint>,
 ) -> Result<Option<Checkpoint>> {
     let covered = new_checkpoint.as_ref().map_or(checkpointed_seq, |c| c.seq);
@@ -331,7 +493,7 @@ async fn checkpoint(
             cause: Box::new(e),
         })?;
         if let Some(cp) = cp {
-            audit::insert_checkpoint(conn, &cp).await?;
+            audit::insert_checkpoint(deferred, &cp)?;
             *new_checkpoint = Some(cp);
         }
     }

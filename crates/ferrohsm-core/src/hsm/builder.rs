@@ -10,6 +10,8 @@ pub struct HsmBuilder {
     provider: Arc<dyn CryptoProvider>,
     store: Option<Arc<dyn KeyStore>>,
     audit: Option<Arc<dyn AuditSink>>,
+    /// Set only while `store` and `audit` are the pair it commits together.
+    joint: Option<Arc<dyn AuditedKeyWrites>>,
     policy: Option<Policy>,
     policy_file: Option<PathBuf>,
     policy_poll: std::time::Duration,
@@ -36,6 +38,7 @@ impl HsmBuilder {
     /// The key store.
     pub fn store(mut self, store: Arc<dyn KeyStore>) -> Self {
         self.store = Some(store);
+        self.joint = None;
         self
     }
 
@@ -43,6 +46,7 @@ impl HsmBuilder {
     /// this HSM exports for auditors are the ones that seal its records.
     pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
         self.audit = Some(sink);
+        self.joint = None;
         self
     }
 
@@ -116,6 +120,7 @@ impl HsmBuilder {
         self.approvals = Some(backends.approvals);
         self.revocations = Some(backends.revocations);
         self.audit = Some(backends.audit);
+        self.joint = backends.joint;
         self
     }
 
@@ -164,6 +169,9 @@ impl HsmBuilder {
                 .open(self.provider.clone(), audit_keys.clone())
                 .await
                 .map_err(Error::Backend)?;
+            if self.store.is_none() && self.audit.is_none() {
+                self.joint = opened.joint;
+            }
             self.store.get_or_insert(opened.keys);
             self.approvals.get_or_insert(opened.approvals);
             self.revocations.get_or_insert(opened.revocations);
@@ -202,6 +210,7 @@ impl HsmBuilder {
                 sealer,
                 store,
                 audit,
+                joint: self.joint,
                 audit_hmac_key,
                 audit_public_pem: audit_keys.public_key_pem(),
                 audit_public_der: audit_keys.public_key_der().to_vec(),
@@ -278,6 +287,7 @@ impl Hsm {
             provider: Arc::new(AwsLcProvider),
             store: None,
             audit: None,
+            joint: None,
             policy: None,
             policy_file: None,
             policy_poll: std::time::Duration::from_secs(2),

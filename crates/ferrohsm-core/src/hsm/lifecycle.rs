@@ -48,10 +48,23 @@ impl Hsm {
                 revision: 1,
                 tag: None,
             };
-            let stored = self.inner.store.create(self.tagged(record)).await?;
-            Ok(KeyInfo::from(stored.as_ref()))
+            let record = self.tagged(record);
+            match &self.inner.joint {
+                // One commit for the key and its record: the success record is known now.
+                Some(joint) => {
+                    let success: Result<KeyInfo> = Ok(KeyInfo::from(&record));
+                    let entry = super::audit_entry(ctx, Operation::CreateKey, None, &success);
+                    let (stored, _) = joint.create_audited(record, entry).await?;
+                    Ok(Recorded { value: KeyInfo::from(stored.as_ref()), recorded: true })
+                }
+                None => {
+                    let stored = self.inner.store.create(record).await?;
+                    Ok(Recorded { value: KeyInfo::from(stored.as_ref()), recorded: false })
+                }
+            }
         })
         .await
+        .map(|r| r.value)
     }
 
     /// One page of keys, each integrity-checked.

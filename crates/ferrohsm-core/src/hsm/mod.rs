@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use ferrohsm_audit::{AuditEntry, AuditSink, Checkpoint, Outcome};
-use ferrohsm_backends::{BackendConfig, Backends};
+use ferrohsm_backends::{AuditedKeyWrites, BackendConfig, Backends};
 use ferrohsm_policy::{
     Approval, ApprovalError, ApprovalState, Decision, Parameter, Policy, PolicyEngine,
     PolicyRequest,
@@ -35,7 +35,7 @@ use ferrohsm_store::{
 };
 use zeroize::Zeroizing;
 
-use crate::audit::{Audited, Purged, derive_audit_hmac_key, derive_audit_keys};
+use crate::audit::{Audited, Purged, Recorded, derive_audit_hmac_key, derive_audit_keys};
 use crate::audit_read::{VerifyWriter, parse_query};
 use crate::cache::{KeyCache, VerifiedKey};
 use crate::policy::PolicyHandle;
@@ -78,6 +78,9 @@ struct Inner {
     sealer: Sealer,
     store: Arc<dyn KeyStore>,
     audit: Arc<dyn AuditSink>,
+    /// Commits a new key with its audit record when the store and the audit sink are one
+    /// database (see [`Hsm::create_key`]).
+    joint: Option<Arc<dyn AuditedKeyWrites>>,
     audit_hmac_key: Zeroizing<[u8; 32]>,
     audit_public_pem: String,
     audit_public_der: Vec<u8>,
@@ -208,10 +211,6 @@ impl Hsm {
             request_id = %ctx.request_id,
             key = key.map(tracing::field::display),
         );
-        let named = match key {
-            Some(KeyRef::Id(id)) => Some(*id),
-            _ => None,
-        };
         // If the caller stops waiting (its future is dropped) after the work may have taken
         // effect, the guard still writes a record saying so.
         let mut guard = AbandonGuard { audit: &self.inner.audit, ctx, operation, key, armed: true };
@@ -228,38 +227,18 @@ impl Hsm {
                 Err(e)
             }
         };
-        let (outcome, key_id, key_version, message) = match &result {
-            Ok(value) => (Outcome::Success, value.key().or(named), value.version(), value.note()),
-            Err(e) => {
-                tracing::info!(parent: &span, code = e.code(), actor = ?ctx.actor, error = %e, "operation refused");
-                let (key_id, version) = e.key().map_or((named, None), |(k, v)| (Some(k), v));
-                let mut message = format!("{}: {e}", e.code());
-                if key_id.is_none()
-                    && let Some(key) = key
-                {
-                    message.push_str(&format!(" (key {key})"));
-                }
-                (e.outcome(), key_id, version, Some(message))
-            }
-        };
-        let message = match ctx.approval_id {
-            Some(id) => Some(
-                format!("{} (approval {id})", message.unwrap_or_default()).trim_start().to_owned(),
-            ),
-            None => message,
-        };
-        let entry = AuditEntry {
-            actor: ctx.actor.clone(),
-            action: operation.as_str().to_owned(),
-            key_id: key_id.map(|k| k.to_string()),
-            key_version,
-            outcome,
-            request_id: ctx.request_id.clone(),
-            session: ctx.session.clone(),
-            client_fingerprint: ctx.client_fingerprint.clone(),
-            source_ip: ctx.source_ip.map(|ip| ip.to_string()),
-            message,
-        };
+        if let Ok(value) = &result
+            && value.recorded()
+        {
+            // The work committed its own record with its write (one transaction).
+            guard.armed = false;
+            self.inner.audit_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return result;
+        }
+        if let Err(e) = &result {
+            tracing::info!(parent: &span, code = e.code(), actor = ?ctx.actor, error = %e, "operation refused");
+        }
+        let entry = audit_entry(ctx, operation, key, &result);
         // From here the record below is written even if this future is dropped: both sinks
         // take the entry on the first poll.
         guard.armed = false;
@@ -535,5 +514,49 @@ fn version_destroyed(record: &KeyRecord, version: u32, operation: Operation) -> 
         state: record.state,
         detail: format!(" (version {version} is destroyed)"),
         operation,
+    }
+}
+
+/// The audit record of one request's `result`.
+pub(crate) fn audit_entry<T: Audited>(
+    ctx: &RequestContext,
+    operation: Operation,
+    key: Option<&KeyRef>,
+    result: &Result<T>,
+) -> AuditEntry {
+    let named = match key {
+        Some(KeyRef::Id(id)) => Some(*id),
+        _ => None,
+    };
+    let (outcome, key_id, key_version, message) = match result {
+        Ok(value) => (Outcome::Success, value.key().or(named), value.version(), value.note()),
+        Err(e) => {
+            let (key_id, version) = e.key().map_or((named, None), |(k, v)| (Some(k), v));
+            let mut message = format!("{}: {e}", e.code());
+            if key_id.is_none()
+                && let Some(key) = key
+            {
+                message.push_str(&format!(" (key {key})"));
+            }
+            (e.outcome(), key_id, version, Some(message))
+        }
+    };
+    let message = match ctx.approval_id {
+        Some(id) => {
+            Some(format!("{} (approval {id})", message.unwrap_or_default()).trim_start().to_owned())
+        }
+        None => message,
+    };
+    AuditEntry {
+        actor: ctx.actor.clone(),
+        action: operation.as_str().to_owned(),
+        key_id: key_id.map(|k| k.to_string()),
+        key_version,
+        outcome,
+        request_id: ctx.request_id.clone(),
+        session: ctx.session.clone(),
+        client_fingerprint: ctx.client_fingerprint.clone(),
+        source_ip: ctx.source_ip.map(|ip| ip.to_string()),
+        message,
     }
 }
