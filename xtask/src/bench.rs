@@ -92,6 +92,11 @@ pub(crate) fn run(root: &Path, only_load: bool) -> Result<()> {
         limit_ns: 1e9 / 50_000.0,
     });
     targets.push(Target {
+        what: "SQLite audit: durable appends at 512 writers (50,000/s)".into(),
+        measured_ns: find("audit/sqlite-append-durable/512-writers"),
+        limit_ns: 1e9 / 50_000.0,
+    });
+    targets.push(Target {
         what: "SQLite store: durable key creation at 32 callers (5,000/s)".into(),
         measured_ns: find("store/sqlite/create-durable/32-callers"),
         limit_ns: 1e9 / 5_000.0,

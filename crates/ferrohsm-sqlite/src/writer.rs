@@ -18,9 +18,12 @@ use crate::{CheckpointPolicy, Result, Shared, audit, db_error, keys, tokens};
 /// Writes taken per transaction at most.
 const MAX_BATCH: usize = 4096;
 
-/// Scheduler turns the writer waits, at most, for more writes to join a batch (only while
-/// they keep arriving).
-const GATHER_TURNS: usize = 4;
+/// How long the writer waits, at most, for the callers it has just answered to come back
+/// and join the next batch (see [`Writer::gather`]).
+const LINGER: Duration = Duration::from_micros(250);
+
+/// The writer's naps while it lingers (Linux rounds a short sleep up to about 60 µs).
+const NAP: Duration = Duration::from_micros(20);
 
 /// How often a failed writer tries again by itself, so health turns green without traffic.
 const RETRY: Duration = Duration::from_secs(1);
@@ -127,6 +130,7 @@ impl Writer {
 
     pub(crate) async fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
         let mut jobs = Vec::with_capacity(64);
+        let mut last_batch = 0;
         loop {
             let mut wait = self.checkpoints.every.saturating_sub(self.last_checkpoint.elapsed());
             let failed = self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some();
@@ -148,21 +152,8 @@ impl Writer {
                     continue;
                 }
             }
-            // Group commit: take everything queued, and while callers keep arriving (the ones
-            // just answered resubmit within a scheduler turn), give them a turn to join.
-            for _ in 0..GATHER_TURNS {
-                let before = jobs.len();
-                while jobs.len() < MAX_BATCH {
-                    match receiver.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
-                    }
-                }
-                if jobs.len() == before || jobs.len() >= MAX_BATCH {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
+            gather(&mut receiver, &mut jobs, last_batch);
+            last_batch = jobs.len();
             let appended = jobs.iter().filter(|j| matches!(j, Job::Append(..))).count() as u64;
             let due = self.chain.seq() + appended
                 >= self.checkpointed_seq + self.checkpoints.every_records
@@ -475,6 +466,29 @@ impl Writer {
             }
         }
         audit::insert_records(deferred, &records)
+    }
+}
+
+/// Group commit: takes everything queued. Callers answered by the last batch typically come
+/// straight back, but on other threads, a few microseconds later; so while the batch is
+/// smaller than the last one, the writer naps briefly (up to [`LINGER`]) for them to join,
+/// instead of committing a small batch and making them wait a whole commit. The wait adapts
+/// to the load: a single caller is never kept waiting, and as load drops so does the target.
+fn gather(receiver: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>, last_batch: usize) {
+    let target = last_batch.min(MAX_BATCH);
+    let deadline = Instant::now() + LINGER;
+    loop {
+        while jobs.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if jobs.len() >= target || Instant::now() >= deadline {
+            return;
+        }
+        // A blocking nap on the writer's own thread (nothing else of consequence runs there).
+        std::thread::sleep(NAP);
     }
 }
 

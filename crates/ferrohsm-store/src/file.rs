@@ -225,12 +225,58 @@ impl Drop for LeadGuard<'_> {
 }
 
 /// The writes of one commit so far: staged records (the newest per key) and the names they
-/// claim, and who waits for each.
+/// claim, and who waits for each, with its file.
 #[derive(Default)]
 struct Batch {
     records: std::collections::HashMap<KeyId, Arc<KeyRecord>>,
     names: std::collections::HashSet<KeyName>,
-    pending: Vec<(Reply, Arc<KeyRecord>)>,
+    pending: Vec<(Reply, Arc<KeyRecord>, Staged)>,
+}
+
+/// A record's new contents under a temporary name, written but not yet synced.
+struct Staged {
+    temp: PathBuf,
+    file: File,
+    path: PathBuf,
+}
+
+/// Files fsynced by one thread at most, when a batch's files are synced concurrently.
+const FILES_PER_SYNC_THREAD: usize = 4;
+
+/// Threads that fsync one batch's files at most.
+const SYNC_THREADS: usize = 16;
+
+/// Fsyncs the staged files, several threads at once: concurrent fsyncs on one filesystem
+/// share its journal commits, where one after another each waits for its own. Answers one
+/// result per file, in order.
+fn sync_files<'a>(staged: impl ExactSizeIterator<Item = &'a Staged>) -> Vec<Result<()>> {
+    let staged: Vec<&Staged> = staged.collect();
+    let sync = |s: &Staged| s.file.sync_all().map_err(Error::io(&s.temp));
+    if staged.len() <= 1 {
+        return staged.into_iter().map(sync).collect();
+    }
+    let per_thread = staged.len().div_ceil(SYNC_THREADS).max(FILES_PER_SYNC_THREAD);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = staged
+            .chunks(per_thread)
+            .map(|chunk| {
+                (
+                    chunk.len(),
+                    scope.spawn(move || chunk.iter().map(|s| sync(s)).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(len, handle)| {
+                handle.join().unwrap_or_else(|_| {
+                    (0..len)
+                        .map(|_| Err(Error::internal("syncing a key file", "the thread panicked")))
+                        .collect()
+                })
+            })
+            .collect()
+    })
 }
 
 impl Inner {
@@ -268,9 +314,10 @@ impl Inner {
     }
 
     /// Commits a batch: each write is checked against the index and the batch's earlier
-    /// writes, its file written, fsynced and renamed into place; one directory fsync then
-    /// makes them all durable, and only then are they applied to the index and answered.
-    /// Purges (which wipe the old file) are committed one at a time.
+    /// writes and its file written to a temporary name; the temporary files are fsynced
+    /// together (concurrently, so the filesystem's journal commits them at once), renamed into
+    /// place, and one directory fsync makes them all durable; only then are they applied to
+    /// the index and answered. Purges (which wipe the old file) are committed one at a time.
     fn commit(&self, jobs: Vec<Job>) {
         let mut batch = Batch::default();
         for job in jobs {
@@ -280,12 +327,12 @@ impl Inner {
                 continue;
             }
             match self.stage(job.kind, job.record, &batch) {
-                Ok(record) => {
+                Ok((record, staged)) => {
                     if let Some(name) = &record.name {
                         batch.names.insert(name.clone());
                     }
                     batch.records.insert(record.id, record.clone());
-                    batch.pending.push((job.reply, record));
+                    batch.pending.push((job.reply, record, staged));
                 }
                 Err(e) => {
                     let _ = job.reply.send(Err(e));
@@ -295,9 +342,14 @@ impl Inner {
         self.finish(&mut batch);
     }
 
-    /// Checks one write and puts its file in place (fsynced, renamed; the directory is synced
-    /// by `finish`).
-    fn stage(&self, kind: WriteKind, record: KeyRecord, batch: &Batch) -> Result<Arc<KeyRecord>> {
+    /// Checks one write and writes its file under a temporary name (synced and renamed by
+    /// `finish`).
+    fn stage(
+        &self,
+        kind: WriteKind,
+        record: KeyRecord,
+        batch: &Batch,
+    ) -> Result<(Arc<KeyRecord>, Staged)> {
         {
             let index = self.read();
             let current = batch.records.get(&record.id).cloned().or_else(|| index.get(&record.id));
@@ -328,33 +380,51 @@ impl Inner {
         let path = self.keys_dir.join(format!("{}{RECORD_EXT}", record.id));
         let bytes = serde_json::to_vec_pretty(&record)
             .map_err(|e| Error::internal("encoding a record", e))?;
-        place_file(&self.keys_dir, &self.temp_counter, &path, &bytes)?;
-        Ok(Arc::new(record))
+        let (temp, file) = unsynced_temp_file(&self.keys_dir, &self.temp_counter, &path, &bytes)?;
+        Ok((Arc::new(record), Staged { temp, file, path }))
     }
 
-    /// Makes the staged writes durable (one directory fsync), applies them and answers.
+    /// Makes the staged writes durable (their files fsynced together, renamed, then one
+    /// directory fsync), applies them and answers. A write whose own file fails is refused
+    /// alone (its temporary file removed); a failed directory fsync refuses them all.
     fn finish(&self, batch: &mut Batch) {
         if batch.pending.is_empty() {
             return;
         }
-        let synced = sync_dir(&self.keys_dir);
         let pending = std::mem::take(&mut batch.pending);
         batch.records.clear();
         batch.names.clear();
-        match synced {
+        let synced = sync_files(pending.iter().map(|(_, _, staged)| staged));
+        let mut placed = Vec::with_capacity(pending.len());
+        for ((reply, record, staged), synced) in pending.into_iter().zip(synced) {
+            let renamed = synced.and_then(|()| {
+                std::fs::rename(&staged.temp, &staged.path).map_err(Error::io(&staged.path))
+            });
+            match renamed {
+                Ok(()) => placed.push((reply, record)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&staged.temp);
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        if placed.is_empty() {
+            return;
+        }
+        match sync_dir(&self.keys_dir) {
             Ok(()) => {
                 let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-                for (_, record) in &pending {
+                for (_, record) in &placed {
                     index.apply(record.clone());
                 }
                 drop(index);
-                for (reply, record) in pending {
+                for (reply, record) in placed {
                     let _ = reply.send(Ok(record));
                 }
             }
             Err(e) => {
                 let reason = e.to_string();
-                for (reply, _) in pending {
+                for (reply, _) in placed {
                     let _ = reply.send(Err(Error::internal("syncing the key directory", &reason)));
                 }
             }
@@ -380,17 +450,13 @@ impl Inner {
     }
 }
 
-/// Replaces `path` (in `dir`) with `bytes`: a fsynced temporary file renamed over it, then a
-/// directory fsync. With `wipe`, the old contents are overwritten with zeros afterwards.
-/// Writes `bytes` to a fsynced temporary file in `dir` and renames it over `path`; the caller
-/// syncs the directory (one fsync can cover several files).
-fn place_file(dir: &Path, counter: &AtomicU64, path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = temp_file(dir, counter, path, bytes)?;
-    std::fs::rename(&temp, path).map_err(Error::io(path))
-}
-
-/// A fsynced temporary file in `dir` holding `bytes`, named after `path`.
-fn temp_file(dir: &Path, counter: &AtomicU64, path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+/// A temporary file in `dir` holding `bytes`, named after `path`, written but not synced.
+fn unsynced_temp_file(
+    dir: &Path,
+    counter: &AtomicU64,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(PathBuf, File)> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let n = counter.fetch_add(1, Ordering::Relaxed);
     let temp = dir.join(format!(".{file_name}.{}.{n}{TEMP_EXT}", std::process::id()));
@@ -400,11 +466,25 @@ fn temp_file(dir: &Path, counter: &AtomicU64, path: &Path, bytes: &[u8]) -> Resu
         .mode(0o600)
         .open(&temp)
         .map_err(Error::io(&temp))?;
-    file.write_all(bytes).map_err(Error::io(&temp))?;
-    file.sync_all().map_err(Error::io(&temp))?;
+    if let Err(e) = file.write_all(bytes) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(Error::io(&temp)(e));
+    }
+    Ok((temp, file))
+}
+
+/// A fsynced temporary file in `dir` holding `bytes`, named after `path`.
+fn temp_file(dir: &Path, counter: &AtomicU64, path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let (temp, file) = unsynced_temp_file(dir, counter, path, bytes)?;
+    if let Err(e) = file.sync_all() {
+        let _ = std::fs::remove_file(&temp);
+        return Err(Error::io(&temp)(e));
+    }
     Ok(temp)
 }
 
+/// Replaces `path` (in `dir`) with `bytes`: a fsynced temporary file renamed over it, then a
+/// directory fsync. With `wipe`, the old contents are overwritten with zeros afterwards.
 pub(crate) fn atomic_replace(
     dir: &Path,
     counter: &AtomicU64,
