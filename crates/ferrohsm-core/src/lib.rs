@@ -59,7 +59,7 @@ pub use ferrohsm_audit::{AuditFilter, AuditHead, AuditSink, Checkpoint};
 pub use ferrohsm_audit::{
     Failure, OfflineOptions, Report, summary as audit_summary, verify_files as verify_audit_files,
 };
-pub use ferrohsm_backends::{BackendConfig, BackendKind, Backends};
+pub use ferrohsm_backends::{AuditedKeyWrites, BackendConfig, BackendKind, Backends};
 pub use ferrohsm_crypto::{
     Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, SecretBytes, SignInput,
     SignatureScheme, Usage,

@@ -411,8 +411,10 @@ pub(crate) async fn create_many(
         }));
         results.push(Ok(Arc::new(record)));
     }
-    // Keys: a taken id or name skips the row (`DO NOTHING`); RETURNING says which went in.
-    let mut inserted = std::collections::HashSet::new();
+    // Keys: a taken id or name skips the row (`DO NOTHING`; rows go in in order, as if one
+    // by one); RETURNING says which went in, by id and name: the first write of a group with
+    // that pair is the one (a later write of the same id always loses to it).
+    let mut returned = std::collections::HashSet::new();
     let candidates: Vec<(&Row, &Arc<KeyRecord>)> = rows
         .iter()
         .zip(&results)
@@ -429,30 +431,49 @@ pub(crate) async fn create_many(
                 .push_bind(i64::try_from(record.revision).unwrap_or(i64::MAX))
                 .push_bind(row.text.as_str());
         });
-        sql.push(" ON CONFLICT DO NOTHING RETURNING id");
-        let ids: Vec<String> = sql
-            .build_query_scalar()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error("inserting keys"))?;
-        inserted.extend(ids);
+        sql.push(" ON CONFLICT DO NOTHING RETURNING id, name");
+        let rows_in: Vec<(String, Option<String>)> =
+            sql.build_query_as().fetch_all(&mut *conn).await.map_err(db_error("inserting keys"))?;
+        returned.extend(rows_in);
     }
-    // A row left out lost to a stored key or an earlier write of this group: say which.
-    for (row, result) in rows.iter().zip(results.iter_mut()) {
-        let (Some(row), Ok(record)) = (row, &*result) else { continue };
-        if inserted.remove(&row.id) {
+    let went_in: Vec<bool> = rows
+        .iter()
+        .zip(&results)
+        .map(|(row, result)| match (row, result) {
+            (Some(row), Ok(_)) => returned.remove(&(row.id.clone(), row.name.clone())),
+            _ => false,
+        })
+        .collect();
+    // A write left out lost its id (to a stored key, or to an earlier write of this group)
+    // or its name: say which, as if the group's writes had been applied one by one.
+    for p in 0..rows.len() {
+        let (Some(row), Ok(record)) = (&rows[p], &results[p]) else { continue };
+        if went_in[p] {
             continue;
         }
-        let id_taken = sqlx::query_scalar::<_, i64>("SELECT 1 FROM keys WHERE id = ?")
-            .bind(&row.id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_error("checking a duplicate key"))?
-            .is_some();
-        *result = Err(match (&record.name, id_taken) {
+        let taken_by = |range: std::ops::Range<usize>| {
+            range
+                .into_iter()
+                .any(|q| went_in[q] && rows[q].as_ref().is_some_and(|r| r.id == row.id))
+        };
+        let id_taken = if taken_by(0..p) {
+            true
+        } else if taken_by(p + 1..rows.len()) {
+            // A later write of this id went in, so the id was free when this one was tried.
+            false
+        } else {
+            sqlx::query_scalar::<_, i64>("SELECT 1 FROM keys WHERE id = ?")
+                .bind(&row.id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_error("checking a duplicate key"))?
+                .is_some()
+        };
+        let refusal = match (&record.name, id_taken) {
             (Some(name), false) => Error::NameTaken(name.clone()),
             _ => Error::AlreadyExists(record.id),
-        });
+        };
+        results[p] = Err(refusal);
     }
     // Versions and tags of the keys that went in, deferred to the commit (nothing in the
     // transaction reads them before it, see the writer).

@@ -83,7 +83,7 @@ pub(crate) struct Db {
     pub(crate) writer: Mutex<Option<mpsc::Sender<Job>>>,
     pub(crate) shared: Arc<Shared>,
     /// Answered (or dropped) when the writer's thread ends.
-    writer_task: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    writer_done: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 /// What the writer publishes for readers after each commit.
@@ -155,7 +155,7 @@ impl SqliteBackend {
                 pool,
                 writer: Mutex::new(Some(sender)),
                 shared,
-                writer_task: Mutex::new(Some(task)),
+                writer_done: Mutex::new(Some(task)),
             }),
         })
     }
@@ -216,7 +216,7 @@ impl Db {
     pub(crate) async fn close(&self) {
         let sender = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(sender);
-        let task = self.writer_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self.writer_done.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
         }

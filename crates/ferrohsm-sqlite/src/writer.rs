@@ -19,7 +19,7 @@ use crate::{CheckpointPolicy, Result, Shared, audit, db_error, keys, tokens};
 const MAX_BATCH: usize = 4096;
 
 /// How long the writer waits, at most, for the callers it has just answered to come back
-/// and join the next batch (see [`Writer::gather`]).
+/// and join the next batch (see [`gather`]).
 const LINGER: Duration = Duration::from_micros(250);
 
 /// The writer's naps while it lingers (Linux rounds a short sleep up to about 60 µs).
@@ -154,7 +154,10 @@ impl Writer {
             }
             gather(&mut receiver, &mut jobs, last_batch);
             last_batch = jobs.len();
-            let appended = jobs.iter().filter(|j| matches!(j, Job::Append(..))).count() as u64;
+            let appended = jobs
+                .iter()
+                .filter(|j| matches!(j, Job::Append(..) | Job::CreateAudited(..)))
+                .count() as u64;
             let due = self.chain.seq() + appended
                 >= self.checkpointed_seq + self.checkpoints.every_records
                 || (appended > 0 && self.last_checkpoint.elapsed() >= self.checkpoints.every);
@@ -194,8 +197,16 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "a database transaction failed; its writes are refused");
-                // Harmless when no transaction is open (SQLite may already have rolled back).
-                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
+                // "No transaction is active" is expected here (SQLite may have rolled back
+                // already); anything else leaves the connection inside the transaction, and
+                // the next batch's BEGIN fails until a ROLLBACK succeeds (each failed batch
+                // tries again).
+                if let Err(rollback) = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await {
+                    let active = !rollback.to_string().contains("no transaction is active");
+                    if active {
+                        tracing::error!(error = %rollback, "rolling back a failed transaction failed");
+                    }
+                }
                 self.chain.reset(before.seq, before.hash);
                 *self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(e.to_string());
@@ -226,6 +237,8 @@ impl Writer {
         }
         let mut deferred = Deferred::default();
         let mut creates = Creates::default();
+        // Appended records sealed but not yet in `deferred` (one multi-row insert for a run).
+        let mut sealed: Vec<AuditRecord> = Vec::new();
         for job in jobs {
             // Deferred statements go first whenever a job reads or orders against them.
             let rare = !matches!(
@@ -235,6 +248,8 @@ impl Writer {
                     | Job::Key(keys::KeyWrite::Create | keys::KeyWrite::Import, ..)
             );
             if rare {
+                // Sealed records first: rows go in sequence order.
+                audit::insert_records(&mut deferred, &std::mem::take(&mut sealed))?;
                 self.create_keys(&mut creates, &mut deferred, held, last_record).await?;
                 deferred.flush(&mut self.conn).await?;
             }
@@ -291,7 +306,7 @@ impl Writer {
                     let record = self.chain.seal(entry);
                     *last_record =
                         Some(ferrohsm_audit::AuditHead { seq: record.seq, hash: record.hash });
-                    audit::insert_records(&mut deferred, std::slice::from_ref(&record))?;
+                    sealed.push(record.clone());
                     held.push(hold_audit(reply, Ok(record)));
                 }
                 Job::Import(lines, reply) => {
@@ -324,6 +339,7 @@ impl Writer {
                 }
             }
         }
+        audit::insert_records(&mut deferred, &sealed)?;
         self.create_keys(&mut creates, &mut deferred, held, last_record).await?;
         let conn = &mut self.conn;
         if want_checkpoint {
@@ -473,7 +489,8 @@ impl Writer {
 /// straight back, but on other threads, a few microseconds later; so while the batch is
 /// smaller than the last one, the writer naps briefly (up to [`LINGER`]) for them to join,
 /// instead of committing a small batch and making them wait a whole commit. The wait adapts
-/// to the load: a single caller is never kept waiting, and as load drops so does the target.
+/// to the load: the target is the last batch's size, so a lone caller waits at most once,
+/// right after a larger batch, and never after that.
 fn gather(receiver: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>, last_batch: usize) {
     let target = last_batch.min(MAX_BATCH);
     let deadline = Instant::now() + LINGER;

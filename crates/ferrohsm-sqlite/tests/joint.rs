@@ -98,3 +98,34 @@ async fn racing_creates_in_one_commit_record_only_the_winner() {
     assert_eq!(keys.count().await.unwrap(), 65);
     ferrohsm_audit::conformance::verify(&db.audit_sink()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_one_id_in_one_commit_store_the_one_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let keys = db.key_store();
+    keys.create(sample(Some("taken"), Algorithm::Aes256Gcm, &[])).await.unwrap();
+    // 32 writes of one id at once (as an import might send): half with a taken name.
+    let base = sample(None, Algorithm::Aes256Gcm, &[]);
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let keys = keys.clone();
+        let mut record = sample(
+            Some(&if i % 2 == 0 { "taken".to_owned() } else { format!("free-{i}") }),
+            Algorithm::Aes256Gcm,
+            &[],
+        );
+        record.id = base.id;
+        tasks.push(tokio::spawn(async move { keys.create(record).await }));
+    }
+    let mut answered = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(stored) => answered.push(stored),
+            Err(e) => assert!(matches!(e, Error::NameTaken(_) | Error::AlreadyExists(_)), "{e:?}"),
+        }
+    }
+    assert_eq!(answered.len(), 1, "exactly one write of the id is accepted");
+    let stored = keys.get(&base.id).await.unwrap().unwrap();
+    assert_eq!(stored, answered[0], "the stored record is the one that was answered");
+}

@@ -240,40 +240,46 @@ struct Staged {
     path: PathBuf,
 }
 
-/// Files fsynced by one thread at most, when a batch's files are synced concurrently.
+/// Files each syncing thread takes at least (fewer threads for small batches).
 const FILES_PER_SYNC_THREAD: usize = 4;
 
 /// Threads that fsync one batch's files at most.
 const SYNC_THREADS: usize = 16;
 
+/// Writes staged (each holding its temporary file open) before they are committed, whatever
+/// is still queued: bounds the open files of one commit.
+const MAX_STAGED: usize = 64;
+
 /// Fsyncs the staged files, several threads at once: concurrent fsyncs on one filesystem
 /// share its journal commits, where one after another each waits for its own. Answers one
 /// result per file, in order.
-fn sync_files<'a>(staged: impl ExactSizeIterator<Item = &'a Staged>) -> Vec<Result<()>> {
-    let staged: Vec<&Staged> = staged.collect();
+fn sync_files(staged: &[&Staged]) -> Vec<Result<()>> {
     let sync = |s: &Staged| s.file.sync_all().map_err(Error::io(&s.temp));
     if staged.len() <= 1 {
-        return staged.into_iter().map(sync).collect();
+        return staged.iter().map(|s| sync(s)).collect();
     }
     let per_thread = staged.len().div_ceil(SYNC_THREADS).max(FILES_PER_SYNC_THREAD);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = staged
+        let started: Vec<_> = staged
             .chunks(per_thread)
             .map(|chunk| {
-                (
-                    chunk.len(),
-                    scope.spawn(move || chunk.iter().map(|s| sync(s)).collect::<Vec<_>>()),
-                )
+                let spawned = std::thread::Builder::new()
+                    .name("ferrohsm-key-sync".into())
+                    .spawn_scoped(scope, move || chunk.iter().map(|s| sync(s)).collect::<Vec<_>>());
+                (chunk, spawned)
             })
             .collect();
-        handles
+        started
             .into_iter()
-            .flat_map(|(len, handle)| {
-                handle.join().unwrap_or_else(|_| {
-                    (0..len)
+            .flat_map(|(chunk, spawned)| match spawned {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    chunk
+                        .iter()
                         .map(|_| Err(Error::internal("syncing a key file", "the thread panicked")))
                         .collect()
-                })
+                }),
+                // No thread to be had (the process is at its limit): sync here instead.
+                Err(_) => chunk.iter().map(|s| sync(s)).collect(),
             })
             .collect()
     })
@@ -333,6 +339,9 @@ impl Inner {
                     }
                     batch.records.insert(record.id, record.clone());
                     batch.pending.push((job.reply, record, staged));
+                    if batch.pending.len() >= MAX_STAGED {
+                        self.finish(&mut batch);
+                    }
                 }
                 Err(e) => {
                     let _ = job.reply.send(Err(e));
@@ -394,7 +403,9 @@ impl Inner {
         let pending = std::mem::take(&mut batch.pending);
         batch.records.clear();
         batch.names.clear();
-        let synced = sync_files(pending.iter().map(|(_, _, staged)| staged));
+        let staged: Vec<&Staged> = pending.iter().map(|(_, _, staged)| staged).collect();
+        let synced = sync_files(&staged);
+        drop(staged);
         let mut placed = Vec::with_capacity(pending.len());
         for ((reply, record, staged), synced) in pending.into_iter().zip(synced) {
             let renamed = synced.and_then(|()| {

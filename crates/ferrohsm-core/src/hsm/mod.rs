@@ -212,7 +212,9 @@ impl Hsm {
             key = key.map(tracing::field::display),
         );
         // If the caller stops waiting (its future is dropped) after the work may have taken
-        // effect, the guard still writes a record saying so.
+        // effect, the guard still writes a record saying so. With a joint write (the work
+        // commits its own record) the log can then hold both that record and the guard's,
+        // in either order: the write happened, and its caller never saw the answer.
         let mut guard = AbandonGuard { audit: &self.inner.audit, ctx, operation, key, armed: true };
         let result = match self.rate_limit(ctx, operation) {
             Ok(()) => work.instrument(span.clone()).await,
