@@ -7,6 +7,8 @@
 //! - library code cannot `unwrap`/`expect`: every crate inherits the workspace lints that deny
 //!   them, and only test-support modules allow them;
 //! - every crate states its contract in a `//!` comment, including what it must never do;
+//! - each module of the core's `Hsm` reaches only the groups of its state that its concern
+//!   needs;
 //! - relative links in the documentation resolve.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -174,4 +176,66 @@ fn documentation_links_resolve() {
         }
     }
     assert!(broken.is_empty(), "broken documentation links:\n{}", broken.join("\n"));
+}
+
+/// The groups of the `Hsm`'s state (`Inner` in `crates/ferrohsm-core/src/hsm/mod.rs`) that each
+/// module may reach. Adding a group to a module is a design decision: change it here, with the
+/// reason in the commit.
+const HSM_STATE: &[(&str, &[&str])] = &[
+    // The request pipeline: authorize (policy), load (keys), audit every request.
+    ("mod.rs", &["provider", "sealer", "keys", "audit", "control"]),
+    // Builds every group, and checks the store at start.
+    ("builder.rs", &["provider", "sealer", "keys", "audit", "control", "tokens", "retention"]),
+    ("lifecycle.rs", &["provider", "sealer", "keys", "control"]),
+    ("crypto_ops.rs", &["provider", "sealer", "keys"]),
+    // Approvals are tagged by the sealer and their changes recorded.
+    ("dual_control.rs", &["provider", "sealer", "control", "audit"]),
+    ("audit_reads.rs", &["provider", "audit"]),
+    ("maintenance.rs", &["keys", "control"]),
+    // Revocations are tagged by the sealer; tokens never see keys, policy or the audit log.
+    ("tokens.rs", &["sealer", "tokens"]),
+    // Health reports on every component.
+    ("health.rs", &["provider", "sealer", "keys", "audit", "control", "retention"]),
+];
+
+#[test]
+fn each_hsm_module_reaches_only_its_state() {
+    let dir = root().join("crates/ferrohsm-core/src/hsm");
+    let mut problems = Vec::new();
+    let mut seen = Vec::new();
+    for path in rust_files(&dir) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        seen.push(name.clone());
+        let Some((_, allowed)) = HSM_STATE.iter().find(|(file, _)| *file == name) else {
+            problems.push(format!("{name}: a new module; list the state groups it may reach"));
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, _) in text.match_indices("inner") {
+            // `inner`, then (across line breaks, as rustfmt splits chains) `.` and a field.
+            let before = text[..i].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = text[i + "inner".len()..].trim_start();
+            let Some(rest) = rest.strip_prefix('.') else { continue };
+            let field: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // `inner.clone()` hands the whole state to a task the module starts.
+            if field == "clone" || allowed.contains(&field.as_str()) {
+                continue;
+            }
+            let line = text[..i].lines().count();
+            problems.push(format!("{name}:{line}: reaches `inner.{field}`"));
+        }
+    }
+    for (file, _) in HSM_STATE {
+        if !seen.iter().any(|s| s == file) {
+            problems.push(format!("{file}: listed but gone; remove it from HSM_STATE"));
+        }
+    }
+    assert!(problems.is_empty(), "hsm modules beyond their state:\n{}", problems.join("\n"));
 }

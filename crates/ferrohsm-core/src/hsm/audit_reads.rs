@@ -8,7 +8,7 @@ impl Hsm {
     pub async fn checkpoint_audit(&self, ctx: &RequestContext) -> Result<Option<Checkpoint>> {
         self.run(ctx, Operation::CheckpointAudit, None, async {
             self.authorize(ctx, Operation::CheckpointAudit, None, None, Vec::new).await?;
-            self.inner.audit.checkpoint().await.map_err(Error::AuditUnavailable)
+            self.inner.audit.sink.checkpoint().await.map_err(Error::AuditUnavailable)
         })
         .await
     }
@@ -17,7 +17,7 @@ impl Hsm {
     pub async fn latest_checkpoint(&self, ctx: &RequestContext) -> Result<Option<Checkpoint>> {
         self.run(ctx, Operation::ReadAudit, None, async {
             self.authorize(ctx, Operation::ReadAudit, None, None, Vec::new).await?;
-            self.inner.audit.latest_checkpoint().await.map_err(Error::AuditUnavailable)
+            self.inner.audit.sink.latest_checkpoint().await.map_err(Error::AuditUnavailable)
         })
         .await
     }
@@ -34,8 +34,8 @@ impl Hsm {
             // Everything up to the checkpoint current now is in the export once it completes:
             // recorded, so retention knows an auditor holds it (see `apply_retention`).
             let through =
-                self.inner.audit.latest_checkpoint().await.map_err(Error::AuditUnavailable)?;
-            let lines = self.inner.audit.export(out).await.map_err(Error::AuditUnavailable)?;
+                self.inner.audit.sink.latest_checkpoint().await.map_err(Error::AuditUnavailable)?;
+            let lines = self.inner.audit.sink.export(out).await.map_err(Error::AuditUnavailable)?;
             if let Some(cp) = through {
                 crate::retention::record_export(self, ctx, lines, cp.seq).await?;
             }
@@ -56,6 +56,7 @@ impl Hsm {
             let page = self
                 .inner
                 .audit
+                .sink
                 .query(&filter, after, limit)
                 .await
                 .map_err(Error::AuditUnavailable)?;
@@ -72,14 +73,14 @@ impl Hsm {
     pub async fn verify_audit(&self, ctx: &RequestContext) -> Result<AuditVerification> {
         self.run(ctx, Operation::ReadAudit, None, async {
             self.authorize(ctx, Operation::ReadAudit, None, None, Vec::new).await?;
-            let partial = self.inner.audit.kind() == "memory";
+            let partial = self.inner.audit.sink.kind() == "memory";
             let verifier = ferrohsm_audit::Verifier::new(self.inner.provider.clone())
-                .hmac_key(self.inner.audit_hmac_key.as_ref())
-                .public_key(&self.inner.audit_public_der)
+                .hmac_key(self.inner.audit.hmac_key.as_ref())
+                .public_key(&self.inner.audit.public_der)
                 .map_err(Error::Crypto)?
                 .allow_partial(partial);
             let mut writer = VerifyWriter::new(verifier.start());
-            self.inner.audit.export(&mut writer).await.map_err(Error::AuditUnavailable)?;
+            self.inner.audit.sink.export(&mut writer).await.map_err(Error::AuditUnavailable)?;
             let _ = std::io::Write::flush(&mut writer);
             let result = match writer.failure {
                 Some(failure) => Err(failure),
@@ -120,10 +121,10 @@ impl Hsm {
         reason: &str,
     ) -> Result<()> {
         let source = source_key(ctx);
-        let limited = self.inner.refusals.failure(&source);
+        let limited = self.inner.audit.refusals.failure(&source);
         let reason = format!("unauthenticated: {reason}");
-        if !self.inner.refusals.admit(&source) {
-            self.inner.refusals.count(&source, "authenticate", &reason);
+        if !self.inner.audit.refusals.admit(&source) {
+            self.inner.audit.refusals.count(&source, "authenticate", &reason);
             return limited.map_err(|retry_after| Error::RateLimited { retry_after });
         }
         let entry = AuditEntry {
@@ -138,9 +139,9 @@ impl Hsm {
             source_ip: ctx.source_ip.map(|ip| ip.to_string()),
             message: Some(reason),
         };
-        let written = self.inner.audit.append(entry).await;
+        let written = self.inner.audit.sink.append(entry).await;
         let counter =
-            if written.is_ok() { &self.inner.audit_written } else { &self.inner.audit_failed };
+            if written.is_ok() { &self.inner.audit.written } else { &self.inner.audit.failed };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         written.map_err(Error::AuditUnavailable)?;
         limited.map_err(|retry_after| Error::RateLimited { retry_after })

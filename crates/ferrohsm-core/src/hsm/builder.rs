@@ -208,28 +208,33 @@ impl HsmBuilder {
             inner: Arc::new(Inner {
                 provider: self.provider,
                 sealer,
-                store,
-                audit,
-                joint: self.joint,
-                audit_hmac_key,
-                audit_public_pem: audit_keys.public_key_pem(),
-                audit_public_der: audit_keys.public_key_der().to_vec(),
-                token_key,
-                audit_written: Default::default(),
-                audit_failed: Default::default(),
-                policy,
-                approvals,
-                revocations,
-                revoked: Default::default(),
-                max_token_lifetime: self.max_token_lifetime,
-                refusals: Refusals::new(self.refusal_interval),
-                nonce_budget: self.nonce_budget,
-                nonces: Default::default(),
-                cache: KeyCache::new(self.cache_capacity),
-                max_payload: self.max_payload,
-                destruction_grace: self.destruction_grace,
+                keys: Keys {
+                    store,
+                    joint: self.joint,
+                    cache: KeyCache::new(self.cache_capacity),
+                    nonce_budget: self.nonce_budget,
+                    nonces: Default::default(),
+                    max_payload: self.max_payload,
+                    destruction_grace: self.destruction_grace,
+                },
+                audit: Audit {
+                    sink: audit,
+                    hmac_key: audit_hmac_key,
+                    public_pem: audit_keys.public_key_pem(),
+                    public_der: audit_keys.public_key_der().to_vec(),
+                    written: Default::default(),
+                    failed: Default::default(),
+                    refusals: Refusals::new(self.refusal_interval),
+                    export_mark: Default::default(),
+                },
+                control: Control { policy, approvals },
+                tokens: Tokens {
+                    key: token_key,
+                    revocations,
+                    revoked: Default::default(),
+                    max_lifetime: self.max_token_lifetime,
+                },
                 retention: self.retention,
-                export_mark: Default::default(),
             }),
         };
         hsm.refresh_token_revocations().await?;
@@ -237,7 +242,7 @@ impl HsmBuilder {
         {
             // Writes aggregated refusals; ends when the last handle to the HSM is dropped.
             let weak = Arc::downgrade(&hsm.inner);
-            let every = hsm.inner.refusals.interval;
+            let every = hsm.inner.audit.refusals.interval;
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
@@ -249,13 +254,14 @@ impl HsmBuilder {
                 }
             });
         }
-        let sample = hsm.inner.store.list(&ListQuery { limit: 16, ..ListQuery::default() }).await?;
+        let sample =
+            hsm.inner.keys.store.list(&ListQuery { limit: 16, ..ListQuery::default() }).await?;
         let any_verifies =
-            sample.keys.iter().any(|r| hsm.inner.cache.check(&hsm.inner.sealer, r).is_ok());
+            sample.keys.iter().any(|r| hsm.inner.keys.cache.check(&hsm.inner.sealer, r).is_ok());
         if !sample.keys.is_empty() && !any_verifies {
             return Err(Error::MasterKeyMismatch);
         }
-        if hsm.inner.policy.has_file() && !self.policy_poll.is_zero() {
+        if hsm.inner.control.policy.has_file() && !self.policy_poll.is_zero() {
             // Reload on change; the task ends when the last handle to the HSM is dropped.
             let weak = Arc::downgrade(&hsm.inner);
             let poll = self.policy_poll;
@@ -271,7 +277,10 @@ impl HsmBuilder {
                     });
                     if let Err(e) = check.await {
                         tracing::error!(error = %e, "the policy file check panicked; it runs again");
-                        inner.policy.set_error(format!("the policy file check failed: {e}"));
+                        inner
+                            .control
+                            .policy
+                            .set_error(format!("the policy file check failed: {e}"));
                     }
                 }
             });
@@ -338,7 +347,7 @@ async fn record_quarantine(hsm: &Hsm) -> Result<()> {
         entries.push(entry);
     }
     for entry in entries {
-        hsm.inner.audit.append(entry).await.map_err(Error::AuditUnavailable)?;
+        hsm.inner.audit.sink.append(entry).await.map_err(Error::AuditUnavailable)?;
     }
     Ok(())
 }

@@ -231,11 +231,11 @@ impl Hsm {
     /// rotation started when the count reaches `rotate_at`. The count itself is synchronous;
     /// only the rare reservation awaits a write.
     pub(super) fn take_nonce(&self, record: &KeyRecord, version: u32) -> Result<Option<u64>> {
-        let budget = self.inner.nonce_budget;
+        let budget = self.inner.keys.nonce_budget;
         let reserved = record.version(version).map_or(0, |v| v.encryptions_reserved);
         let key = (record.id, version);
         let (count, rotate) = {
-            let mut nonces = self.inner.nonces.lock().unwrap_or_else(|p| p.into_inner());
+            let mut nonces = self.inner.keys.nonces.lock().unwrap_or_else(|p| p.into_inner());
             let count = nonces.0.entry(key).or_insert(reserved);
             if *count >= budget.limit {
                 return Err(Error::InvalidState {
@@ -260,7 +260,7 @@ impl Hsm {
                 let ctx = RequestContext::local("system:nonce-budget");
                 if let Err(e) = hsm.rotate_key(&ctx, &KeyRef::Id(id)).await {
                     tracing::error!(key = %id, error = %e, "rotating a key near its AES-GCM nonce budget failed");
-                    hsm.inner.nonces.lock().unwrap_or_else(|p| p.into_inner()).1.remove(&key);
+                    hsm.inner.keys.nonces.lock().unwrap_or_else(|p| p.into_inner()).1.remove(&key);
                 }
             });
         }
@@ -289,9 +289,9 @@ impl Hsm {
     /// The largest share of its AES-GCM nonce budget any key version has used (0 to 1), for
     /// metrics.
     pub fn nonce_budget_used(&self) -> f64 {
-        let nonces = self.inner.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let nonces = self.inner.keys.nonces.lock().unwrap_or_else(|p| p.into_inner());
         let max = nonces.0.values().copied().max().unwrap_or(0);
-        max as f64 / self.inner.nonce_budget.limit.max(1) as f64
+        max as f64 / self.inner.keys.nonce_budget.limit.max(1) as f64
     }
 }
 

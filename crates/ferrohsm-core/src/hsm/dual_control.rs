@@ -13,8 +13,12 @@ impl Hsm {
         self.run(ctx, Operation::ListApprovals, None, async {
             self.authorize(ctx, Operation::ListApprovals, None, None, Vec::new).await?;
             let now = OffsetDateTime::now_utc();
-            let stored =
-                self.inner.approvals.list(limit.clamp(1, ferrohsm_store::MAX_LIST_LIMIT)).await?;
+            let stored = self
+                .inner
+                .control
+                .approvals
+                .list(limit.clamp(1, ferrohsm_store::MAX_LIST_LIMIT))
+                .await?;
             let mut list = Vec::with_capacity(stored.len());
             for document in &stored {
                 let mut a = self.open_approval(document)?;
@@ -88,7 +92,7 @@ impl Hsm {
                 a.deny(&ctx.caller(), comment.clone(), now)
             };
             voted.map_err(Error::Approval)?;
-            match self.inner.approvals.update(self.seal_approval(&a, now)?).await {
+            match self.inner.control.approvals.update(self.seal_approval(&a, now)?).await {
                 Ok(()) => {
                     if a.operation == Operation::ManagePolicy
                         && a.state == ApprovalState::Approved
@@ -121,7 +125,7 @@ impl Hsm {
     /// recorded in the audit log. Returns whether a new policy is in force.
     pub(super) async fn policy_file_changed(&self, force: bool) -> Result<bool> {
         let inner = &self.inner;
-        let candidate = match inner.policy.read_candidate(inner.provider.as_ref(), force) {
+        let candidate = match inner.control.policy.read_candidate(inner.provider.as_ref(), force) {
             Ok(Some(c)) => c,
             Ok(None) => return Ok(false),
             Err(e) => {
@@ -130,18 +134,18 @@ impl Hsm {
                 return Err(Error::InvalidPolicy(e));
             }
         };
-        let engine = inner.policy.engine();
+        let engine = inner.control.policy.engine();
         let dual = engine
             .policy()
             .global_dual_control
             .as_ref()
             .filter(|d| d.operations.contains(&Operation::ManagePolicy));
         let Some(dual) = dual else {
-            inner.policy.install(candidate);
+            inner.control.policy.install(candidate);
             record_policy_event(inner, Outcome::Success, "policy file reloaded".into()).await;
             return Ok(true);
         };
-        if inner.policy.staged().is_some_and(|s| s.candidate.sha256 == candidate.sha256) {
+        if inner.control.policy.staged().is_some_and(|s| s.candidate.sha256 == candidate.sha256) {
             return Ok(false);
         }
         let rule = ferrohsm_policy::ApprovalRule {
@@ -152,7 +156,7 @@ impl Hsm {
             approver_issuers: dual.approver_issuers.clone(),
             require_certificate: dual.require_certificate,
         };
-        let path = inner.policy.path().map(|p| p.display().to_string()).unwrap_or_default();
+        let path = inner.control.policy.path().map(|p| p.display().to_string()).unwrap_or_default();
         let parameters = params::describe(
             Operation::ManagePolicy,
             None,
@@ -174,8 +178,8 @@ impl Hsm {
             &ctx.caller(),
             now,
         );
-        inner.approvals.create(self.seal_approval(&approval, now)?).await?;
-        inner.policy.stage(crate::policy::Staged { candidate, approval: approval.id });
+        inner.control.approvals.create(self.seal_approval(&approval, now)?).await?;
+        inner.control.policy.stage(crate::policy::Staged { candidate, approval: approval.id });
         let message = format!(
             "approval_required: the changed policy file waits for approval {} ({} of {} approvals): {}",
             approval.id,
@@ -190,7 +194,7 @@ impl Hsm {
     /// Puts the staged policy file in force once its approval `id` is approved, marking the
     /// approval executed.
     pub(super) async fn apply_staged_policy(&self, id: uuid::Uuid) -> Result<()> {
-        let Some(staged) = self.inner.policy.staged().filter(|s| s.approval == id) else {
+        let Some(staged) = self.inner.control.policy.staged().filter(|s| s.approval == id) else {
             return Ok(());
         };
         let mut approval = self.load_approval(id).await?;
@@ -199,8 +203,8 @@ impl Hsm {
         approval
             .execute(POLICY_ACTOR, Operation::ManagePolicy, "", &digest, now)
             .map_err(Error::Approval)?;
-        self.inner.approvals.update(self.seal_approval(&approval, now)?).await?;
-        self.inner.policy.install(staged.candidate);
+        self.inner.control.approvals.update(self.seal_approval(&approval, now)?).await?;
+        self.inner.control.policy.install(staged.candidate);
         let message = format!("policy file reloaded after approval {id}");
         record_policy_event(&self.inner, Outcome::Success, message).await;
         Ok(())
@@ -208,7 +212,7 @@ impl Hsm {
 
     /// Why the policy file was last rejected, while it stays broken.
     pub fn policy_error(&self) -> Option<String> {
-        self.inner.policy.last_error()
+        self.inner.control.policy.last_error()
     }
 
     /// The stored form of `approval`: its encoding with an integrity tag inside, plus what the
@@ -242,7 +246,7 @@ impl Hsm {
     }
 
     pub(super) async fn load_approval(&self, id: uuid::Uuid) -> Result<Approval> {
-        let document = match self.inner.approvals.get(&id).await {
+        let document = match self.inner.control.approvals.get(&id).await {
             Err(ferrohsm_store::Error::Corrupt { .. }) => {
                 return Err(Error::Forbidden(format!("approval {id} failed its integrity check")));
             }
@@ -265,7 +269,7 @@ async fn record_policy_event(inner: &Inner, outcome: Outcome, message: String) {
         uuid::Uuid::now_v7().to_string(),
     );
     entry.message = Some(message);
-    if let Err(e) = inner.audit.append(entry).await {
+    if let Err(e) = inner.audit.sink.append(entry).await {
         tracing::error!(error = %e, "could not record a policy file event");
     }
 }

@@ -6,7 +6,7 @@ use super::*;
 impl Hsm {
     /// The store backend's name, for health output.
     pub fn store_kind(&self) -> &'static str {
-        self.inner.store.kind()
+        self.inner.keys.store.kind()
     }
 
     /// The crypto provider's name.
@@ -28,10 +28,11 @@ impl Hsm {
     pub async fn health(&self) -> Health {
         let ok = |detail: String| ComponentHealth { status: "ok".into(), detail };
         let bad = |detail: String| ComponentHealth { status: "error".into(), detail };
-        let kind = self.inner.store.kind();
+        let kind = self.inner.keys.store.kind();
         let damaged = self.damaged_records().len();
         let store = match self
             .inner
+            .keys
             .store
             .list(&ListQuery { limit: 1, ..ListQuery::default() })
             .await
@@ -45,8 +46,8 @@ impl Hsm {
             },
             Err(e) => bad(format!("{kind}: {}", e.code())),
         };
-        let audit_kind = self.inner.audit.kind();
-        let audit = match (self.audit_failure(), self.inner.audit.latest_checkpoint().await) {
+        let audit_kind = self.inner.audit.sink.kind();
+        let audit = match (self.audit_failure(), self.inner.audit.sink.latest_checkpoint().await) {
             (Some(reason), _) => bad(format!(
                 "{audit_kind}: records cannot be written ({reason}); operations answer unavailable until a write succeeds"
             )),
@@ -54,9 +55,9 @@ impl Hsm {
             (None, Err(e)) => bad(format!("{audit_kind}: {e}")),
         };
         let seal = ok(format!("master key {}", self.master_key_fingerprint()));
-        let since = rfc3339(self.inner.policy.in_force_since());
+        let since = rfc3339(self.inner.control.policy.in_force_since());
         let policy = match self.policy_error() {
-            None => match self.inner.policy.staged() {
+            None => match self.inner.control.policy.staged() {
                 None => ok(format!("in force since {since}")),
                 Some(staged) => ok(format!(
                     "in force since {since}; a changed file (sha256 {}) awaits approval {}",
@@ -93,7 +94,7 @@ impl Hsm {
             };
             let mut n = 0u64;
             loop {
-                let page = self.inner.store.list(&query).await?;
+                let page = self.inner.keys.store.list(&query).await?;
                 n += page.keys.len() as u64;
                 match page.next_cursor {
                     Some(c) => query.cursor = Some(c),
@@ -108,7 +109,7 @@ impl Hsm {
     /// The most recent approvals (up to 1000) by effective state, for metrics.
     pub async fn approval_counts(&self) -> Result<Vec<(ApprovalState, u64)>> {
         let now = OffsetDateTime::now_utc();
-        let list = self.inner.approvals.list(ferrohsm_store::MAX_LIST_LIMIT).await?;
+        let list = self.inner.control.approvals.list(ferrohsm_store::MAX_LIST_LIMIT).await?;
         let mut counts: BTreeMap<&'static str, (ApprovalState, u64)> = BTreeMap::new();
         for a in list.iter().filter_map(|d| self.open_approval(d).ok()) {
             let state = a.state_at(now);
@@ -120,8 +121,8 @@ impl Hsm {
     /// Stored key records and approvals that could not be read when the HSM opened: each is
     /// quarantined (left in place, refused with `integrity`) while everything else works.
     pub fn damaged_records(&self) -> Vec<ferrohsm_store::DamagedRecord> {
-        let mut all = self.inner.store.damaged();
-        all.extend(self.inner.approvals.damaged());
+        let mut all = self.inner.keys.store.damaged();
+        all.extend(self.inner.control.approvals.damaged());
         all
     }
 
@@ -129,40 +130,46 @@ impl Hsm {
     /// answers. (Damaged records or a rejected policy file degrade health but not readiness.)
     pub async fn ready(&self) -> bool {
         self.audit_failure().is_none()
-            && self.inner.store.list(&ListQuery { limit: 1, ..ListQuery::default() }).await.is_ok()
+            && self
+                .inner
+                .keys
+                .store
+                .list(&ListQuery { limit: 1, ..ListQuery::default() })
+                .await
+                .is_ok()
     }
 
     /// Why the audit sink refuses records right now, if it does (it retries by itself).
     pub fn audit_failure(&self) -> Option<String> {
-        self.inner.audit.failure()
+        self.inner.audit.sink.failure()
     }
 
     /// Audit records written by operations, and records that could not be written, since start.
     pub fn audit_stats(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        (self.inner.audit_written.load(Relaxed), self.inner.audit_failed.load(Relaxed))
+        (self.inner.audit.written.load(Relaxed), self.inner.audit.failed.load(Relaxed))
     }
 
     /// Key cache hits and misses since start.
     pub fn cache_stats(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        (self.inner.cache.hits.load(Relaxed), self.inner.cache.misses.load(Relaxed))
+        (self.inner.keys.cache.hits.load(Relaxed), self.inner.keys.cache.misses.load(Relaxed))
     }
 
     /// The public key that verifies audit checkpoints (PEM), for auditors.
     pub fn audit_public_key_pem(&self) -> &str {
-        &self.inner.audit_public_pem
+        &self.inner.audit.public_pem
     }
 
     /// The audit HMAC key, for an auditor who verifies record HMACs offline. Anyone holding it
     /// can forge records that pass the HMAC check (but not checkpoint signatures).
     pub fn danger_audit_hmac_key(&self) -> SecretBytes {
-        SecretBytes::copy_from(self.inner.audit_hmac_key.as_ref())
+        SecretBytes::copy_from(self.inner.audit.hmac_key.as_ref())
     }
 
     /// Checkpoints and closes the audit sink. Every later operation fails with `unavailable`.
     pub async fn shutdown(&self) -> Result<()> {
         flush_refusals(&self.inner).await;
-        self.inner.audit.close().await.map_err(Error::AuditUnavailable)
+        self.inner.audit.sink.close().await.map_err(Error::AuditUnavailable)
     }
 }

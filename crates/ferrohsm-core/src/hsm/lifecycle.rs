@@ -22,7 +22,7 @@ impl Hsm {
             };
             self.authorize(ctx, Operation::CreateKey, None, Some(&request.tags), params).await?;
             if let Some(name) = &name
-                && self.inner.store.find_by_name(name).await?.is_some()
+                && self.inner.keys.store.find_by_name(name).await?.is_some()
             {
                 return Err(Error::Conflict(format!("the name {name} is already taken")));
             }
@@ -49,7 +49,7 @@ impl Hsm {
                 tag: None,
             };
             let record = self.tagged(record);
-            match &self.inner.joint {
+            match &self.inner.keys.joint {
                 // One commit for the key and its record: the success record is known now.
                 Some(joint) => {
                     let success: Result<KeyInfo> = Ok(KeyInfo::from(&record));
@@ -58,7 +58,7 @@ impl Hsm {
                     Ok(Recorded { value: KeyInfo::from(stored.as_ref()), recorded: true })
                 }
                 None => {
-                    let stored = self.inner.store.create(record).await?;
+                    let stored = self.inner.keys.store.create(record).await?;
                     Ok(Recorded { value: KeyInfo::from(stored.as_ref()), recorded: false })
                 }
             }
@@ -71,11 +71,11 @@ impl Hsm {
     pub async fn list_keys(&self, ctx: &RequestContext, query: &ListQuery) -> Result<KeyList> {
         self.run(ctx, Operation::ListKeys, None, async {
             self.authorize(ctx, Operation::ListKeys, None, None, Vec::new).await?;
-            let page = self.inner.store.list(query).await?;
-            let engine = self.inner.policy.engine();
+            let page = self.inner.keys.store.list(query).await?;
+            let engine = self.inner.control.policy.engine();
             let mut keys = Vec::with_capacity(page.keys.len());
             for record in &page.keys {
-                self.inner.cache.check(&self.inner.sealer, record)?;
+                self.inner.keys.cache.check(&self.inner.sealer, record)?;
                 // Keys whose tag policies exclude the caller are left out of the page (which may
                 // then hold fewer than `limit` keys; the cursor still continues correctly).
                 let request = PolicyRequest {
@@ -223,11 +223,12 @@ impl Hsm {
             let verified = self.load(key).await?;
             // The request's grace, else the key's tag policy, else the configured default:
             // decided before approval so approvers see the period that will apply.
-            let policy_grace = self.inner.policy.engine().destruction_grace(&verified.record.tags);
+            let policy_grace =
+                self.inner.control.policy.engine().destruction_grace(&verified.record.tags);
             let (grace, origin) = match (grace, policy_grace) {
                 (Some(g), _) => (g, "requested"),
                 (None, Some(g)) => (g, "the key's tag policy"),
-                (None, None) => (self.inner.destruction_grace, "the server default"),
+                (None, None) => (self.inner.keys.destruction_grace, "the server default"),
             };
             self.authorize(
                 ctx,
@@ -301,9 +302,9 @@ impl Hsm {
             v.sealed = None;
         }
         let versions = u32::try_from(next.versions.len()).unwrap_or(u32::MAX);
-        self.inner.cache.remove(&id);
-        self.inner.store.purge(self.tagged(next)).await?;
-        self.inner.cache.remove(&id);
+        self.inner.keys.cache.remove(&id);
+        self.inner.keys.store.purge(self.tagged(next)).await?;
+        self.inner.keys.cache.remove(&id);
         Ok(Purged { key_id: id, versions })
     }
 
@@ -371,7 +372,7 @@ impl Hsm {
             let verified = self.load(key).await?;
             let mut next = successor(&verified.record);
             change(&verified.record, &mut next)?;
-            match self.inner.store.update(self.tagged(next)).await {
+            match self.inner.keys.store.update(self.tagged(next)).await {
                 Ok(stored) => return Ok(KeyInfo::from(stored.as_ref())),
                 Err(ferrohsm_store::Error::Conflict { .. }) if attempt < WRITE_ATTEMPTS => continue,
                 Err(ferrohsm_store::Error::Conflict { id, .. }) => {

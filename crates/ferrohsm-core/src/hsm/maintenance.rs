@@ -14,7 +14,7 @@ impl Hsm {
             operation: Operation::PurgeKey,
             key_tags: None,
         };
-        if let Decision::Deny(reason) = self.inner.policy.engine().decide(&roles_only) {
+        if let Decision::Deny(reason) = self.inner.control.policy.engine().decide(&roles_only) {
             let refused = async { Err::<Purged, _>(Error::Forbidden(reason)) };
             return self.run(ctx, Operation::PurgeKey, None, refused).await.map(|_| Vec::new());
         }
@@ -25,7 +25,7 @@ impl Hsm {
             ..ListQuery::default()
         };
         loop {
-            let page = self.inner.store.list(&query).await?;
+            let page = self.inner.keys.store.list(&query).await?;
             due.extend(
                 page.keys
                     .iter()
@@ -58,7 +58,7 @@ impl Hsm {
         ctx: &RequestContext,
         now: OffsetDateTime,
     ) -> Result<Vec<KeyId>> {
-        let engine = self.inner.policy.engine();
+        let engine = self.inner.control.policy.engine();
         let mut due = Vec::new();
         let mut query = ListQuery {
             limit: ferrohsm_store::MAX_LIST_LIMIT,
@@ -66,7 +66,7 @@ impl Hsm {
             ..ListQuery::default()
         };
         loop {
-            let page = self.inner.store.list(&query).await?;
+            let page = self.inner.keys.store.list(&query).await?;
             for record in &page.keys {
                 let Some(max_age) = engine.max_age(&record.tags) else { continue };
                 let current = record.version(record.current_version).map(|v| v.created_at);

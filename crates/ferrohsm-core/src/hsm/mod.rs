@@ -72,37 +72,68 @@ pub struct Hsm {
     inner: Arc<Inner>,
 }
 
+/// Everything an HSM holds, grouped by concern. Each `hsm` module reaches only the groups its
+/// concern needs (`xtask/tests/tidy.rs` keeps the list): tokens never see the audit log's
+/// keys, audit reads never see the key store, and so on.
 #[derive(Debug)]
 struct Inner {
+    /// The crypto primitives (stateless; every concern may use them).
     provider: Arc<dyn CryptoProvider>,
+    /// The master key's only holder: seals key material and tags whatever a store keeps
+    /// (records, approvals, revocations) against tampering.
     sealer: Sealer,
+    keys: Keys,
+    audit: Audit,
+    control: Control,
+    tokens: Tokens,
+    retention: crate::retention::Retention,
+}
+
+/// Keys: the key store, the cache of verified records, and the limits operations run under.
+#[derive(Debug)]
+struct Keys {
     store: Arc<dyn KeyStore>,
-    audit: Arc<dyn AuditSink>,
     /// Commits a new key with its audit record when the store and the audit sink are one
     /// database (see [`Hsm::create_key`]).
     joint: Option<Arc<dyn AuditedKeyWrites>>,
-    audit_hmac_key: Zeroizing<[u8; 32]>,
-    audit_public_pem: String,
-    audit_public_der: Vec<u8>,
-    token_key: TokenKey,
-    audit_written: std::sync::atomic::AtomicU64,
-    audit_failed: std::sync::atomic::AtomicU64,
-    policy: PolicyHandle,
-    approvals: Arc<dyn ApprovalStore>,
-    revocations: Arc<dyn TokenRevocationStore>,
-    /// The live revocations, checked on every request.
-    revoked: std::sync::RwLock<RevokedSet>,
-    max_token_lifetime: Duration,
-    refusals: Refusals,
+    cache: KeyCache,
     nonce_budget: NonceBudget,
     /// AES-GCM encryptions per (key, version) since start (starting from the persisted
     /// reservation), and the versions whose automatic rotation has started.
     nonces: std::sync::Mutex<NonceTable>,
-    cache: KeyCache,
     max_payload: usize,
     destruction_grace: Duration,
-    retention: crate::retention::Retention,
+}
+
+/// The audit log: its sink, the keys auditors verify with, counters, refusal aggregation and
+/// the export mark retention reads.
+#[derive(Debug)]
+struct Audit {
+    sink: Arc<dyn AuditSink>,
+    hmac_key: Zeroizing<[u8; 32]>,
+    public_pem: String,
+    public_der: Vec<u8>,
+    written: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    refusals: Refusals,
     export_mark: std::sync::Mutex<crate::retention::ExportMark>,
+}
+
+/// Policy and dual control.
+#[derive(Debug)]
+struct Control {
+    policy: PolicyHandle,
+    approvals: Arc<dyn ApprovalStore>,
+}
+
+/// Bearer tokens: the signing key and the revocations.
+#[derive(Debug)]
+struct Tokens {
+    key: TokenKey,
+    revocations: Arc<dyn TokenRevocationStore>,
+    /// The live revocations, checked on every request.
+    revoked: std::sync::RwLock<RevokedSet>,
+    max_lifetime: Duration,
 }
 
 mod audit_reads;
@@ -129,7 +160,7 @@ impl Hsm {
         tags: Option<&BTreeMap<String, String>>,
         params: impl FnOnce() -> Vec<Parameter>,
     ) -> Result<()> {
-        let engine = self.inner.policy.engine();
+        let engine = self.inner.control.policy.engine();
         let request = PolicyRequest {
             actor: &ctx.actor,
             roles: &ctx.roles,
@@ -149,12 +180,12 @@ impl Hsm {
         let Some(id) = ctx.approval_id else {
             let approval =
                 Approval::new(&rule, operation, key_id, parameters, digest, &ctx.caller(), now);
-            self.inner.approvals.create(self.seal_approval(&approval, now)?).await?;
+            self.inner.control.approvals.create(self.seal_approval(&approval, now)?).await?;
             return Err(Error::ApprovalRequired(Box::new(approval)));
         };
         let mut approval = self.load_approval(id).await?;
         approval.execute(&ctx.actor, operation, &key_id, &digest, now).map_err(Error::Approval)?;
-        match self.inner.approvals.update(self.seal_approval(&approval, now)?).await {
+        match self.inner.control.approvals.update(self.seal_approval(&approval, now)?).await {
             Ok(()) => Ok(()),
             // Someone executed it in between.
             Err(ferrohsm_store::Error::ApprovalConflict(_)) => {
@@ -174,6 +205,7 @@ impl Hsm {
             (true, None) => "anonymous".to_owned(),
         };
         self.inner
+            .control
             .policy
             .limiter
             .check(&key, operation, std::time::Instant::now())
@@ -181,15 +213,15 @@ impl Hsm {
     }
 
     pub(crate) fn approval_store(&self) -> &Arc<dyn ApprovalStore> {
-        &self.inner.approvals
+        &self.inner.control.approvals
     }
 
     pub(crate) fn audit_sink(&self) -> &Arc<dyn AuditSink> {
-        &self.inner.audit
+        &self.inner.audit.sink
     }
 
     pub(crate) fn export_mark(&self) -> &std::sync::Mutex<crate::retention::ExportMark> {
-        &self.inner.export_mark
+        &self.inner.audit.export_mark
     }
 
     /// The one path every public operation takes: a span with the caller and key, then one
@@ -215,15 +247,16 @@ impl Hsm {
         // effect, the guard still writes a record saying so. With a joint write (the work
         // commits its own record) the log can then hold both that record and the guard's,
         // in either order: the write happened, and its caller never saw the answer.
-        let mut guard = AbandonGuard { audit: &self.inner.audit, ctx, operation, key, armed: true };
+        let mut guard =
+            AbandonGuard { audit: &self.inner.audit.sink, ctx, operation, key, armed: true };
         let result = match self.rate_limit(ctx, operation) {
             Ok(()) => work.instrument(span.clone()).await,
             Err(e) => {
                 let source = source_key(ctx);
-                if !self.inner.refusals.admit(&source) {
+                if !self.inner.audit.refusals.admit(&source) {
                     // Beyond the source's budget: counted for the next aggregated record.
                     guard.armed = false;
-                    self.inner.refusals.count(&source, operation.as_str(), e.code());
+                    self.inner.audit.refusals.count(&source, operation.as_str(), e.code());
                     return Err(e);
                 }
                 Err(e)
@@ -234,7 +267,7 @@ impl Hsm {
         {
             // The work committed its own record with its write (one transaction).
             guard.armed = false;
-            self.inner.audit_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.audit.written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return result;
         }
         if let Err(e) = &result {
@@ -244,13 +277,13 @@ impl Hsm {
         // From here the record below is written even if this future is dropped: both sinks
         // take the entry on the first poll.
         guard.armed = false;
-        match self.inner.audit.append(entry).await {
+        match self.inner.audit.sink.append(entry).await {
             Ok(_) => {
-                self.inner.audit_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.inner.audit.written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 result
             }
             Err(e) => {
-                self.inner.audit_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.inner.audit.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(parent: &span, error = %e, "audit record not written; withholding the result");
                 Err(Error::AuditUnavailable(e))
             }
@@ -261,14 +294,14 @@ impl Hsm {
     async fn load(&self, key: &KeyRef) -> Result<Arc<VerifiedKey>> {
         let record = match key {
             // A quarantined record answers `integrity`, like one whose tag fails.
-            KeyRef::Id(id) => self.inner.store.get(id).await.map_err(|e| match e {
+            KeyRef::Id(id) => self.inner.keys.store.get(id).await.map_err(|e| match e {
                 ferrohsm_store::Error::Corrupt { .. } => Error::Integrity(*id),
                 other => other.into(),
             })?,
-            KeyRef::Name(name) => self.inner.store.find_by_name(name).await?,
+            KeyRef::Name(name) => self.inner.keys.store.find_by_name(name).await?,
         }
         .ok_or_else(|| Error::NotFound(key.to_string()))?;
-        self.inner.cache.verify(&self.inner.sealer, record)
+        self.inner.keys.cache.verify(&self.inner.sealer, record)
     }
 
     /// Loads a key for a cryptographic operation and checks algorithm, usage, state and
@@ -338,8 +371,12 @@ impl Hsm {
     }
 
     fn limit(&self, what: &'static str, actual: usize) -> Result<()> {
-        if actual > self.inner.max_payload {
-            return Err(Error::PayloadTooLarge { what, actual, limit: self.inner.max_payload });
+        if actual > self.inner.keys.max_payload {
+            return Err(Error::PayloadTooLarge {
+                what,
+                actual,
+                limit: self.inner.keys.max_payload,
+            });
         }
         Ok(())
     }
@@ -377,8 +414,8 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
 
 /// Writes one record per (source, action, reason) counted since the last flush.
 async fn flush_refusals(inner: &Inner) {
-    let seconds = inner.refusals.interval.as_secs_f64();
-    for a in inner.refusals.drain() {
+    let seconds = inner.audit.refusals.interval.as_secs_f64();
+    for a in inner.audit.refusals.drain() {
         let (actor, source_ip) = match a.source.split_once(':') {
             Some(("ip", ip)) => (String::new(), Some(ip.to_owned())),
             Some(("actor", actor)) => (actor.to_owned(), None),
@@ -395,7 +432,7 @@ async fn flush_refusals(inner: &Inner) {
             "aggregated: {} refusals ({}) from {} in the last {seconds} s",
             a.count, a.reason, a.source
         ));
-        if let Err(e) = inner.audit.append(entry).await {
+        if let Err(e) = inner.audit.sink.append(entry).await {
             tracing::error!(error = %e, "could not record aggregated refusals");
         }
     }

@@ -6,7 +6,7 @@ use super::*;
 impl Hsm {
     /// The key this HSM signs bearer tokens with (for publishing and checking them).
     pub fn token_key(&self) -> &TokenKey {
-        &self.inner.token_key
+        &self.inner.tokens.key
     }
 
     /// Signs a token's JWS signing input with the token key: the audited way to issue a
@@ -21,10 +21,10 @@ impl Hsm {
     ) -> Result<Vec<u8>> {
         let issued = self
             .run(ctx, Operation::IssueToken, None, async {
-                if grant.ttl > self.inner.max_token_lifetime || grant.ttl <= Duration::ZERO {
+                if grant.ttl > self.inner.tokens.max_lifetime || grant.ttl <= Duration::ZERO {
                     return Err(Error::InvalidRequest(format!(
                         "the lifetime must be between 1 and {} seconds",
-                        self.inner.max_token_lifetime.whole_seconds()
+                        self.inner.tokens.max_lifetime.whole_seconds()
                     )));
                 }
                 self.authorize(ctx, Operation::IssueToken, None, None, || {
@@ -40,7 +40,7 @@ impl Hsm {
                     ]
                 })
                 .await?;
-                let signature = self.inner.token_key.sign(signing_input)?;
+                let signature = self.inner.tokens.key.sign(signing_input)?;
                 Ok(IssuedToken { subject: grant.subject.clone(), signature })
             })
             .await?;
@@ -76,14 +76,15 @@ impl Hsm {
                 reason: reason.clone(),
                 revoked_by: ctx.actor.clone(),
                 revoked_at: now,
-                expires_at: now + self.inner.max_token_lifetime + REVOCATION_MARGIN,
+                expires_at: now + self.inner.tokens.max_lifetime + REVOCATION_MARGIN,
                 tag: None,
             };
             let tag = self.inner.sealer.authenticate(&revocation.canonical_bytes());
             revocation.tag = Some(ferrohsm_crypto::b64::encode(&tag.0));
-            self.inner.revocations.add(revocation.clone(), now).await?;
+            self.inner.tokens.revocations.add(revocation.clone(), now).await?;
             {
-                let mut revoked = self.inner.revoked.write().unwrap_or_else(|p| p.into_inner());
+                let mut revoked =
+                    self.inner.tokens.revoked.write().unwrap_or_else(|p| p.into_inner());
                 revoked.0.insert((matches, value.to_owned()));
                 revoked.1.insert(revocation.id);
             }
@@ -96,7 +97,7 @@ impl Hsm {
     /// Whether a token with this `jti` and `sid` is revoked (a set lookup; call it on every
     /// request, cached verification or not).
     pub fn is_token_revoked(&self, jti: Option<&str>, sid: Option<&str>) -> bool {
-        let revoked = &self.inner.revoked.read().unwrap_or_else(|p| p.into_inner()).0;
+        let revoked = &self.inner.tokens.revoked.read().unwrap_or_else(|p| p.into_inner()).0;
         if revoked.is_empty() {
             return false;
         }
@@ -109,15 +110,15 @@ impl Hsm {
     /// Re-reads the live revocations from the store (so revocations made by another replica
     /// take effect here), dropping expired ones and any whose integrity tag fails.
     pub async fn refresh_token_revocations(&self) -> Result<()> {
-        if let Some(d) = self.inner.revocations.damaged().first() {
+        if let Some(d) = self.inner.tokens.revocations.damaged().first() {
             // Fail closed: forgetting a revocation could let a revoked token back in.
             return Err(Error::Store(ferrohsm_store::Error::Corrupt {
                 record: format!("token revocation {}", d.location),
                 reason: d.reason.clone(),
             }));
         }
-        let live = self.inner.revocations.live(OffsetDateTime::now_utc()).await?;
-        let known = self.inner.revoked.read().unwrap_or_else(|p| p.into_inner()).1.clone();
+        let live = self.inner.tokens.revocations.live(OffsetDateTime::now_utc()).await?;
+        let known = self.inner.tokens.revoked.read().unwrap_or_else(|p| p.into_inner()).1.clone();
         let mut set = HashSet::with_capacity(live.len());
         let mut ids = HashSet::with_capacity(live.len());
         for r in live {
@@ -139,13 +140,13 @@ impl Hsm {
             ids.insert(r.id);
             set.insert((r.matches, r.value));
         }
-        *self.inner.revoked.write().unwrap_or_else(|p| p.into_inner()) = (set, ids);
+        *self.inner.tokens.revoked.write().unwrap_or_else(|p| p.into_inner()) = (set, ids);
         Ok(())
     }
 
     /// The longest a bearer token may live.
     pub fn max_token_lifetime(&self) -> Duration {
-        self.inner.max_token_lifetime
+        self.inner.tokens.max_lifetime
     }
 }
 
