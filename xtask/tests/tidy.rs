@@ -1,7 +1,7 @@
 //! Tidy checks: the structural rules of the workspace, as tests (run by `cargo xtask test`).
 //!
-//! - frontends (the server and the CLI) depend on the core only, never on a backend or a
-//!   lower crate directly;
+//! - frontends (the server and the CLI) depend on the core and the API contract only, never on
+//!   a backend or a lower crate directly;
 //! - no concrete backend is named in production code outside the backend crates and the one
 //!   crate that maps configuration to a backend (`ferrohsm-backends`);
 //! - library code cannot `unwrap`/`expect`: every crate inherits the workspace lints that deny
@@ -54,7 +54,11 @@ fn frontends_depend_only_on_the_core() {
     for frontend in ["crates/ferrohsm-server", "crates/ferrohsm-cli"] {
         let deps = manifest(&root().join(frontend))["dependencies"].as_table().unwrap().clone();
         let internal: Vec<&String> = deps.keys().filter(|k| k.starts_with("ferrohsm-")).collect();
-        assert_eq!(internal, ["ferrohsm-core"], "{frontend} depends on {internal:?}");
+        assert_eq!(
+            internal,
+            ["ferrohsm-api", "ferrohsm-core"],
+            "{frontend} depends on {internal:?}"
+        );
     }
 }
 

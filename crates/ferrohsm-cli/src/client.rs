@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use ferrohsm_core::wire::{ApprovalInfo, ErrorBody};
+use ferrohsm_api::ErrorBody;
+use ferrohsm_core::wire::ApprovalInfo;
 use reqwest::blocking::{RequestBuilder, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -126,7 +127,7 @@ impl Client {
         }
         let text = response.text().unwrap_or_default();
         let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => (body.error.code, body.error.message),
+            Ok(body) => (body.error.code.to_string(), body.error.message),
             Err(_) => (format!("http_{status}"), text.trim().chars().take(200).collect()),
         };
         let kind = match status {

@@ -864,25 +864,3 @@ pub struct ComponentHealth {
     /// The backend or a short detail.
     pub detail: String,
 }
-
-/// The body of every error response (SPEC §6).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// An error's code, message and request id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct ErrorDetail {
-    /// A stable machine code (`not_found`, `invalid_request`, …).
-    pub code: String,
-    /// A human-readable message.
-    pub message: String,
-    /// The request id, for correlating with logs and audit records.
-    pub request_id: String,
-}

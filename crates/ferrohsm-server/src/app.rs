@@ -16,10 +16,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use ferrohsm_api::ErrorBody;
 use ferrohsm_core::wire::{
     ApprovalInfo, ApprovalList, AuditPage, AuditQuery, AuditVerification, CreateKey,
-    DecryptRequest, DestroyRequest, EncryptRequest, Encrypted, ErrorBody, Health, JwkSet, KeyInfo,
-    KeyList, KeyMaterialResponse, Plaintext, PublicKeyInfo, RevokeRequest, RevokeTokenRequest,
+    DecryptRequest, DestroyRequest, EncryptRequest, Encrypted, Health, JwkSet, KeyInfo, KeyList,
+    KeyMaterialResponse, Plaintext, PublicKeyInfo, RevokeRequest, RevokeTokenRequest,
     RollbackRequest, SignRequest, Signed, TokenRequest, TokenResponse, TokenRevocationInfo,
     UnwrapRequest, Verified, VerifyRequest, VoteRequest, WrapRequest, Wrapped,
 };
@@ -303,7 +304,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         };
     if let Some(pending) = response.extensions_mut().remove::<PendingError>() {
         if let Some(detail) = &pending.detail {
-            tracing::error!(parent: &span, code = pending.code, detail = %detail, "request failed");
+            tracing::error!(parent: &span, code = pending.code.as_str(), detail = %detail, "request failed");
         }
         *response.body_mut() = Body::from(render(&pending, &request_id));
         response

@@ -6,13 +6,14 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ferrohsm_core::wire::{ApprovalInfo, ErrorDetail};
+use ferrohsm_api::{ErrorBody, ErrorCode, ErrorDetail};
+use ferrohsm_core::wire::ApprovalInfo;
 
 /// A failed request: a status, a stable code and a message safe to show the caller.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     /// Detail for the server log only (internal errors).
     detail: Option<String>,
@@ -23,7 +24,7 @@ pub struct ApiError {
 /// What the request-id middleware needs to render an error body.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingError {
-    pub(crate) code: &'static str,
+    pub(crate) code: ErrorCode,
     pub(crate) message: String,
     pub(crate) detail: Option<String>,
 }
@@ -31,45 +32,41 @@ pub(crate) struct PendingError {
 impl ApiError {
     /// A 400 `invalid_request`.
     pub fn invalid(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        ApiError::new(ErrorCode::InvalidRequest, message)
     }
 
     /// A 401 `unauthenticated`. The message says only that authentication failed; the reason
     /// goes to the log and the audit record.
     pub fn unauthenticated() -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "authentication failed")
+        ApiError::new(ErrorCode::Unauthenticated, "authentication failed")
     }
 
     /// A 404 for a path that names nothing.
     pub fn no_route() -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        ApiError::new(ErrorCode::NotFound, "no such route")
     }
 
     /// A 413 `payload_too_large` for a request body over the limit.
     pub fn too_large() -> Self {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is larger than the limit",
-        )
+        ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than the limit")
     }
 
     /// A 503 `unavailable`.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        ApiError::new(ErrorCode::Unavailable, message)
     }
 
     /// A 500 `internal`; `detail` is logged with the request id, never sent.
     pub fn internal(detail: impl Into<String>) -> Self {
         ApiError {
             detail: Some(detail.into()),
-            ..ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            ..ApiError::new(ErrorCode::Internal, "internal error")
         }
     }
 
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
+            status: status(code),
             code,
             message: message.into(),
             detail: None,
@@ -84,7 +81,7 @@ impl ApiError {
     }
 
     /// The stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 }
@@ -92,28 +89,15 @@ impl ApiError {
 impl From<ferrohsm_core::Error> for ApiError {
     fn from(e: ferrohsm_core::Error) -> Self {
         use ferrohsm_core::Error as E;
-        let code = e.code();
-        let status = match code {
-            "invalid_request" | "invalid_usage" | "unsupported" | "invalid_ciphertext" => {
-                StatusCode::BAD_REQUEST
-            }
-            "forbidden" => StatusCode::FORBIDDEN,
-            "not_found" => StatusCode::NOT_FOUND,
-            "conflict" | "invalid_state" => StatusCode::CONFLICT,
-            "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
-            "approval_required" => StatusCode::ACCEPTED,
-            "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            // `integrity`, `internal` and any code added later without a status here.
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
+        // A core code this contract does not know is an internal error (logged, not sent).
+        let code = e.code().parse::<ErrorCode>().unwrap_or(ErrorCode::Internal);
+        if matches!(code, ErrorCode::Integrity | ErrorCode::Internal | ErrorCode::Unknown) {
             return ApiError {
-                code: if code == "integrity" { "integrity" } else { "internal" },
-                ..ApiError::internal(format!("{code}: {e}"))
+                code: if code == ErrorCode::Integrity { code } else { ErrorCode::Internal },
+                ..ApiError::internal(format!("{}: {e}", e.code()))
             };
         }
-        let mut error = ApiError::new(status, code, e.to_string());
+        let mut error = ApiError::new(code, e.to_string());
         match &e {
             E::RateLimited { retry_after } => {
                 error.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
@@ -156,11 +140,33 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The HTTP status of each code: exhaustive, so a code added to the contract does not compile
+/// until it has one.
+pub(crate) fn status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidRequest
+        | ErrorCode::InvalidUsage
+        | ErrorCode::Unsupported
+        | ErrorCode::InvalidCiphertext => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict | ErrorCode::InvalidState => StatusCode::CONFLICT,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::ApprovalRequired => StatusCode::ACCEPTED,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Integrity | ErrorCode::Internal | ErrorCode::Unknown => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
 /// Renders an error body with its request id.
 pub(crate) fn render(pending: &PendingError, request_id: &str) -> Vec<u8> {
-    let body = ferrohsm_core::wire::ErrorBody {
+    let body = ErrorBody {
         error: ErrorDetail {
-            code: pending.code.to_owned(),
+            code: pending.code,
             message: pending.message.clone(),
             request_id: request_id.to_owned(),
         },
@@ -175,4 +181,46 @@ pub(crate) fn json_rejection(rejection: axum::extract::rejection::JsonRejection)
         return ApiError::too_large();
     }
     ApiError::invalid(rejection.body_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §6's table of codes and statuses.
+    #[test]
+    fn every_code_has_the_status_the_spec_gives() {
+        let expected = |code: ErrorCode| match code.as_str() {
+            "invalid_request" | "invalid_usage" | "unsupported" | "invalid_ciphertext" => 400,
+            "unauthenticated" => 401,
+            "forbidden" => 403,
+            "not_found" => 404,
+            "conflict" | "invalid_state" => 409,
+            "payload_too_large" => 413,
+            "rate_limited" => 429,
+            "approval_required" => 202,
+            "unavailable" => 503,
+            _ => 500,
+        };
+        for code in ErrorCode::ALL {
+            assert_eq!(status(code).as_u16(), expected(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn core_errors_become_their_contract_codes() {
+        use ferrohsm_core::Error as E;
+        let e = ApiError::from(E::NotFound("key k".into()));
+        assert_eq!((e.code(), e.status()), (ErrorCode::NotFound, StatusCode::NOT_FOUND));
+        let e = ApiError::from(E::RateLimited { retry_after: std::time::Duration::from_millis(1) });
+        assert_eq!(e.code(), ErrorCode::RateLimited);
+        assert_eq!(e.retry_after, Some(1), "Retry-After rounds up to a whole second");
+        // Stored data that fails its check is 500 `integrity`, with the detail kept for the log.
+        let e = ApiError::from(E::MasterKeyMismatch);
+        assert_eq!(
+            (e.code(), e.status()),
+            (ErrorCode::Integrity, StatusCode::INTERNAL_SERVER_ERROR)
+        );
+        assert!(e.detail.is_some());
+    }
 }
