@@ -383,26 +383,18 @@ impl Deferred {
         if self.statements == 0 {
             return Ok(());
         }
-        let mut sql = std::mem::take(self);
-        // Shapes vary from batch to batch: not worth a place in the statement cache.
-        sql.sql
-            .build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error("writing a batch"))?;
-        Ok(())
+        std::mem::take(self).run(conn, "writing a batch").await
     }
 
     /// Runs what is deferred and commits, in one round trip.
     async fn commit(mut self, conn: &mut SqliteConnection) -> Result<()> {
         self.statement().push("COMMIT");
-        self.sql
-            .build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error("committing a write transaction"))?;
+        self.run(conn, "committing a write transaction").await
+    }
+
+    async fn run(mut self, conn: &mut SqliteConnection, what: &'static str) -> Result<()> {
+        // Shapes vary from batch to batch: not worth a place in the statement cache.
+        self.sql.build().persistent(false).execute(&mut *conn).await.map_err(db_error(what))?;
         Ok(())
     }
 }
