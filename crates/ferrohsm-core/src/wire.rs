@@ -25,7 +25,7 @@ pub struct CreateKey {
     /// Free text, up to 1024 characters.
     #[serde(default)]
     pub description: Option<String>,
-    /// The algorithm (`aes-256-gcm`, `ecdsa-p256`, `rsa-2048`, `ed25519`, `ml-dsa-65`, …).
+    /// The algorithm (`aes-256-gcm`, `ec-p256`, `rsa-2048`, `ed25519`, `ml-dsa-65`, …).
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub algorithm: Algorithm,
     /// What the key may do; every usage its algorithm allows when omitted.
