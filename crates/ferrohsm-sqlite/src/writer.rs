@@ -328,30 +328,17 @@ impl Writer {
                     held.push(hold_audit(reply, Ok(pruned)));
                 }
                 Job::Checkpoint(reply) => {
-                    let cp = checkpoint(
-                        &self.chain,
-                        self.checkpointed_seq,
-                        &self.shared,
-                        &mut deferred,
-                        new_checkpoint,
-                    )?;
+                    let cp = self.checkpoint(&mut deferred, new_checkpoint)?;
                     held.push(hold_audit(reply, Ok(cp)));
                 }
             }
         }
         audit::insert_records(&mut deferred, &sealed)?;
         self.create_keys(&mut creates, &mut deferred, held, last_record).await?;
-        let conn = &mut self.conn;
         if want_checkpoint {
-            checkpoint(
-                &self.chain,
-                self.checkpointed_seq,
-                &self.shared,
-                &mut deferred,
-                new_checkpoint,
-            )?;
+            self.checkpoint(&mut deferred, new_checkpoint)?;
         }
-        deferred.commit(conn).await
+        deferred.commit(&mut self.conn).await
     }
 }
 
@@ -501,28 +488,28 @@ fn gather(receiver: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>, last_batch: u
     }
 }
 
-/// Writes a checkpoint of the head unless one already covers it; returns the latest.
-fn checkpoint(
-    chain: &Chain,
-    checkpointed_seq: u64,
-    shared: &Shared,
-    deferred: &mut Deferred,
-    new_checkpoint: &mut Option<Checkpoint>,
-) -> Result<Option<Checkpoint>> {
-    let covered = new_checkpoint.as_ref().map_or(checkpointed_seq, |c| c.seq);
-    if chain.seq() > covered {
-        let cp = chain.checkpoint().map_err(|e| ferrohsm_store::Error::Backend {
-            what: "signing a checkpoint".into(),
-            cause: Box::new(e),
-        })?;
-        if let Some(cp) = cp {
-            audit::insert_checkpoint(deferred, &cp)?;
-            *new_checkpoint = Some(cp);
+impl Writer {
+    /// Writes a checkpoint of the head unless one already covers it; returns the latest.
+    fn checkpoint(
+        &self,
+        deferred: &mut Deferred,
+        new_checkpoint: &mut Option<Checkpoint>,
+    ) -> Result<Option<Checkpoint>> {
+        let covered = new_checkpoint.as_ref().map_or(self.checkpointed_seq, |c| c.seq);
+        if self.chain.seq() > covered {
+            let cp = self.chain.checkpoint().map_err(|e| ferrohsm_store::Error::Backend {
+                what: "signing a checkpoint".into(),
+                cause: Box::new(e),
+            })?;
+            if let Some(cp) = cp {
+                audit::insert_checkpoint(deferred, &cp)?;
+                *new_checkpoint = Some(cp);
+            }
         }
+        Ok(new_checkpoint
+            .clone()
+            .or_else(|| self.shared.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()))
     }
-    Ok(new_checkpoint
-        .clone()
-        .or_else(|| shared.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()))
 }
 
 /// A database failure inside a write (as opposed to a refusal) fails the whole batch.
