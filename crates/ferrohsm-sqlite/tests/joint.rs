@@ -129,3 +129,41 @@ async fn writes_of_one_id_in_one_commit_store_the_one_answered() {
     let stored = keys.get(&base.id).await.unwrap().unwrap();
     assert_eq!(stored, answered[0], "the stored record is the one that was answered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_creates_splits_into_bounded_statements_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let keys = db.key_store();
+    // 1,500 at once: batches beyond one statement's rows (500 keys, 1,000 versions or tags,
+    // 500 audit rows), each key with two tags, half with their audit record.
+    let tasks: Vec<_> = (0..1500)
+        .map(|i| {
+            let keys = keys.clone();
+            tokio::spawn(async move {
+                let n = i.to_string();
+                let record =
+                    sample(Some(&format!("k-{i}")), Algorithm::Aes256Gcm, &[("n", &n), ("t", "x")]);
+                let stored = if i % 2 == 0 {
+                    keys.create_audited(record.clone(), entry(&n)).await.map(|(k, _)| k)
+                } else {
+                    keys.create(record.clone()).await
+                };
+                (record, stored)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (record, stored) = task.await.unwrap();
+        assert_eq!(*stored.unwrap(), record);
+    }
+    assert_eq!(keys.count().await.unwrap(), 1500);
+    assert_eq!(db.audit_sink().head().await.unwrap().seq, 750);
+    ferrohsm_audit::conformance::verify(&db.audit_sink()).await;
+    let tagged = ferrohsm_store::ListQuery {
+        tags: vec![("t".into(), "x".into())],
+        limit: 1000,
+        ..ferrohsm_store::ListQuery::default()
+    };
+    assert_eq!(keys.list(&tagged).await.unwrap().keys.len(), 1000);
+}
