@@ -9,8 +9,11 @@
 //! - `bench`: the criterion benchmarks and the REST load test (`bench load` runs only the
 //!   latter), then one table of results, also written as JSON to `target/bench/`.
 //!
-//! It must never change the source tree, and never reach the network except through cargo's own
-//! registry access.
+//! - `codegen`: writes the server's OpenAPI document to `sdks/openapi.json` (the server's tests
+//!   fail while the committed copy differs from what the server serves).
+//!
+//! Only `codegen` changes the source tree (one file); a task never reaches the network except
+//! through the package registries (cargo's, PyPI's and Go's module proxy).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,7 @@ fn main() -> Result<()> {
     let root = workspace_root()?;
     match task.as_str() {
         "test" | "ci" => test(&root),
+        "codegen" => codegen(&root),
         "bench" => bench::run(&root, std::env::args().nth(2).as_deref() == Some("load")),
         "fuzz" => {
             let seconds = std::env::args().nth(2).unwrap_or_else(|| "300".into());
@@ -39,7 +43,7 @@ fn main() -> Result<()> {
             run(&root, "cargo", &args)
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|ci|bench>");
+            eprintln!("usage: cargo xtask <test|ci|bench|fuzz|codegen>");
             eprintln!("  test   fmt check, clippy -D warnings, cargo deny, every test");
             eprintln!("  ci     the same as test (what .ci/run calls)");
             eprintln!(
@@ -49,9 +53,27 @@ fn main() -> Result<()> {
             eprintln!(
                 "  fuzz [SECONDS] [TARGET]   fuzz every parser of untrusted input (default 300 s; the smoke run is part of test)"
             );
+            eprintln!("  codegen   write the OpenAPI document to sdks/openapi.json");
             bail!("unknown task {task:?}")
         }
     }
+}
+
+/// Writes the document `ferrohsm-server openapi` prints to `sdks/openapi.json`.
+fn codegen(root: &Path) -> Result<()> {
+    let out = Command::new("cargo")
+        .args(["run", "--quiet", "--locked", "-p", "ferrohsm-server", "--", "openapi"])
+        .current_dir(root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running ferrohsm-server openapi")?;
+    if !out.status.success() {
+        bail!("`ferrohsm-server openapi` failed ({})", out.status);
+    }
+    let file = root.join("sdks/openapi.json");
+    std::fs::write(&file, &out.stdout).with_context(|| format!("writing {}", file.display()))?;
+    eprintln!("xtask: wrote {}", file.display());
+    Ok(())
 }
 
 pub(crate) fn workspace_root() -> Result<PathBuf> {

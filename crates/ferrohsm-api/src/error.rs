@@ -140,6 +140,14 @@ pub enum Error {
     /// A string that is no error code of this contract.
     #[error("unknown error code {0:?}")]
     UnknownCode(String),
+    /// A string that is none of the known values of an enumeration.
+    #[error("unknown {what} {value:?}")]
+    UnknownValue {
+        /// What was parsed (`algorithm`, `key state`, …).
+        what: &'static str,
+        /// The string.
+        value: String,
+    },
 }
 
 impl Error {
@@ -147,6 +155,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::UnknownCode(_) => "unknown_code",
+            Error::UnknownValue { .. } => "unknown_value",
         }
     }
 }

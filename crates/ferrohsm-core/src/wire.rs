@@ -1,4 +1,5 @@
-//! Request and response types shared by the core, the REST server, the CLI and SDKs.
+//! The core's request and result types (the domain side of the REST contract, which lives in
+//! `ferrohsm-api`; the server converts between the two, and the CLI still reads some of them).
 //!
 //! Binary fields are standard base64 and times RFC 3339 UTC (SPEC §5). Types that carry
 //! secrets ([`Decrypted`], [`Unwrapped`]) do not implement `Serialize`: a frontend encodes
@@ -16,7 +17,6 @@ use time::OffsetDateTime;
 
 /// Parameters of a new key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// An optional unique name (`[a-z0-9][a-z0-9._-]{0,127}`).
@@ -26,11 +26,9 @@ pub struct CreateKey {
     #[serde(default)]
     pub description: Option<String>,
     /// The algorithm (`aes-256-gcm`, `ec-p256`, `rsa-2048`, `ed25519`, `ml-dsa-65`, …).
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub algorithm: Algorithm,
     /// What the key may do; every usage its algorithm allows when omitted.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
     pub usages: Option<Vec<Usage>>,
     /// Policy tags: keys `[A-Za-z0-9_.-/]{1,64}`, values up to 256 printable characters,
     /// at most 50 tags.
@@ -65,30 +63,23 @@ impl CreateKey {
 
 /// A key's metadata as callers see it: no material, sealed or otherwise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeyInfo {
     /// The id.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: KeyId,
     /// The name.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub name: Option<KeyName>,
     /// The description.
     pub description: String,
     /// The algorithm.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub algorithm: Algorithm,
     /// Allowed usages.
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub usages: Vec<Usage>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
     /// The lifecycle state.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub state: KeyState,
     /// The revocation, if revoked (kept through later states).
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub revocation: Option<Revocation>,
     /// When a key pending destruction may be purged.
     #[serde(with = "time::serde::rfc3339::option")]
@@ -112,7 +103,6 @@ pub struct KeyInfo {
 
 /// One version's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VersionInfo {
     /// The number.
@@ -121,7 +111,6 @@ pub struct VersionInfo {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// Whether its material exists.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub state: VersionState,
     /// AES-GCM encryptions this version has used or reserved (at most 2^32; the key rotates
     /// automatically before that).
@@ -162,7 +151,6 @@ impl From<&KeyRecord> for KeyInfo {
 
 /// One page of keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeyList {
     /// The keys, oldest first.
@@ -173,11 +161,9 @@ pub struct KeyList {
 
 /// The result of an encryption.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Encrypted {
     /// The key.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key_id: KeyId,
     /// The version that encrypted.
     pub key_version: u32,
@@ -198,35 +184,28 @@ pub struct Decrypted {
 
 /// The result of signing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Signed {
     /// The key.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key_id: KeyId,
     /// The version that signed.
     pub key_version: u32,
     /// The scheme used.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub algorithm: SignatureScheme,
     /// The signature: DER for ECDSA, raw for RSA, Ed25519 and ML-DSA.
     #[serde(with = "b64")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub signature: Vec<u8>,
 }
 
 /// The result of a verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Verified {
     /// The key.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key_id: KeyId,
     /// The version checked against.
     pub key_version: u32,
     /// The scheme used.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub algorithm: SignatureScheme,
     /// Whether the signature is valid.
     pub valid: bool,
@@ -234,11 +213,9 @@ pub struct Verified {
 
 /// The result of wrapping key material.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Wrapped {
     /// The key.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key_id: KeyId,
     /// The version that wrapped.
     pub key_version: u32,
@@ -259,22 +236,18 @@ pub struct Unwrapped {
 
 /// A version's public key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublicKeyInfo {
     /// The key.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key_id: KeyId,
     /// The version.
     pub key_version: u32,
     /// The key's algorithm.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub algorithm: Algorithm,
     /// SubjectPublicKeyInfo as PEM (`-----BEGIN PUBLIC KEY-----`).
     pub pem: String,
     /// SubjectPublicKeyInfo DER.
     #[serde(with = "b64")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub der: Vec<u8>,
     /// The key as a JSON Web Key (RFC 7517), for algorithms JOSE defines (RSA, EC, Ed25519).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,7 +256,6 @@ pub struct PublicKeyInfo {
 
 /// A public key as a JSON Web Key (RFC 7517/7518/8037): base64url members without padding.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Jwk {
     /// `RSA`, `EC` or `OKP`.
@@ -316,7 +288,6 @@ pub struct Jwk {
 
 /// A JSON Web Key Set (`/.well-known/jwks.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwkSet {
     /// The keys.
@@ -327,46 +298,38 @@ pub struct JwkSet {
 
 /// `POST /v1/keys/{key}/encrypt`.
 #[derive(Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EncryptRequest {
     /// The plaintext, base64.
     #[serde(with = "b64::secret")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub plaintext: SecretBytes,
     /// Associated data bound to the ciphertext, base64.
     #[serde(default, with = "b64::option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
     pub aad: Option<Vec<u8>>,
 }
 
 /// `POST /v1/keys/{key}/decrypt`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DecryptRequest {
     /// `fhsm:v<N>:…` as returned by encrypt.
     pub ciphertext: String,
     /// The associated data given to encrypt, base64.
     #[serde(default, with = "b64::option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
     pub aad: Option<Vec<u8>>,
 }
 
 /// The response of decrypt. It carries the plaintext, so it is built deliberately by a frontend
 /// from [`Decrypted`] and dropped (zeroized) after it is written.
 #[derive(Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Plaintext {
     /// The key.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key_id: KeyId,
     /// The version that decrypted.
     pub key_version: u32,
     /// The plaintext, base64.
     #[serde(with = "b64::secret")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub plaintext: SecretBytes,
 }
 
@@ -378,20 +341,16 @@ impl From<Decrypted> for Plaintext {
 
 /// `POST /v1/keys/{key}/sign`: exactly one of `message` and `digest`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignRequest {
     /// The message, base64 (hashed by the server).
     #[serde(default, with = "b64::option", skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
     pub message: Option<Vec<u8>>,
     /// A pre-computed digest, base64 (not for Ed25519 or ML-DSA).
     #[serde(default, with = "b64::option", skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
     pub digest: Option<Vec<u8>>,
     /// The scheme (`ecdsa-p256-sha256`, `rsa-pss-sha256`, `ed25519`, …); the key's default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub algorithm: Option<SignatureScheme>,
 }
 
@@ -404,24 +363,19 @@ impl SignRequest {
 
 /// `POST /v1/keys/{key}/verify`: exactly one of `message` and `digest`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The message, base64.
     #[serde(default, with = "b64::option", skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
     pub message: Option<Vec<u8>>,
     /// A pre-computed digest, base64.
     #[serde(default, with = "b64::option", skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
     pub digest: Option<Vec<u8>>,
     /// The signature, base64.
     #[serde(with = "b64")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub signature: Vec<u8>,
     /// The scheme; the key's default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub algorithm: Option<SignatureScheme>,
     /// The version to verify with; the current version when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -448,18 +402,15 @@ fn sign_input<'a>(
 
 /// `POST /v1/keys/{key}/wrap`.
 #[derive(Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WrapRequest {
     /// The key material to wrap, base64.
     #[serde(with = "b64::secret")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub key_material: SecretBytes,
 }
 
 /// `POST /v1/keys/{key}/unwrap`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UnwrapRequest {
     /// `fhsm:v<N>:…` as returned by wrap.
@@ -468,17 +419,14 @@ pub struct UnwrapRequest {
 
 /// The response of unwrap; like [`Plaintext`], built deliberately from [`Unwrapped`].
 #[derive(Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeyMaterialResponse {
     /// The key.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key_id: KeyId,
     /// The version that unwrapped.
     pub key_version: u32,
     /// The key material, base64.
     #[serde(with = "b64::secret")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub key_material: SecretBytes,
 }
 
@@ -494,7 +442,6 @@ impl From<Unwrapped> for KeyMaterialResponse {
 
 /// `POST /v1/keys/{key}/rollback`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The version to make current.
@@ -503,11 +450,9 @@ pub struct RollbackRequest {
 
 /// `POST /v1/keys/{key}/revoke`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// `superseded`, `cessation_of_operation`, `compromised` or `unspecified`.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub reason: RevocationReason,
     /// A free-text note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -516,7 +461,6 @@ pub struct RevokeRequest {
 
 /// `POST /v1/keys/{key}/destroy` (the body is optional).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DestroyRequest {
     /// The grace period in seconds before the key may be purged; the policy's or the server's
@@ -527,7 +471,6 @@ pub struct DestroyRequest {
 
 /// `POST /v1/approvals/{id}/approve` and `…/deny` (the body is optional).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VoteRequest {
     /// A note recorded with the vote.
@@ -539,7 +482,6 @@ pub struct VoteRequest {
 
 /// An approval request as callers see it (SPEC §6 dual control).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalInfo {
     /// The id (`X-Approval-Id`).
@@ -591,7 +533,6 @@ pub struct ApprovalInfo {
 
 /// One vote on an approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VoteInfo {
     /// The approver.
@@ -654,7 +595,6 @@ impl From<&Approval> for ApprovalInfo {
 
 /// One named parameter of an approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ParameterInfo {
     /// The name (`operation`, `key_id`, `grace_seconds`…).
@@ -665,7 +605,6 @@ pub struct ParameterInfo {
 
 /// A page of approvals, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalList {
     /// The approvals.
@@ -674,8 +613,6 @@ pub struct ApprovalList {
 
 /// Filters for reading audit records (`GET /v1/audit`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
-#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// At most this many records (default 100, at most 1000).
@@ -709,11 +646,9 @@ pub struct AuditQuery {
 
 /// A page of audit records, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditPage {
     /// The records, as they appear in the log (SPEC §8 fields).
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub records: Vec<ferrohsm_audit::AuditRecord>,
     /// Pass as `cursor` to get the next page; absent when no more records matched.
     pub next_cursor: Option<String>,
@@ -721,7 +656,6 @@ pub struct AuditPage {
 
 /// The result of verifying the server's own audit log (`GET /v1/audit/verify`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditVerification {
     /// Whether every record and checkpoint checked out.
@@ -743,7 +677,6 @@ pub struct AuditVerification {
 
 /// `POST /v1/auth/token`: a token for another actor, signed by the server's token key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// The subject (actor).
@@ -760,7 +693,6 @@ pub struct TokenRequest {
 
 /// An issued token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenResponse {
     /// The bearer token (a JWT).
@@ -778,7 +710,6 @@ pub struct TokenResponse {
 
 /// `POST /v1/auth/revoke`: name exactly one of `jti` and `sid`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevokeTokenRequest {
     /// Revoke the token with this id.
@@ -794,7 +725,6 @@ pub struct RevokeTokenRequest {
 
 /// A token revocation in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenRevocationInfo {
     /// `jti` or `sid`.
@@ -829,7 +759,6 @@ impl From<&ferrohsm_store::TokenRevocation> for TokenRevocationInfo {
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     /// `ok` or `degraded`.
@@ -856,7 +785,6 @@ pub struct Health {
 
 /// One component's health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ComponentHealth {
     /// `ok` or `error`.

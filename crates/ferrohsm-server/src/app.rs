@@ -16,22 +16,22 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use ferrohsm_api::ErrorBody;
-use ferrohsm_core::wire::{
-    ApprovalInfo, ApprovalList, AuditPage, AuditQuery, AuditVerification, CreateKey,
-    DecryptRequest, DestroyRequest, EncryptRequest, Encrypted, Health, JwkSet, KeyInfo, KeyList,
-    KeyMaterialResponse, Plaintext, PublicKeyInfo, RevokeRequest, RevokeTokenRequest,
-    RollbackRequest, SignRequest, Signed, TokenRequest, TokenResponse, TokenRevocationInfo,
-    UnwrapRequest, Verified, VerifyRequest, VoteRequest, WrapRequest, Wrapped,
+use ferrohsm_api::{
+    ApprovalInfo, ApprovalList, AuditPage, AuditQuery, AuditVerification, CheckpointResponse,
+    CreateKey, DecryptRequest, DestroyRequest, EncryptRequest, Encrypted, ErrorBody, Health,
+    JwkSet, KeyInfo, KeyList, KeyMaterial, Plaintext, PublicKeyInfo, RevokeRequest,
+    RevokeTokenRequest, RollbackRequest, SignRequest, Signed, TokenRequest, TokenResponse,
+    TokenRevocationInfo, UnwrapRequest, Verified, VerifyRequest, VoteRequest, WrapRequest, Wrapped,
 };
 use ferrohsm_core::{Checkpoint, Hsm, KeyRef, ListQuery, RequestContext, TokenGrant, TokenMatch};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::Instrument as _;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Authenticator, TokenSpec};
+use crate::convert;
 use crate::error::{ApiError, PendingError, json_rejection, render};
 use crate::metrics::Metrics;
 
@@ -187,6 +187,18 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> FromRequest<S> fo
     }
 }
 
+/// The input to sign or verify, refusing both or neither of `message` and `digest`.
+fn sign_input<'a>(
+    message: Option<&'a [u8]>,
+    digest: Option<&'a [u8]>,
+) -> Result<ferrohsm_core::SignInput<'a>, ApiError> {
+    match (message, digest) {
+        (Some(m), None) => Ok(ferrohsm_core::SignInput::Message(m)),
+        (None, Some(d)) => Ok(ferrohsm_core::SignInput::Digest(d)),
+        _ => Err(ApiError::invalid("give exactly one of message and digest")),
+    }
+}
+
 fn key_ref(key: &str) -> Result<KeyRef, ApiError> {
     key.parse::<KeyRef>().map_err(ApiError::from)
 }
@@ -204,7 +216,7 @@ fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     info(title = "FerroHSM", description = "Keys, cryptographic operations, dual control and a tamper-evident audit log (SPEC §6)."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody, ApprovalInfo))
 )]
 struct ApiDoc;
 
@@ -259,7 +271,14 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every route.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
+    let mut doc = api().into_openapi();
+    utoipa::Modify::modify(&crate::contract::Statuses, &mut doc);
+    doc
+}
+
+/// The OpenAPI document as pretty JSON, as `sdks/openapi.json` holds it.
+pub fn openapi_json() -> String {
+    openapi_document().to_pretty_json().unwrap_or_default()
 }
 
 /// The whole application: routes, middleware and state. `oneshot` tests call it directly.
@@ -390,13 +409,13 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
 
 /// Create a key.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, description = "Created", body = KeyInfo), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Unauthenticated", body = ErrorBody), (status = 403, description = "Forbidden", body = ErrorBody), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = KeyInfo)))]
 async fn create_key(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, HeaderMap, Json<KeyInfo>), ApiError> {
-    let key = s.hsm().create_key(&ctx, body).await?;
+    let key = convert::key_info(s.hsm().create_key(&ctx, convert::create_key(body)?).await?);
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/keys/{}", key.id)) {
         headers.insert(header::LOCATION, v);
@@ -407,14 +426,14 @@ async fn create_key(
 /// List keys, oldest first, with filters and an opaque cursor.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
     params(
-        ("limit" = Option<usize>, Query, description = "Page size (default 100, at most 1000)"),
-        ("cursor" = Option<String>, Query, description = "The next_cursor of the previous page"),
-        ("algorithm" = Option<String>, Query, description = "Only keys of this algorithm"),
-        ("state" = Option<String>, Query, description = "Only keys in this state"),
-        ("tag" = Option<Vec<String>>, Query, description = "k:v, repeatable; all must match"),
-        ("name_prefix" = Option<String>, Query, description = "Only names starting with this"),
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "The next_cursor of the previous page", pattern = "^k1[0-9a-f]{32}$"),
+        ("algorithm" = Option<ferrohsm_api::Algorithm>, Query, description = "Only keys of this algorithm"),
+        ("state" = Option<ferrohsm_api::KeyState>, Query, description = "Only keys in this state"),
+        ("tag" = Option<Vec<String>>, Query, description = "`key:value`, repeatable; all must match", pattern = r"^[A-Za-z0-9_./-]{1,64}:[^\x00-\x1F\x7F-\x9F]{0,256}$"),
+        ("name_prefix" = Option<String>, Query, description = "Only names starting with this", max_length = 128),
     ),
-    responses((status = 200, description = "OK", body = KeyList, headers(("ETag" = String))), (status = 304, description = "Not modified (ETag matches)"), (status = 400, description = "Invalid request", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = KeyList, headers(("ETag" = String))), (status = 304, description = "Not modified (ETag matches)")))]
 async fn list_keys(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -427,8 +446,13 @@ async fn list_keys(
         match name.as_str() {
             "limit" => query.limit = value.parse().map_err(|_| bad("limit"))?,
             "cursor" => query.cursor = Some(value.parse().map_err(|_| bad("cursor"))?),
-            "algorithm" => query.algorithm = Some(value.parse().map_err(|_| bad("algorithm"))?),
-            "state" => query.state = Some(value.parse().map_err(|_| bad("state"))?),
+            "algorithm" => {
+                query.algorithm =
+                    Some(convert::algorithm(ferrohsm_api::Algorithm::from_wire(&value))?);
+            }
+            "state" => {
+                query.state = Some(convert::key_state(ferrohsm_api::KeyState::from_wire(&value))?);
+            }
             "tag" => {
                 let (k, v) = value.split_once(':').ok_or_else(|| bad("tag (want k:v)"))?;
                 query.tags.push((k.to_owned(), v.to_owned()));
@@ -437,7 +461,7 @@ async fn list_keys(
             other => return Err(ApiError::invalid(format!("unknown query parameter {other:?}"))),
         }
     }
-    let list = s.hsm().list_keys(&ctx, &query).await?;
+    let list = convert::key_list(s.hsm().list_keys(&ctx, &query).await?);
     let body = serde_json::to_vec(&list).map_err(|e| ApiError::internal(e.to_string()))?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
     let etag = format!("\"{}\"", ferrohsm_core::hex::encode(&digest.as_ref()[..16]));
@@ -460,53 +484,55 @@ async fn list_keys(
 
 /// Describe a key (by id or name).
 #[utoipa::path(get, path = "/v1/keys/{key}", tag = "keys", params(("key" = String, Path, description = "Key id or name")),
-    responses((status = 200, description = "OK", body = KeyInfo), (status = 404, description = "Not found", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = KeyInfo)))]
 async fn describe_key(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(key): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    Ok(Json(s.hsm().describe_key(&ctx, &key_ref(&key)?).await?))
+    Ok(Json(convert::key_info(s.hsm().describe_key(&ctx, &key_ref(&key)?).await?)))
 }
 
 /// Add a version and make it current.
 #[utoipa::path(post, path = "/v1/keys/{key}/rotate", tag = "keys", params(("key" = String, Path)),
-    responses((status = 200, description = "OK", body = KeyInfo), (status = 202, description = "Accepted: the operation needs approval (dual control)", body = ApprovalInfo), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = KeyInfo)))]
 async fn rotate_key(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(key): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    Ok(Json(s.hsm().rotate_key(&ctx, &key_ref(&key)?).await?))
+    Ok(Json(convert::key_info(s.hsm().rotate_key(&ctx, &key_ref(&key)?).await?)))
 }
 
 /// Make an earlier version current.
 #[utoipa::path(post, path = "/v1/keys/{key}/rollback", tag = "keys", params(("key" = String, Path)), request_body = RollbackRequest,
-    responses((status = 200, description = "OK", body = KeyInfo), (status = 202, description = "Accepted: the operation needs approval (dual control)", body = ApprovalInfo), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = KeyInfo)))]
 async fn rollback_key(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(key): Path<String>,
     ApiJson(body): ApiJson<RollbackRequest>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    Ok(Json(s.hsm().rollback_key(&ctx, &key_ref(&key)?, body.version).await?))
+    Ok(Json(convert::key_info(s.hsm().rollback_key(&ctx, &key_ref(&key)?, body.version).await?)))
 }
 
 /// Revoke a key.
 #[utoipa::path(post, path = "/v1/keys/{key}/revoke", tag = "keys", params(("key" = String, Path)), request_body = RevokeRequest,
-    responses((status = 200, description = "OK", body = KeyInfo), (status = 202, description = "Accepted: the operation needs approval (dual control)", body = ApprovalInfo), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = KeyInfo)))]
 async fn revoke_key(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(key): Path<String>,
     ApiJson(body): ApiJson<RevokeRequest>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    Ok(Json(s.hsm().revoke_key(&ctx, &key_ref(&key)?, body.reason, body.comment).await?))
+    let reason = convert::revocation_reason(body.reason)?;
+    let key = s.hsm().revoke_key(&ctx, &key_ref(&key)?, reason, body.comment).await?;
+    Ok(Json(convert::key_info(key)))
 }
 
 /// Schedule destruction after a grace period.
 #[utoipa::path(post, path = "/v1/keys/{key}/destroy", tag = "keys", params(("key" = String, Path)), request_body(content = Option<DestroyRequest>),
-    responses((status = 200, description = "OK", body = KeyInfo), (status = 202, description = "Accepted: the operation needs approval (dual control)", body = ApprovalInfo), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = KeyInfo)))]
 async fn destroy_key(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -514,25 +540,25 @@ async fn destroy_key(
     OptionalJson(body): OptionalJson<DestroyRequest>,
 ) -> Result<Json<KeyInfo>, ApiError> {
     let grace = body.grace_seconds.map(time::Duration::seconds);
-    Ok(Json(s.hsm().schedule_destruction(&ctx, &key_ref(&key)?, grace).await?))
+    Ok(Json(convert::key_info(s.hsm().schedule_destruction(&ctx, &key_ref(&key)?, grace).await?)))
 }
 
 /// Cancel a scheduled destruction.
 #[utoipa::path(post, path = "/v1/keys/{key}/cancel-destroy", tag = "keys", params(("key" = String, Path)),
-    responses((status = 200, description = "OK", body = KeyInfo), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = KeyInfo)))]
 async fn cancel_destroy(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(key): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    Ok(Json(s.hsm().cancel_destruction(&ctx, &key_ref(&key)?).await?))
+    Ok(Json(convert::key_info(s.hsm().cancel_destruction(&ctx, &key_ref(&key)?).await?)))
 }
 
 // ----- Cryptographic operations -------------------------------------------------------------
 
 /// Encrypt with the current version (AES-256-GCM).
 #[utoipa::path(post, path = "/v1/keys/{key}/encrypt", tag = "crypto", params(("key" = String, Path)), request_body = EncryptRequest,
-    responses((status = 200, description = "OK", body = Encrypted), (status = 400, description = "Invalid request", body = ErrorBody), (status = 409, description = "Conflict or invalid state", body = ErrorBody), (status = 413, description = "Payload too large", body = ErrorBody), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Encrypted)))]
 async fn encrypt(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -540,12 +566,13 @@ async fn encrypt(
     ApiJson(body): ApiJson<EncryptRequest>,
 ) -> Result<Json<Encrypted>, ApiError> {
     let aad = body.aad.unwrap_or_default();
-    Ok(Json(s.hsm().encrypt(&ctx, &key_ref(&key)?, body.plaintext.expose(), &aad).await?))
+    let out = s.hsm().encrypt(&ctx, &key_ref(&key)?, body.plaintext.expose(), &aad).await?;
+    Ok(Json(convert::encrypted(out)))
 }
 
 /// Decrypt a `fhsm:v<N>:` ciphertext.
 #[utoipa::path(post, path = "/v1/keys/{key}/decrypt", tag = "crypto", params(("key" = String, Path)), request_body = DecryptRequest,
-    responses((status = 200, description = "OK", body = Plaintext), (status = 400, description = "Invalid request", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Plaintext)))]
 async fn decrypt(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -554,62 +581,65 @@ async fn decrypt(
 ) -> Result<Json<Plaintext>, ApiError> {
     let aad = body.aad.unwrap_or_default();
     let out = s.hsm().decrypt(&ctx, &key_ref(&key)?, &body.ciphertext, &aad).await?;
-    Ok(Json(Plaintext::from(out)))
+    Ok(Json(convert::plaintext(out)))
 }
 
 /// Sign a message or a digest with the current version.
 #[utoipa::path(post, path = "/v1/keys/{key}/sign", tag = "crypto", params(("key" = String, Path)), request_body = SignRequest,
-    responses((status = 200, description = "OK", body = Signed), (status = 400, description = "Invalid request", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Signed)))]
 async fn sign(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(key): Path<String>,
     ApiJson(body): ApiJson<SignRequest>,
 ) -> Result<Json<Signed>, ApiError> {
-    let input = body.input()?;
-    Ok(Json(s.hsm().sign(&ctx, &key_ref(&key)?, input, body.algorithm).await?))
+    let input = sign_input(body.message.as_deref(), body.digest.as_deref())?;
+    let scheme = body.algorithm.map(convert::scheme).transpose()?;
+    Ok(Json(convert::signed(s.hsm().sign(&ctx, &key_ref(&key)?, input, scheme).await?)))
 }
 
 /// Verify a signature.
 #[utoipa::path(post, path = "/v1/keys/{key}/verify", tag = "crypto", params(("key" = String, Path)), request_body = VerifyRequest,
-    responses((status = 200, description = "OK", body = Verified), (status = 400, description = "Invalid request", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Verified)))]
 async fn verify(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(key): Path<String>,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> Result<Json<Verified>, ApiError> {
-    let input = body.input()?;
-    Ok(Json(
-        s.hsm()
-            .verify(&ctx, &key_ref(&key)?, input, &body.signature, body.algorithm, body.key_version)
-            .await?,
-    ))
+    let input = sign_input(body.message.as_deref(), body.digest.as_deref())?;
+    let scheme = body.algorithm.map(convert::scheme).transpose()?;
+    let out = s
+        .hsm()
+        .verify(&ctx, &key_ref(&key)?, input, &body.signature, scheme, body.key_version)
+        .await?;
+    Ok(Json(convert::verified(out)))
 }
 
 /// Wrap key material (RFC 5649).
 #[utoipa::path(post, path = "/v1/keys/{key}/wrap", tag = "crypto", params(("key" = String, Path)), request_body = WrapRequest,
-    responses((status = 200, description = "OK", body = Wrapped), (status = 400, description = "Invalid request", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Wrapped)))]
 async fn wrap(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(key): Path<String>,
     ApiJson(body): ApiJson<WrapRequest>,
 ) -> Result<Json<Wrapped>, ApiError> {
-    Ok(Json(s.hsm().wrap(&ctx, &key_ref(&key)?, body.key_material.expose()).await?))
+    let out = s.hsm().wrap(&ctx, &key_ref(&key)?, body.key_material.expose()).await?;
+    Ok(Json(convert::wrapped(out)))
 }
 
 /// Unwrap a `fhsm:v<N>:` wrapped key.
 #[utoipa::path(post, path = "/v1/keys/{key}/unwrap", tag = "crypto", params(("key" = String, Path)), request_body = UnwrapRequest,
-    responses((status = 200, description = "OK", body = KeyMaterialResponse), (status = 400, description = "Invalid request", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = KeyMaterial)))]
 async fn unwrap(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(key): Path<String>,
     ApiJson(body): ApiJson<UnwrapRequest>,
-) -> Result<Json<KeyMaterialResponse>, ApiError> {
+) -> Result<Json<KeyMaterial>, ApiError> {
     let out = s.hsm().unwrap(&ctx, &key_ref(&key)?, &body.wrapped).await?;
-    Ok(Json(KeyMaterialResponse::from(out)))
+    Ok(Json(convert::key_material(out)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -617,12 +647,13 @@ async fn unwrap(
 #[serde(deny_unknown_fields)]
 struct VersionQuery {
     /// The version (the current one when omitted).
+    #[param(minimum = 1)]
     version: Option<u32>,
 }
 
 /// The public key of the current (or `?version=`) version, as PEM, DER and JWK.
 #[utoipa::path(get, path = "/v1/keys/{key}/public", tag = "keys", params(("key" = String, Path), VersionQuery),
-    responses((status = 200, description = "OK", body = PublicKeyInfo), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = PublicKeyInfo)))]
 async fn public_key(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -631,7 +662,7 @@ async fn public_key(
 ) -> Result<Json<PublicKeyInfo>, ApiError> {
     let q: VersionQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
-    Ok(Json(s.hsm().public_key(&ctx, &key_ref(&key)?, q.version).await?))
+    Ok(Json(convert::public_key(s.hsm().public_key(&ctx, &key_ref(&key)?, q.version).await?)))
 }
 
 // ----- Approvals -----------------------------------------------------------------------------
@@ -640,13 +671,14 @@ async fn public_key(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct LimitQuery {
-    /// At most this many (default 100, at most 1000).
-    limit: Option<usize>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
 }
 
 /// Approvals, newest first.
 #[utoipa::path(get, path = "/v1/approvals", tag = "approvals", params(LimitQuery),
-    responses((status = 200, description = "OK", body = ApprovalList), (status = 403, description = "Forbidden", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = ApprovalList)))]
 async fn list_approvals(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -654,8 +686,12 @@ async fn list_approvals(
 ) -> Result<Json<ApprovalList>, ApiError> {
     let q: LimitQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
-    let list = s.hsm().list_approvals(&ctx, q.limit.unwrap_or(100)).await?;
-    Ok(Json(ApprovalList { approvals: list.iter().map(ApprovalInfo::from).collect() }))
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 1000"));
+    }
+    let list = s.hsm().list_approvals(&ctx, limit as usize).await?;
+    Ok(Json(ApprovalList { approvals: list.iter().map(convert::approval).collect() }))
 }
 
 fn approval_id(id: &str) -> Result<uuid::Uuid, ApiError> {
@@ -664,44 +700,44 @@ fn approval_id(id: &str) -> Result<uuid::Uuid, ApiError> {
 
 /// One approval.
 #[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = String, Path)),
-    responses((status = 200, description = "OK", body = ApprovalInfo), (status = 404, description = "Not found", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = ApprovalInfo)))]
 async fn describe_approval(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
 ) -> Result<Json<ApprovalInfo>, ApiError> {
-    Ok(Json(ApprovalInfo::from(&s.hsm().describe_approval(&ctx, approval_id(&id)?).await?)))
+    Ok(Json(convert::approval(&s.hsm().describe_approval(&ctx, approval_id(&id)?).await?)))
 }
 
 /// Approve a pending request (not the requester; once per approver).
 #[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", params(("id" = String, Path)), request_body(content = Option<VoteRequest>),
-    responses((status = 200, description = "OK", body = ApprovalInfo), (status = 403, description = "Forbidden", body = ErrorBody), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = ApprovalInfo)))]
 async fn approve(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<VoteRequest>,
 ) -> Result<Json<ApprovalInfo>, ApiError> {
-    Ok(Json(ApprovalInfo::from(&s.hsm().approve(&ctx, approval_id(&id)?, body.comment).await?)))
+    Ok(Json(convert::approval(&s.hsm().approve(&ctx, approval_id(&id)?, body.comment).await?)))
 }
 
 /// Deny a pending request.
 #[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = String, Path)), request_body(content = Option<VoteRequest>),
-    responses((status = 200, description = "OK", body = ApprovalInfo), (status = 403, description = "Forbidden", body = ErrorBody), (status = 409, description = "Conflict or invalid state", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = ApprovalInfo)))]
 async fn deny(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<VoteRequest>,
 ) -> Result<Json<ApprovalInfo>, ApiError> {
-    Ok(Json(ApprovalInfo::from(&s.hsm().deny(&ctx, approval_id(&id)?, body.comment).await?)))
+    Ok(Json(convert::approval(&s.hsm().deny(&ctx, approval_id(&id)?, body.comment).await?)))
 }
 
 // ----- Audit ---------------------------------------------------------------------------------
 
 /// Audit records, oldest first, with filters and a cursor.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, description = "OK", body = AuditPage), (status = 403, description = "Forbidden", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = AuditPage)))]
 async fn audit_records(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -709,32 +745,25 @@ async fn audit_records(
 ) -> Result<Json<AuditPage>, ApiError> {
     let q: AuditQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
-    Ok(Json(off_runtime(s.hsm(), async move |hsm| hsm.audit_records(&ctx, q).await).await?))
+    let q = convert::audit_query(q)?;
+    let page = off_runtime(s.hsm(), async move |hsm| hsm.audit_records(&ctx, q).await).await?;
+    Ok(Json(convert::audit_page(page)))
 }
 
 /// Verify the server's audit log: chain, HMACs and checkpoint signatures.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
-    responses((status = 200, description = "OK", body = AuditVerification), (status = 403, description = "Forbidden", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = AuditVerification)))]
 async fn audit_verify(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
 ) -> Result<Json<AuditVerification>, ApiError> {
-    Ok(Json(off_runtime(s.hsm(), async move |hsm| hsm.verify_audit(&ctx).await).await?))
-}
-
-/// The latest signed checkpoint and the key that verifies it.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CheckpointResponse {
-    /// The checkpoint (`null` before the first one).
-    #[schema(value_type = Option<Object>)]
-    pub checkpoint: Option<Checkpoint>,
-    /// The Ed25519 public key that signs checkpoints, PEM.
-    pub public_key_pem: String,
+    let report = off_runtime(s.hsm(), async move |hsm| hsm.verify_audit(&ctx).await).await?;
+    Ok(Json(convert::audit_verification(report)))
 }
 
 /// The latest signed checkpoint.
 #[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit",
-    responses((status = 200, description = "OK", body = CheckpointResponse), (status = 403, description = "Forbidden", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = CheckpointResponse)))]
 async fn audit_checkpoint(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -744,7 +773,7 @@ async fn audit_checkpoint(
 
 /// Write a signed checkpoint now.
 #[utoipa::path(post, path = "/v1/audit/checkpoint", tag = "audit",
-    responses((status = 200, description = "OK", body = CheckpointResponse), (status = 403, description = "Forbidden", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = CheckpointResponse)))]
 async fn audit_checkpoint_now(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -754,14 +783,14 @@ async fn audit_checkpoint_now(
 
 fn checkpoint_response(s: &AppState, checkpoint: Option<Checkpoint>) -> Json<CheckpointResponse> {
     Json(CheckpointResponse {
-        checkpoint,
+        checkpoint: checkpoint.map(convert::checkpoint),
         public_key_pem: s.hsm().audit_public_key_pem().to_owned(),
     })
 }
 
 /// The whole audit log as NDJSON, as `ferrohsm audit verify` checks it.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
-    responses((status = 200, description = "OK", content_type = "application/x-ndjson", body = String), (status = 403, description = "Forbidden", body = ErrorBody)))]
+    responses((status = 200, description = "OK", content_type = "application/x-ndjson", body = String)))]
 async fn audit_export(State(s): State<AppState>, Ctx(ctx): Ctx) -> Result<Response, ApiError> {
     // The export runs on the blocking pool and writes 64 KiB chunks into a small bounded
     // queue that the response body drains: memory stays bounded whatever the log's size, and
@@ -907,7 +936,7 @@ async fn off_runtime<T: Send + 'static>(
 
 /// Issue a token signed by the server's token key (admin only).
 #[utoipa::path(post, path = "/v1/auth/token", tag = "auth", request_body = TokenRequest,
-    responses((status = 200, description = "OK", body = TokenResponse), (status = 400, description = "Invalid request", body = ErrorBody), (status = 403, description = "Forbidden", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = TokenResponse)))]
 async fn issue_token(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -919,7 +948,11 @@ async fn issue_token(
     minted_by.push(ctx.principal());
     let spec = TokenSpec {
         sub: body.sub,
-        roles: body.roles,
+        roles: body
+            .roles
+            .into_iter()
+            .map(|r| convert::role(r).map(|r| r.as_str().to_owned()))
+            .collect::<Result<_, _>>()?,
         ttl: Duration::from_secs(body.ttl_seconds.unwrap_or(3600)),
         issuer: s.inner.issuer.clone(),
         audience: s.auth().audience().to_owned(),
@@ -947,7 +980,7 @@ async fn issue_token(
 
 /// Revoke tokens by token id (`jti`) or session (`sid`), effective at once (admin).
 #[utoipa::path(post, path = "/v1/auth/revoke", tag = "auth", request_body = RevokeTokenRequest,
-    responses((status = 200, description = "Revoked", body = TokenRevocationInfo), (status = 202, description = "Accepted: the operation needs approval (dual control)", body = ApprovalInfo), (status = 400, description = "Invalid request", body = ErrorBody), (status = 403, description = "Forbidden", body = ErrorBody)))]
+    responses((status = 200, description = "Revoked", body = TokenRevocationInfo)))]
 async fn revoke_token(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -959,14 +992,14 @@ async fn revoke_token(
         _ => return Err(ApiError::invalid("name exactly one of jti and sid")),
     };
     let revoked = s.hsm().revoke_token(&ctx, matches, &value, body.reason).await?;
-    Ok(Json(TokenRevocationInfo::from(&revoked)))
+    Ok(Json(convert::token_revocation(&revoked)))
 }
 
 /// The public key the server signs tokens with.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", security(()),
     responses((status = 200, description = "OK", body = JwkSet)))]
 async fn jwks(State(s): State<AppState>) -> Json<JwkSet> {
-    Json(JwkSet { keys: vec![s.hsm().token_key().jwk()] })
+    Json(JwkSet { keys: vec![convert::jwk(s.hsm().token_key().jwk())] })
 }
 
 // ----- Operations ----------------------------------------------------------------------------
@@ -985,7 +1018,7 @@ async fn healthz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
     }
     let status =
         if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(health))
+    (status, Json(convert::health(health)))
 }
 
 /// Ready to serve (503 while draining for shutdown or when unhealthy).

@@ -6,8 +6,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ferrohsm_api::{ErrorBody, ErrorCode, ErrorDetail};
-use ferrohsm_core::wire::ApprovalInfo;
+use ferrohsm_api::{ApprovalInfo, ErrorBody, ErrorCode, ErrorDetail};
 
 /// A failed request: a status, a stable code and a message safe to show the caller.
 #[derive(Debug)]
@@ -103,7 +102,7 @@ impl From<ferrohsm_core::Error> for ApiError {
                 error.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
             }
             E::ApprovalRequired(approval) => {
-                error.approval = Some(Box::new(ApprovalInfo::from(&**approval)));
+                error.approval = Some(Box::new(crate::convert::approval(approval)));
             }
             _ => {}
         }

@@ -23,13 +23,15 @@
 
 mod app;
 mod auth;
+mod contract;
+mod convert;
 mod error;
 mod metrics;
 mod serve;
 mod tls;
 
 // Public interface:
-pub use app::{AppConfig, AppState, ConnInfo, openapi_document, router};
+pub use app::{AppConfig, AppState, ConnInfo, openapi_document, openapi_json, router};
 pub use auth::{
     Audience, AuthFailure, Authenticator, CLOCK_SKEW_SECONDS, Claims, KeysetError, MAX_MINT_CHAIN,
     MAX_TOKEN_TTL_SECONDS, RESERVED_ISSUERS, TokenSpec, UnsignedToken, VerifiedToken, check_keyset,

@@ -61,6 +61,9 @@ enum Command {
     ///
     /// Example: ferrohsm-server migrate --from filesystem:./ferrohsm-data --to sqlite:./ferrohsm-data/ferrohsm.db
     Migrate(MigrateArgs),
+    /// Print the OpenAPI document the server serves at /openapi.json (`cargo xtask codegen`
+    /// writes it to sdks/openapi.json, from which the SDKs are checked).
+    Openapi,
 }
 
 #[derive(Args)]
@@ -343,6 +346,10 @@ fn main() -> anyhow::Result<()> {
             Command::AuditKeys(args) => audit_keys(args),
             Command::Check(args) => check(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::Openapi => {
+                println!("{}", ferrohsm_server::openapi_json());
+                Ok(())
+            }
         }
     });
     if let Some(provider) = tracer {

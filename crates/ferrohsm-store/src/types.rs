@@ -208,6 +208,11 @@ pub enum VersionState {
     Destroyed,
 }
 
+snake_names!(VersionState, "version state", {
+    Active => "active",
+    Destroyed => "destroyed",
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,3 +143,35 @@ async fn rate_limits_answer_429_with_retry_after() {
         .unwrap();
     assert!(metrics.contains("ferrohsm_rate_limited_total"), "{metrics}");
 }
+
+/// Any operation on a key can be put under dual control, and its 202 answer is the approval the
+/// contract types describe; the repeat with `X-Approval-Id` answers as the contract says.
+#[tokio::test]
+async fn a_dual_controlled_encrypt_answers_202_with_a_typed_approval() {
+    let policy =
+        POLICY.replace(r#"operations = ["schedule_destruction"]"#, r#"operations = ["encrypt"]"#);
+    let server =
+        TestServer::start_with(Options { policy: Some(policy), ..Options::default() }).await;
+    let olga = server.api(&server.token("olga", &["operator"]));
+    let ada = server.api(&server.token("ada", &["admin"]));
+    let bob = server.api(&server.token("bob", &["operator"]));
+    olga.create(json!({"algorithm": "aes-256-gcm", "name": "prod-enc", "tags": {"env": "prod"}}))
+        .await;
+    let body = json!({"plaintext": "aGVsbG8="});
+    let r = olga.post("/v1/keys/prod-enc/encrypt", body.clone()).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let approval: ferrohsm_api::ApprovalInfo = serde_json::from_value(r.body.clone()).unwrap();
+    assert_eq!(approval.operation, ferrohsm_api::Operation::Encrypt);
+    assert_eq!(approval.state, ferrohsm_api::ApprovalState::Pending);
+    let id = approval.id.to_string();
+    assert_eq!(r.headers["x-approval-id"], id.as_str());
+    for approver in [&ada, &bob] {
+        let r = approver.send("POST", &format!("/v1/approvals/{id}/approve"), None, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r =
+        olga.send("POST", "/v1/keys/prod-enc/encrypt", Some(body), &[("x-approval-id", &id)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let encrypted: ferrohsm_api::Encrypted = serde_json::from_value(r.body).unwrap();
+    assert!(encrypted.ciphertext.starts_with("fhsm:v1:"));
+}

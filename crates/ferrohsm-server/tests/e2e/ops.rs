@@ -112,6 +112,41 @@ async fn the_openapi_document_validates_and_lists_every_route() {
     );
 }
 
+/// `sdks/openapi.json`, from which the SDKs are checked, is the document the server serves.
+#[tokio::test]
+async fn the_committed_openapi_document_is_the_one_served() {
+    let server = TestServer::start().await;
+    let served: Value = server
+        .client()
+        .get(format!("{}/openapi.json", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdks/openapi.json");
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(
+        served == committed,
+        "sdks/openapi.json differs from the served document: run `cargo xtask codegen` and commit it"
+    );
+    // Typed: enumerations are listed, and every body schema has properties.
+    let schemas = &served["components"]["schemas"];
+    assert!(schemas["Algorithm"]["enum"].as_array().is_some_and(|v| v.len() >= 10));
+    assert_eq!(schemas["KeyInfo"]["properties"]["state"]["$ref"], "#/components/schemas/KeyState");
+    assert!(schemas["AuditRecord"]["properties"]["hash"]["pattern"].is_string());
+    for (name, schema) in schemas.as_object().unwrap() {
+        let untyped = schema["type"] == "object" && schema.get("properties").is_none();
+        assert!(!untyped, "{name} is an untyped object");
+    }
+    let limit = served["paths"]["/v1/keys"]["get"]["parameters"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "limit"))
+        .map(|p| p["schema"]["maximum"].clone());
+    assert_eq!(limit, Some(json!(1000)));
+}
+
 #[tokio::test]
 async fn shutdown_drains_and_checkpoints_the_audit_log() {
     let mut server = TestServer::start().await;
