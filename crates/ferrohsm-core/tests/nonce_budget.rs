@@ -10,11 +10,12 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ctx, master};
-use ferrohsm_core::{Algorithm, CreateKey, Hsm, KeyRef, NonceBudget};
+use ferrohsm_core::{Algorithm, BackendConfig, CreateKey, Hsm, KeyRef, NonceBudget};
 use ferrohsm_store::MemoryKeyStore;
 
 async fn hsm_with(budget: NonceBudget) -> Hsm {
@@ -92,4 +93,86 @@ async fn counts_survive_a_restart_with_at_most_one_block_lost() {
     hsm.encrypt(&ctx(), &k, b"x", b"").await.unwrap();
     let after = hsm.describe_key(&ctx(), &k).await.unwrap().versions[0].encryptions;
     assert!(after > before, "the count resumed from the reservation: {before} -> {after}");
+}
+
+/// Encrypts `n` messages at once under `k`: exactly `admitted` succeed (the others are refused
+/// at the budget's limit, never as a conflict), each decrypts, and the stored reservation
+/// covers every acknowledged encryption, by at most one block and never past the limit.
+async fn encrypt_at_once(hsm: &Hsm, k: &KeyRef, budget: NonceBudget, n: u64, admitted: u64) {
+    let before = hsm.describe_key(&ctx(), k).await.unwrap().versions[0].encryptions;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (hsm, k) = (hsm.clone(), k.clone());
+            tokio::spawn(async move {
+                let plaintext = format!("message {i}");
+                let encrypted = hsm.encrypt(&ctx(), &k, plaintext.as_bytes(), b"").await;
+                encrypted.map(|e| (plaintext, e.ciphertext))
+            })
+        })
+        .collect();
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(pair) => done.push(pair),
+            Err(e) => refused.push(e),
+        }
+    }
+    assert_eq!(done.len() as u64, admitted, "refused: {refused:?}");
+    assert!(refused.iter().all(|e| e.code() == "invalid_state"), "{refused:?}");
+    for (plaintext, ciphertext) in &done {
+        let back = hsm.decrypt(&ctx(), k, ciphertext, b"").await.unwrap();
+        assert_eq!(back.plaintext.expose(), plaintext.as_bytes());
+    }
+    let recorded = hsm.describe_key(&ctx(), k).await.unwrap().versions[0].encryptions;
+    let most = (before + admitted + budget.reserve).min(budget.limit);
+    assert!((before + admitted..=most).contains(&recorded), "{before} + {admitted} -> {recorded}");
+}
+
+/// 32 encryptions at once under a key just created all succeed: the first encryptions under a
+/// version share one reservation write instead of racing to make one each (which refused 19
+/// of 32 as `conflict`, "kept changing; try again"). The same after a restart, where counting
+/// resumes at the stored reservation, with small blocks, and at the limit.
+async fn concurrent_first_encryptions(backend: impl Fn(PathBuf) -> BackendConfig, durable: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |config: BackendConfig, budget: NonceBudget| {
+        Hsm::builder().backend(config).master_key(master(9)).nonce_budget(budget).build()
+    };
+    let default = NonceBudget::default();
+    let hsm = open(backend(dir.path().join("default")), default).await.unwrap();
+    let k = aes(&hsm).await;
+    encrypt_at_once(&hsm, &k, default, 32, 32).await;
+    hsm.shutdown().await.unwrap();
+    drop(hsm);
+    if durable {
+        let hsm = open(backend(dir.path().join("default")), default).await.unwrap();
+        encrypt_at_once(&hsm, &k, default, 32, 32).await;
+        hsm.shutdown().await.unwrap();
+    }
+    // Blocks of 4: the 32 pass several reservations.
+    let small = NonceBudget { limit: 1000, rotate_at: u64::MAX, reserve: 4 };
+    let hsm = open(backend(dir.path().join("small")), small).await.unwrap();
+    let k = aes(&hsm).await;
+    encrypt_at_once(&hsm, &k, small, 32, 32).await;
+    hsm.shutdown().await.unwrap();
+    // A limit of 20: 20 succeed, 12 are refused at the limit, and the whole budget is recorded.
+    let tight = NonceBudget { limit: 20, rotate_at: u64::MAX, reserve: 4 };
+    let hsm = open(backend(dir.path().join("tight")), tight).await.unwrap();
+    let k = aes(&hsm).await;
+    encrypt_at_once(&hsm, &k, tight, 32, 20).await;
+    hsm.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_encryptions_all_succeed_in_memory() {
+    concurrent_first_encryptions(|_| BackendConfig::memory(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_encryptions_all_succeed_on_the_filesystem() {
+    concurrent_first_encryptions(BackendConfig::filesystem, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_encryptions_all_succeed_on_sqlite() {
+    concurrent_first_encryptions(BackendConfig::sqlite, true).await;
 }

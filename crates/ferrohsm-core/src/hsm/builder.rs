@@ -214,6 +214,7 @@ impl HsmBuilder {
                     cache: KeyCache::new(self.cache_capacity),
                     nonce_budget: self.nonce_budget,
                     nonces: Default::default(),
+                    reservations: Default::default(),
                     max_payload: self.max_payload,
                     destruction_grace: self.destruction_grace,
                 },

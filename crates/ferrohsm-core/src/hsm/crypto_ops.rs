@@ -24,8 +24,8 @@ impl Hsm {
             };
             let (verified, version) =
                 self.usable(ctx, key, Operation::Encrypt, Usage::Encrypt, None, params).await?;
-            if let Some(target) = self.take_nonce(&verified.record, version)? {
-                self.reserve_nonces(verified.record.id, version, target).await?;
+            if let Some(count) = self.take_nonce(&verified.record, version)? {
+                self.reserve_nonces(verified.record.id, version, count).await?;
             }
             let secret = self.secret(&verified, version)?;
             let body = secret.encrypt(plaintext, aad).map_err(crypto_error(Operation::Encrypt))?;
@@ -229,7 +229,8 @@ impl Hsm {
     /// budget's limit, a new block reserved in the stored record before the count passes
     /// what is reserved (so a crash loses at most a block, counted as used), and an automatic
     /// rotation started when the count reaches `rotate_at`. The count itself is synchronous;
-    /// only the rare reservation awaits a write.
+    /// only the rare reservation awaits a write. Returns the count when it passes what
+    /// `record` says is reserved: `reserve_nonces` must then cover it before the encryption.
     pub(super) fn take_nonce(&self, record: &KeyRecord, version: u32) -> Result<Option<u64>> {
         let budget = self.inner.keys.nonce_budget;
         let reserved = record.version(version).map_or(0, |v| v.encryptions_reserved);
@@ -264,25 +265,51 @@ impl Hsm {
                 }
             });
         }
-        Ok((count > reserved).then(|| count.saturating_add(budget.reserve).min(budget.limit)))
+        Ok((count > reserved).then_some(count))
     }
 
-    /// Persists a reservation of `target` encryptions for `version` (never lowering one).
+    /// Makes sure at least `count` encryptions of `version` are reserved in the stored record
+    /// (never lowering a reservation). The writes for one key version are made one at a time,
+    /// each reserving a block beyond every encryption counted so far; a caller that finds its
+    /// count covered by a write made while it waited returns without writing. So concurrent
+    /// encryptions that pass a reservation together (the first ones under a new version or
+    /// after a restart) make one write between them instead of one each, which would race
+    /// for the record's revision until some ran out of attempts.
     pub(super) fn reserve_nonces(
         &self,
         id: KeyId,
         version: u32,
-        target: u64,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<KeyInfo>> + Send + '_>> {
+        count: u64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
         Box::pin(async move {
-            self.modify(&KeyRef::Id(id), |old, next| {
-                let stored = old.version(version).map_or(0, |v| v.encryptions_reserved);
-                if let Some(v) = next.versions.iter_mut().find(|v| v.version == version) {
-                    v.encryptions_reserved = stored.max(target);
-                }
-                Ok(())
-            })
-            .await
+            let slot = {
+                let mut slots =
+                    self.inner.keys.reservations.lock().unwrap_or_else(|p| p.into_inner());
+                slots.entry((id, version)).or_default().clone()
+            };
+            // Held across the write: the next caller sees what it persisted.
+            let mut persisted = slot.lock().await;
+            if *persisted >= count {
+                return Ok(());
+            }
+            let budget = self.inner.keys.nonce_budget;
+            let counted = {
+                let nonces = self.inner.keys.nonces.lock().unwrap_or_else(|p| p.into_inner());
+                nonces.0.get(&(id, version)).copied().unwrap_or(count).max(count)
+            };
+            let target = counted.saturating_add(budget.reserve).min(budget.limit);
+            let info = self
+                .modify(&KeyRef::Id(id), |old, next| {
+                    let stored = old.version(version).map_or(0, |v| v.encryptions_reserved);
+                    if let Some(v) = next.versions.iter_mut().find(|v| v.version == version) {
+                        v.encryptions_reserved = stored.max(target);
+                    }
+                    Ok(())
+                })
+                .await?;
+            let stored = info.versions.iter().find(|v| v.version == version);
+            *persisted = stored.map_or(0, |v| v.encryptions).max(*persisted);
+            Ok(())
         })
     }
 

@@ -101,6 +101,9 @@ struct Keys {
     /// AES-GCM encryptions per (key, version) since start (starting from the persisted
     /// reservation), and the versions whose automatic rotation has started.
     nonces: std::sync::Mutex<NonceTable>,
+    /// Per key version, the lock that lets one reservation write at a time, holding the
+    /// highest reservation this process has persisted (see `Hsm::reserve_nonces`).
+    reservations: std::sync::Mutex<ReservationSlots>,
     max_payload: usize,
     destruction_grace: Duration,
 }
@@ -493,6 +496,9 @@ type RevokedSet = (HashSet<(TokenMatch, String)>, HashSet<uuid::Uuid>);
 
 /// Encryptions counted per key version, and the versions whose rotation has started.
 type NonceTable = (HashMap<(KeyId, u32), u64>, HashSet<(KeyId, u32)>);
+
+/// Per key version: one reservation write at a time, and the highest reservation persisted.
+type ReservationSlots = HashMap<(KeyId, u32), Arc<tokio::sync::Mutex<u64>>>;
 
 /// How many AES-GCM encryptions (random 96-bit nonces) one key version may perform. NIST SP
 /// 800-38D caps random-nonce use at 2^32 invocations per key.
