@@ -58,13 +58,15 @@ impl SqliteKeyStore {
         Error::Corrupt { record: id.to_owned(), reason }
     }
 
-    /// Loads the records of `ids` (two queries, whatever their number), in `ids` order.
+    /// Loads the records of `ids` (two queries, whatever their number), in `ids` order. Both
+    /// queries read one snapshot (a read transaction): a commit between them would otherwise
+    /// pair a key row with the version rows of its next revision.
     async fn load_many(&self, ids: &[String]) -> Result<Vec<Arc<KeyRecord>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let list = serde_json::to_string(ids).map_err(|e| Error::backend("encoding ids", e))?;
-        let mut conn = self.db.pool.acquire().await.map_err(db_error("reading keys"))?;
+        let mut conn = self.db.pool.begin().await.map_err(db_error("reading keys"))?;
         let rows =
             sqlx::query("SELECT id, record FROM keys WHERE id IN (SELECT value FROM json_each(?))")
                 .bind(&list)
@@ -92,6 +94,7 @@ impl SqliteKeyStore {
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error("reading key versions"))?;
+        conn.commit().await.map_err(db_error("reading keys"))?;
         for row in versions {
             let id: String = row.get(0);
             let text: String = row.get(1);
