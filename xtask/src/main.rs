@@ -9,6 +9,7 @@
 //! - `bench`: the criterion benchmarks and the REST load test (`bench load` runs only the
 //!   latter), then one table of results, also written as JSON to `target/bench/`.
 //!
+//! - `sdk`: only the SDK checks and the OpenAPI fuzzer that `test` ends with (xtask/src/sdk.rs).
 //! - `codegen`: writes the server's OpenAPI document to `sdks/openapi.json` (the server's tests
 //!   fail while the committed copy differs from what the server serves).
 //!
@@ -24,6 +25,7 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod dev;
 mod load;
+mod sdk;
 mod walkthrough;
 
 fn main() -> Result<()> {
@@ -32,6 +34,10 @@ fn main() -> Result<()> {
     match task.as_str() {
         "test" | "ci" => test(&root),
         "codegen" => codegen(&root),
+        "sdk" => {
+            run(&root, "cargo", &["build", "--locked", "-p", "ferrohsm-server"])?;
+            sdk::run(&root)
+        }
         "bench" => bench::run(&root, std::env::args().nth(2).as_deref() == Some("load")),
         "fuzz" => {
             let seconds = std::env::args().nth(2).unwrap_or_else(|| "300".into());
@@ -43,7 +49,7 @@ fn main() -> Result<()> {
             run(&root, "cargo", &args)
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|ci|bench|fuzz|codegen>");
+            eprintln!("usage: cargo xtask <test|ci|bench|fuzz|codegen|sdk>");
             eprintln!("  test   fmt check, clippy -D warnings, cargo deny, every test");
             eprintln!("  ci     the same as test (what .ci/run calls)");
             eprintln!(
@@ -54,6 +60,7 @@ fn main() -> Result<()> {
                 "  fuzz [SECONDS] [TARGET]   fuzz every parser of untrusted input (default 300 s; the smoke run is part of test)"
             );
             eprintln!("  codegen   write the OpenAPI document to sdks/openapi.json");
+            eprintln!("  sdk       only the SDK checks and the OpenAPI fuzzer (part of test)");
             bail!("unknown task {task:?}")
         }
     }
@@ -119,13 +126,14 @@ fn test(root: &Path) -> Result<()> {
         bail!("the end-to-end suite failed on SQLite ({status})");
     }
     walkthrough::run(root)?;
+    sdk::run(root)?;
     eprintln!("xtask: all checks and tests passed");
     Ok(())
 }
 
 /// The path of the already built test binary `target` of `package` (from cargo's build plan
 /// of `cargo test --workspace`, which builds nothing new after a full test run).
-fn test_binary(root: &Path, package: &str, target: &str) -> Result<std::path::PathBuf> {
+pub(crate) fn test_binary(root: &Path, package: &str, target: &str) -> Result<std::path::PathBuf> {
     let out = Command::new("cargo")
         .args(["test", "--workspace", "--locked", "--no-run", "--message-format=json"])
         .current_dir(root)

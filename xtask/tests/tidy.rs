@@ -62,6 +62,35 @@ fn frontends_depend_only_on_the_core() {
     }
 }
 
+/// The CLI reaches the server only through the typed client of `ferrohsm-api`: no HTTP
+/// library of its own, no hand-written route, no request body built from `json!`.
+#[test]
+fn the_cli_speaks_only_through_the_typed_client() {
+    let cli = root().join("crates/ferrohsm-cli");
+    let deps = manifest(&cli)["dependencies"].as_table().unwrap().clone();
+    assert!(!deps.contains_key("reqwest"), "the CLI depends on reqwest directly");
+    let api = deps["ferrohsm-api"].as_table().and_then(|t| t.get("features")).cloned();
+    assert!(
+        api.is_some_and(|f| f.as_array().unwrap().iter().any(|v| v.as_str() == Some("client"))),
+        "the CLI uses ferrohsm-api's client"
+    );
+    for file in rust_files(&cli.join("src")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains("\"/v1/"), "{} writes a route by hand", file.display());
+        for (i, line) in text.lines().enumerate() {
+            // `json!` only shapes what the CLI prints (the offline verifier's report).
+            let printing = line.contains("print_json(")
+                || text.lines().nth(i.wrapping_sub(1)).is_some_and(|l| l.contains("print_json("));
+            assert!(
+                !line.contains("json!(") || printing,
+                "{}:{}: json! builds a body",
+                file.display(),
+                i + 1
+            );
+        }
+    }
+}
+
 #[test]
 fn no_backend_is_named_outside_the_backend_crates() {
     const BACKENDS: &[&str] = &[

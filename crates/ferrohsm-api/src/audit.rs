@@ -18,7 +18,7 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", param(pattern = "^[0-9]{1,20}$"))]
+    #[cfg_attr(feature = "openapi", param(pattern = "^[0-9]{1,19}$"))]
     pub cursor: Option<String>,
     /// Only this actor's records.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,7 +18,11 @@ pub struct TokenRequest {
     #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub roles: Vec<Role>,
     /// Lifetime in seconds (default 3600, at most the server's maximum token lifetime).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::number::whole_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86400))]
     pub ttl_seconds: Option<u64>,
     /// Binds the token to a client certificate: its SHA-256 fingerprint, hex.

@@ -126,7 +126,11 @@ pub struct VerifyRequest {
     pub algorithm: Option<SignatureScheme>,
     /// The version to verify with; the signature's own version is unknown, so the current
     /// one when omitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::number::whole_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub key_version: Option<u32>,
 }

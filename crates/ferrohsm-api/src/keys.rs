@@ -235,6 +235,7 @@ impl ListKeys {
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The version to make current.
+    #[serde(deserialize_with = "crate::number::whole")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub version: u32,
 }
@@ -262,7 +263,11 @@ pub struct RevokeRequest {
 pub struct DestroyRequest {
     /// The grace period in seconds before the key may be purged (0 to 100 years; 0 purges at
     /// once); the policy's or the server's default when omitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::number::whole_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 3_155_760_000_i64))]
     pub grace_seconds: Option<i64>,
 }

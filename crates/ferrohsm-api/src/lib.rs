@@ -18,11 +18,14 @@ mod approvals;
 mod audit;
 mod auth;
 mod bytes;
+#[cfg(feature = "client")]
+pub mod client;
 mod crypto;
 mod enums;
 mod error;
 mod health;
 mod keys;
+mod number;
 
 pub use approvals::{ApprovalInfo, ApprovalList, ParameterInfo, VoteInfo, VoteRequest};
 pub use audit::{
@@ -30,6 +33,8 @@ pub use audit::{
 };
 pub use auth::{RevokeTokenRequest, TokenRequest, TokenResponse, TokenRevocationInfo};
 pub use bytes::Secret;
+#[cfg(feature = "client")]
+pub use client::{Client, ClientBuilder, ClientError, RetryPolicy, TokenSource};
 pub use crypto::{
     DecryptRequest, EncryptRequest, Encrypted, Jwk, JwkSet, KeyMaterial, Plaintext, PublicKeyInfo,
     SignRequest, Signed, UnwrapRequest, Verified, VerifyRequest, WrapRequest, Wrapped,

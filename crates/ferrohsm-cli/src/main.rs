@@ -1,6 +1,6 @@
 //! `ferrohsm`: the command line for operators and auditors. It talks to a FerroHSM server
-//! through one `Client` built on `ferrohsm_core::wire`; `audit verify` works offline through the
-//! core's verifier. Errors print one line on stderr (with the request id when the server
+//! through the typed client of `ferrohsm-api` (no request is built by hand); `audit verify`
+//! works offline through the core's verifier. Errors print one line on stderr (with the request id when the server
 //! answered) and exit with a code per kind (see `--help` and docs/cli.md).
 //!
 //! It must never write plaintext or key material anywhere but the output the user asked for,
@@ -12,13 +12,14 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser as _};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
-use ferrohsm_core::b64;
-use ferrohsm_core::wire::{
-    ApprovalInfo, ApprovalList, AuditPage, DecryptRequest, Encrypted, Health, KeyInfo, KeyList,
-    PublicKeyInfo, RevokeTokenRequest, Signed, TokenResponse, TokenRevocationInfo, Verified,
-    Wrapped,
+use ferrohsm_api::{
+    Algorithm, ApprovalInfo, AuditQuery, CreateKey, DecryptRequest, DestroyRequest, EncryptRequest,
+    KeyInfo, ListKeys, Outcome, RevocationReason, RevokeRequest, RevokeTokenRequest, Role, Secret,
+    SignRequest, SignatureScheme, TokenRequest, UnwrapRequest, Usage, VerifyRequest, VoteRequest,
+    WrapRequest,
 };
-use serde_json::{Value, json};
+use ferrohsm_core::b64;
+use serde_json::json;
 use zeroize::Zeroizing;
 
 mod cli;
@@ -117,11 +118,10 @@ fn login(g: &Global) -> Result<ExitCode> {
     };
     // Check the settings work before storing them.
     let client = Client::new(&profile, None, None)?;
-    let _: KeyList = client.get("/v1/keys?limit=1").or_else(|e| match e.kind {
+    let one = ListKeys { limit: Some(1), ..ListKeys::default() };
+    client.run(|c| async move { c.list_keys(&one).await.map(drop) }).or_else(|e| match e.kind {
         // A role that may not list keys still logs in.
-        Kind::Auth if !e.message.starts_with("authentication failed") => {
-            Ok(KeyList { keys: vec![], next_cursor: None })
-        }
+        Kind::Auth if !e.message.starts_with("authentication failed") => Ok(()),
         _ => Err(e),
     })?;
     let path = config::config_path(g)
@@ -138,9 +138,9 @@ fn online(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
     match command {
         Command::Keys(k) => keys(out, client, k),
         Command::Encrypt(a) => {
-            let plaintext = read_input(&a.input)?;
-            let body = json!({"plaintext": b64::encode(&plaintext), "aad": a.aad.map(|t| b64::encode(t.as_bytes()))});
-            let r: Encrypted = client.post(&format!("/v1/keys/{}/encrypt", seg(&a.key)), &body)?;
+            let plaintext = Secret::new(read_input(&a.input)?);
+            let body = EncryptRequest { plaintext, aad: a.aad.map(String::into_bytes) };
+            let r = client.run(|c| async move { c.encrypt(&a.key, &body).await })?;
             emit(out, &r, a.out.as_deref(), format!("{}\n", r.ciphertext).as_bytes())
         }
         Command::Decrypt(a) => {
@@ -149,17 +149,18 @@ fn online(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
                 None => text_input(a.input.as_deref())?,
             };
             let body = DecryptRequest { ciphertext, aad: a.aad.map(String::into_bytes) };
-            let r: Value = client.post(&format!("/v1/keys/{}/decrypt", seg(&a.key)), &body)?;
-            secret_output(out, &r, "plaintext", a.out.as_deref())
+            let key = a.key;
+            let r = client.run(|c| async move { c.decrypt(&key, &body).await })?;
+            secret_output(out, &r, r.plaintext.expose(), a.out.as_deref())
         }
         Command::Sign(a) => {
-            let body = match &a.digest_hex {
-                Some(hex) => json!({"digest": b64::encode(&unhex(hex)?), "algorithm": a.algorithm}),
-                None => {
-                    json!({"message": b64::encode(&read_input(&a.input)?), "algorithm": a.algorithm})
-                }
+            let mut body = match &a.digest_hex {
+                Some(hex) => SignRequest::digest(unhex(hex)?),
+                None => SignRequest::message(read_input(&a.input)?),
             };
-            let r: Signed = client.post(&format!("/v1/keys/{}/sign", seg(&a.key)), &body)?;
+            body.algorithm = a.algorithm.as_deref().map(SignatureScheme::from_wire);
+            let key = a.key.clone();
+            let r = client.run(|c| async move { c.sign(&key, &body).await })?;
             match (&a.out, out) {
                 (Some(path), _) => {
                     write_file(path, &r.signature)?;
@@ -179,18 +180,19 @@ fn online(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
                     .map_err(|_| CliError::input("--signature-b64 is not valid base64"))?,
                 _ => return Err(CliError::input("give --signature FILE or --signature-b64 TEXT")),
             };
-            let mut body = match &a.digest_hex {
-                Some(hex) => json!({"digest": b64::encode(&unhex(hex)?)}),
-                None => json!({"message": b64::encode(&read_input(&a.input)?)}),
+            let (message, digest) = match &a.digest_hex {
+                Some(hex) => (None, Some(unhex(hex)?)),
+                None => (Some(read_input(&a.input)?), None),
             };
-            body["signature"] = json!(b64::encode(&signature));
-            if let Some(alg) = &a.algorithm {
-                body["algorithm"] = json!(alg);
-            }
-            if let Some(v) = a.key_version {
-                body["key_version"] = json!(v);
-            }
-            let r: Verified = client.post(&format!("/v1/keys/{}/verify", seg(&a.key)), &body)?;
+            let body = VerifyRequest {
+                message,
+                digest,
+                signature,
+                algorithm: a.algorithm.as_deref().map(SignatureScheme::from_wire),
+                key_version: a.key_version,
+            };
+            let key = a.key.clone();
+            let r = client.run(|c| async move { c.verify(&key, &body).await })?;
             if out == Output::Json {
                 print_json(&r);
             } else {
@@ -206,8 +208,9 @@ fn online(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
         }
         Command::Wrap(a) => {
             let material = Zeroizing::new(read_input(&Input { data: None, input: a.input })?);
-            let body = json!({"key_material": b64::encode(&material)});
-            let r: Wrapped = client.post(&format!("/v1/keys/{}/wrap", seg(&a.key)), &body)?;
+            let body = WrapRequest { key_material: Secret::from(&material[..]) };
+            let key = a.key.clone();
+            let r = client.run(|c| async move { c.wrap(&key, &body).await })?;
             emit(out, &r, a.out.as_deref(), format!("{}\n", r.wrapped).as_bytes())
         }
         Command::Unwrap(a) => {
@@ -215,15 +218,17 @@ fn online(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
                 Some(w) => w,
                 None => text_input(a.input.as_deref())?,
             };
-            let r: Value = client
-                .post(&format!("/v1/keys/{}/unwrap", seg(&a.key)), &json!({"wrapped": wrapped}))?;
-            secret_output(out, &r, "key_material", a.out.as_deref())
+            let body = UnwrapRequest { wrapped };
+            let key = a.key;
+            let r = client.run(|c| async move { c.unwrap(&key, &body).await })?;
+            secret_output(out, &r, r.key_material.expose(), a.out.as_deref())
         }
         Command::Approvals(a) => approvals(out, client, a),
         Command::Audit(a) => audit(out, client, a),
         Command::Token(TokenCommand::Issue { sub, roles, ttl_seconds, cert_sha256 }) => {
-            let body = json!({"sub": sub, "roles": roles, "ttl_seconds": ttl_seconds, "cert_sha256": cert_sha256});
-            let r: TokenResponse = client.post("/v1/auth/token", &body)?;
+            let roles = roles.iter().map(|r| Role::from_wire(r)).collect();
+            let body = TokenRequest { sub, roles, ttl_seconds: Some(ttl_seconds), cert_sha256 };
+            let r = client.run(|c| async move { c.issue_token(&body).await })?;
             if out == Output::Json {
                 print_json(&r)
             } else {
@@ -233,7 +238,7 @@ fn online(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
         }
         Command::Token(TokenCommand::Revoke { jti, sid, reason }) => {
             let body = RevokeTokenRequest { jti, sid, reason };
-            let r: TokenRevocationInfo = client.post("/v1/auth/revoke", &body)?;
+            let r = client.run(|c| async move { c.revoke_token(&body).await })?;
             if out == Output::Json {
                 print_json(&r)
             } else {
@@ -247,7 +252,7 @@ fn online(g: &Global, client: &Client, command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Health => {
-            let h: Health = client.get("/healthz")?;
+            let h = client.run(|c| async move { c.health().await })?;
             if out == Output::Json {
                 print_json(&h);
             } else {
@@ -284,60 +289,42 @@ fn keys(out: Output, client: &Client, command: KeysCommand) -> Result<ExitCode> 
     };
     match command {
         KeysCommand::Create { algorithm, name, description, tags, usages } => {
-            let mut req = serde_json::Map::new();
-            req.insert("algorithm".into(), json!(algorithm));
-            if let Some(n) = name {
-                req.insert("name".into(), json!(n));
-            }
-            if let Some(d) = description {
-                req.insert("description".into(), json!(d));
-            }
+            let mut request = CreateKey::new(Algorithm::from_wire(&algorithm));
+            request.name = name;
+            request.description = description;
             if !usages.is_empty() {
-                req.insert("usages".into(), json!(usages));
+                request.usages = Some(usages.iter().map(|u| Usage::from_wire(u)).collect());
             }
-            let mut tag_map = serde_json::Map::new();
             for t in tags {
                 let (k, v) = t
                     .split_once('=')
                     .ok_or_else(|| CliError::input(format!("--tag {t:?}: want key=value")))?;
-                tag_map.insert(k.to_owned(), json!(v));
+                request.tags.insert(k.to_owned(), v.to_owned());
             }
-            req.insert("tags".into(), Value::Object(tag_map));
-            key_result(client.post("/v1/keys", &Value::Object(req))?)
+            key_result(client.run(|c| async move { c.create_key(&request).await })?)
         }
         KeysCommand::List { tags, algorithm, state, name_prefix, limit } => {
-            let mut query = Vec::new();
+            let mut query = ListKeys {
+                algorithm: algorithm.as_deref().map(Algorithm::from_wire),
+                state: state.as_deref().map(ferrohsm_api::KeyState::from_wire),
+                name_prefix,
+                ..ListKeys::default()
+            };
             for t in &tags {
                 let (k, v) = t
                     .split_once('=')
                     .ok_or_else(|| CliError::input(format!("--tag {t:?}: want key=value")))?;
-                query.push(("tag", format!("{k}:{v}")));
-            }
-            for (name, value) in
-                [("algorithm", algorithm), ("state", state), ("name_prefix", name_prefix)]
-            {
-                if let Some(v) = value {
-                    query.push((name, v));
-                }
+                query.tags.push((k.to_owned(), v.to_owned()));
             }
             let mut keys = Vec::new();
-            let mut cursor: Option<String> = None;
             loop {
-                let mut q = query.clone();
                 let page_size = limit.map_or(1000, |l| (l - keys.len().min(l)).clamp(1, 1000));
-                q.push(("limit", page_size.to_string()));
-                if let Some(c) = &cursor {
-                    q.push(("cursor", c.clone()));
-                }
-                let qs = q
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", urlencode(v)))
-                    .collect::<Vec<_>>()
-                    .join("&");
-                let page: KeyList = client.get(&format!("/v1/keys?{qs}"))?;
+                query.limit = Some(u32::try_from(page_size).unwrap_or(1000));
+                let q = query.clone();
+                let page = client.run(|c| async move { c.list_keys(&q).await })?;
                 keys.extend(page.keys);
-                cursor = page.next_cursor;
-                if cursor.is_none() || limit.is_some_and(|l| keys.len() >= l) {
+                query.cursor = page.next_cursor;
+                if query.cursor.is_none() || limit.is_some_and(|l| keys.len() >= l) {
                     break;
                 }
             }
@@ -345,13 +332,17 @@ fn keys(out: Output, client: &Client, command: KeysCommand) -> Result<ExitCode> 
                 keys.truncate(l);
             }
             if out == Output::Json {
-                print_json(&json!({"keys": keys}));
+                #[derive(serde::Serialize)]
+                struct Keys<'a> {
+                    keys: &'a [KeyInfo],
+                }
+                print_json(&Keys { keys: &keys });
             } else {
                 let mut t =
                     table(&["name", "id", "algorithm", "state", "version", "tags", "created"]);
                 for k in &keys {
                     t.add_row(vec![
-                        k.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                        k.name.clone().unwrap_or_default(),
                         k.id.to_string(),
                         k.algorithm.to_string(),
                         k.state.to_string(),
@@ -369,34 +360,28 @@ fn keys(out: Output, client: &Client, command: KeysCommand) -> Result<ExitCode> 
             }
             Ok(ExitCode::SUCCESS)
         }
-        KeysCommand::Show { key } => key_result(client.get(&format!("/v1/keys/{}", seg(&key)))?),
-        KeysCommand::Rotate { key } => {
-            key_result(client.post(&format!("/v1/keys/{}/rotate", seg(&key)), &json!({}))?)
+        KeysCommand::Show { key } => {
+            key_result(client.run(|c| async move { c.describe_key(&key).await })?)
         }
-        KeysCommand::Rollback { key, version } => key_result(
-            client
-                .post(&format!("/v1/keys/{}/rollback", seg(&key)), &json!({"version": version}))?,
-        ),
-        KeysCommand::Revoke { key, reason, comment } => key_result(client.post(
-            &format!("/v1/keys/{}/revoke", seg(&key)),
-            &json!({"reason": reason, "comment": comment}),
-        )?),
+        KeysCommand::Rotate { key } => {
+            key_result(client.run(|c| async move { c.rotate_key(&key).await })?)
+        }
+        KeysCommand::Rollback { key, version } => {
+            key_result(client.run(|c| async move { c.rollback_key(&key, version).await })?)
+        }
+        KeysCommand::Revoke { key, reason, comment } => {
+            let body = RevokeRequest { reason: RevocationReason::from_wire(&reason), comment };
+            key_result(client.run(|c| async move { c.revoke_key(&key, &body).await })?)
+        }
         KeysCommand::Destroy { key, grace_seconds } => {
-            let body = match grace_seconds {
-                Some(g) => json!({"grace_seconds": g}),
-                None => json!({}),
-            };
-            key_result(client.post(&format!("/v1/keys/{}/destroy", seg(&key)), &body)?)
+            let body = DestroyRequest { grace_seconds };
+            key_result(client.run(|c| async move { c.destroy_key(&key, &body).await })?)
         }
         KeysCommand::CancelDestroy { key } => {
-            key_result(client.post(&format!("/v1/keys/{}/cancel-destroy", seg(&key)), &json!({}))?)
+            key_result(client.run(|c| async move { c.cancel_destroy(&key).await })?)
         }
         KeysCommand::Public { key, version, out: file } => {
-            let path = match version {
-                Some(v) => format!("/v1/keys/{}/public?version={v}", seg(&key)),
-                None => format!("/v1/keys/{}/public", seg(&key)),
-            };
-            let p: PublicKeyInfo = client.get(&path)?;
+            let p = client.run(|c| async move { c.public_key(&key, version).await })?;
             emit(out, &p, file.as_deref(), p.pem.as_bytes())
         }
     }
@@ -413,7 +398,8 @@ fn approvals(out: Output, client: &Client, command: ApprovalsCommand) -> Result<
     };
     match command {
         ApprovalsCommand::List { limit } => {
-            let list: ApprovalList = client.get(&format!("/v1/approvals?limit={limit}"))?;
+            let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+            let list = client.run(|c| async move { c.list_approvals(Some(limit)).await })?;
             if out == Output::Json {
                 print_json(&list)
             } else {
@@ -421,11 +407,18 @@ fn approvals(out: Output, client: &Client, command: ApprovalsCommand) -> Result<
             }
             Ok(ExitCode::SUCCESS)
         }
-        ApprovalsCommand::Show { id } => one(client.get(&format!("/v1/approvals/{}", seg(&id)))?),
-        ApprovalsCommand::Approve { id, comment } => one(client
-            .post(&format!("/v1/approvals/{}/approve", seg(&id)), &json!({"comment": comment}))?),
-        ApprovalsCommand::Deny { id, comment } => one(client
-            .post(&format!("/v1/approvals/{}/deny", seg(&id)), &json!({"comment": comment}))?),
+        ApprovalsCommand::Show { id } => {
+            let id = approval_id(&id)?;
+            one(client.run(|c| async move { c.describe_approval(id).await })?)
+        }
+        ApprovalsCommand::Approve { id, comment } => {
+            let (id, vote) = (approval_id(&id)?, VoteRequest { comment });
+            one(client.run(|c| async move { c.approve(id, &vote).await })?)
+        }
+        ApprovalsCommand::Deny { id, comment } => {
+            let (id, vote) = (approval_id(&id)?, VoteRequest { comment });
+            one(client.run(|c| async move { c.deny(id, &vote).await })?)
+        }
     }
 }
 
@@ -442,27 +435,18 @@ fn audit(out: Output, client: &Client, command: AuditCommand) -> Result<ExitCode
             limit,
             cursor,
         } => {
-            let mut q = vec![("limit", limit.to_string())];
-            for (k, v) in [
-                ("actor", actor),
-                ("action", action),
-                ("key_id", key_id),
-                ("outcome", outcome),
-                ("request_id", for_request),
-                ("since", since),
-                ("until", until),
-                ("cursor", cursor),
-            ] {
-                if let Some(v) = v {
-                    q.push((k, v));
-                }
-            }
-            let qs = q
-                .iter()
-                .map(|(k, v)| format!("{k}={}", urlencode(v)))
-                .collect::<Vec<_>>()
-                .join("&");
-            let page: AuditPage = client.get(&format!("/v1/audit?{qs}"))?;
+            let query = AuditQuery {
+                limit: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
+                cursor,
+                actor,
+                action,
+                key_id,
+                outcome: outcome.as_deref().map(Outcome::from_wire),
+                request_id: for_request,
+                since,
+                until,
+            };
+            let page = client.run(|c| async move { c.audit_records(&query).await })?;
             if out == Output::Json {
                 print_json(&page);
             } else {
@@ -489,7 +473,9 @@ fn audit(out: Output, client: &Client, command: AuditCommand) -> Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Export { out: file } => {
-            let text = client.get_text("/v1/audit/export")?;
+            let text = client.run(|c| async move { c.audit_export().await })?;
+            let text = String::from_utf8(text)
+                .map_err(|_| CliError::new(Kind::Server, "the export is not UTF-8"))?;
             match file {
                 Some(path) => {
                     write_file(&path, text.as_bytes())?;
@@ -500,27 +486,27 @@ fn audit(out: Output, client: &Client, command: AuditCommand) -> Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Checkpoint { now, public_key_out } => {
-            let r: Value = if now {
-                client.post("/v1/audit/checkpoint", &json!({}))?
+            let r = if now {
+                client.run(|c| async move { c.audit_checkpoint_now().await })?
             } else {
-                client.get("/v1/audit/checkpoint")?
+                client.run(|c| async move { c.audit_checkpoint().await })?
             };
             if let Some(path) = public_key_out {
-                write_file(&path, r["public_key_pem"].as_str().unwrap_or_default().as_bytes())?;
+                write_file(&path, r.public_key_pem.as_bytes())?;
             }
             if out == Output::Json {
                 print_json(&r);
             } else {
-                match r["checkpoint"].as_object() {
+                match &r.checkpoint {
                     None => println!("no checkpoint yet"),
                     Some(cp) => {
                         let mut t = table(&["seq", "hash", "time", "key"]);
-                        let s = |k: &str| {
-                            cp.get(k)
-                                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                                .unwrap_or_default()
-                        };
-                        t.add_row(vec![s("seq"), s("hash"), s("ts"), s("key_id")]);
+                        t.add_row(vec![
+                            cp.seq.to_string(),
+                            cp.hash.clone(),
+                            cp.ts.clone(),
+                            cp.key_id.clone(),
+                        ]);
                         println!("{t}");
                     }
                 }
@@ -600,27 +586,24 @@ fn emit(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a secret field of a response: decoded bytes to the file or stdout, or the JSON.
+/// Writes the secret of a response (plaintext, key material): its bytes to the file or stdout,
+/// or the JSON.
 fn secret_output(
     out: Output,
-    response: &Value,
-    field: &str,
+    response: &impl serde::Serialize,
+    bytes: &[u8],
     file: Option<&Path>,
 ) -> Result<ExitCode> {
     if out == Output::Json && file.is_none() {
         print_json(response);
         return Ok(ExitCode::SUCCESS);
     }
-    let bytes = Zeroizing::new(
-        b64::decode(response[field].as_str().unwrap_or_default())
-            .map_err(|_| CliError::new(Kind::Server, "the server sent invalid base64"))?,
-    );
     match file {
-        Some(path) => write_secret_file(path, &bytes)?,
+        Some(path) => write_secret_file(path, bytes)?,
         None => {
             let mut stdout = std::io::stdout();
             stdout
-                .write_all(&bytes)
+                .write_all(bytes)
                 .and_then(|()| stdout.flush())
                 .map_err(|e| CliError::input(format!("writing stdout: {e}")))?;
         }
@@ -646,7 +629,7 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 
 fn print_key(k: &KeyInfo) {
     let mut t = table(&["field", "value"]);
-    let name = k.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+    let name = k.name.clone().unwrap_or_default();
     let rows: Vec<(&str, String)> = vec![
         ("id", k.id.to_string()),
         ("name", name),
@@ -667,7 +650,7 @@ fn print_key(k: &KeyInfo) {
     for ver in &k.versions {
         v.add_row(vec![
             ver.version.to_string(),
-            format!("{:?}", ver.state).to_lowercase(),
+            ver.state.as_str().to_owned(),
             rfc3339(ver.created_at),
         ]);
     }
@@ -679,10 +662,10 @@ fn print_approvals(list: &[ApprovalInfo]) {
     for a in list {
         t.add_row(vec![
             a.id.to_string(),
-            a.operation.clone(),
+            a.operation.as_str().to_owned(),
             a.key_id.clone(),
             a.requester.clone(),
-            a.state.clone(),
+            a.state.as_str().to_owned(),
             format!("{}/{}", a.approvals, a.quorum),
             rfc3339(a.expires_at),
         ]);
@@ -725,20 +708,9 @@ fn print_approval(a: &ApprovalInfo) {
     }
 }
 
-/// Percent-encodes a path segment or query value.
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn seg(text: &str) -> String {
-    urlencode(text)
+/// An approval id as the API takes it.
+fn approval_id(text: &str) -> Result<uuid::Uuid> {
+    text.trim().parse().map_err(|_| CliError::input(format!("{text:?} is not an approval id")))
 }
 
 fn unhex(text: &str) -> Result<Vec<u8>> {

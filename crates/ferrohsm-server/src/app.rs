@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Authenticator, TokenSpec};
 use crate::convert;
-use crate::error::{ApiError, PendingError, json_rejection, render};
+use crate::error::{ApiError, PendingError, render};
 use crate::metrics::Metrics;
 
 /// What every handler shares.
@@ -157,7 +157,28 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        Json::<T>::from_request(req, state).await.map(|Json(v)| ApiJson(v)).map_err(json_rejection)
+        let (parts, body) = req.into_parts();
+        let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+        let bytes = axum::body::Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(body_rejection)?;
+        let json = content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                let v = v.trim();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        if !json {
+            return Err(ApiError::invalid(
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        object_body(&bytes)?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
     }
 }
 
@@ -171,18 +192,16 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> FromRequest<S> fo
         let (parts, body) = req.into_parts();
         let bytes = axum::body::Bytes::from_request(Request::from_parts(parts, body), state)
             .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::too_large()
-                } else {
-                    ApiError::invalid(e.body_text())
-                }
-            })?;
+            .map_err(body_rejection)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        serde_json::from_slice(&bytes)
-            .map(OptionalJson)
+        if !bytes.trim_ascii_start().starts_with(b"null") {
+            object_body(&bytes)?;
+        }
+        // `null` is no body too (the document allows it).
+        serde_json::from_slice::<Option<T>>(&bytes)
+            .map(|body| OptionalJson(body.unwrap_or_default()))
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
     }
 }
@@ -196,6 +215,25 @@ fn sign_input<'a>(
         (Some(m), None) => Ok(ferrohsm_core::SignInput::Message(m)),
         (None, Some(d)) => Ok(ferrohsm_core::SignInput::Digest(d)),
         _ => Err(ApiError::invalid("give exactly one of message and digest")),
+    }
+}
+
+/// A body that could not be read: too large, or cut.
+fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large()
+    } else {
+        ApiError::invalid(e.body_text())
+    }
+}
+
+/// Every request body is a JSON object: serde would also read a struct from an array of its
+/// fields (`[1]` as `{"version": 1}`), which the contract does not allow.
+fn object_body(bytes: &[u8]) -> Result<(), ApiError> {
+    if bytes.trim_ascii_start().starts_with(b"{") {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("the request body must be a JSON object"))
     }
 }
 
@@ -273,6 +311,8 @@ fn api() -> OpenApiRouter<AppState> {
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let mut doc = api().into_openapi();
     utoipa::Modify::modify(&crate::contract::Statuses, &mut doc);
+    utoipa::Modify::modify(&crate::contract::ExactlyOne, &mut doc);
+    utoipa::Modify::modify(&crate::contract::Links, &mut doc);
     doc
 }
 
@@ -457,6 +497,9 @@ async fn list_keys(
                 let (k, v) = value.split_once(':').ok_or_else(|| bad("tag (want k:v)"))?;
                 query.tags.push((k.to_owned(), v.to_owned()));
             }
+            "name_prefix" if value.chars().count() > 128 => {
+                return Err(ApiError::invalid("name_prefix has at most 128 characters"));
+            }
             "name_prefix" => query.name_prefix = Some(value),
             other => return Err(ApiError::invalid(format!("unknown query parameter {other:?}"))),
         }
@@ -483,7 +526,7 @@ async fn list_keys(
 }
 
 /// Describe a key (by id or name).
-#[utoipa::path(get, path = "/v1/keys/{key}", tag = "keys", params(("key" = String, Path, description = "Key id or name")),
+#[utoipa::path(get, path = "/v1/keys/{key}", tag = "keys", params(("key" = String, Path)),
     responses((status = 200, description = "OK", body = KeyInfo)))]
 async fn describe_key(
     State(s): State<AppState>,
@@ -699,7 +742,7 @@ fn approval_id(id: &str) -> Result<uuid::Uuid, ApiError> {
 }
 
 /// One approval.
-#[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = uuid::Uuid, Path, description = "The approval's id")),
     responses((status = 200, description = "OK", body = ApprovalInfo)))]
 async fn describe_approval(
     State(s): State<AppState>,
@@ -710,7 +753,7 @@ async fn describe_approval(
 }
 
 /// Approve a pending request (not the requester; once per approver).
-#[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", params(("id" = String, Path)), request_body(content = Option<VoteRequest>),
+#[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", params(("id" = uuid::Uuid, Path, description = "The approval's id")), request_body(content = Option<VoteRequest>),
     responses((status = 200, description = "OK", body = ApprovalInfo)))]
 async fn approve(
     State(s): State<AppState>,
@@ -722,7 +765,7 @@ async fn approve(
 }
 
 /// Deny a pending request.
-#[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = String, Path)), request_body(content = Option<VoteRequest>),
+#[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = uuid::Uuid, Path, description = "The approval's id")), request_body(content = Option<VoteRequest>),
     responses((status = 200, description = "OK", body = ApprovalInfo)))]
 async fn deny(
     State(s): State<AppState>,
@@ -944,6 +987,9 @@ async fn issue_token(
 ) -> Result<Json<TokenResponse>, ApiError> {
     let max_ttl = s.hsm().max_token_lifetime().unsigned_abs();
     // The new token's mint chain: the caller's own chain, then the caller.
+    if body.roles.is_empty() {
+        return Err(ApiError::invalid("a token needs at least one role"));
+    }
     let mut minted_by = ctx.minted_by.clone();
     minted_by.push(ctx.principal());
     let spec = TokenSpec {

@@ -120,6 +120,9 @@ impl utoipa::Modify for Statuses {
                 _ => None,
             };
             let Some(operation) = operation else { continue };
+            if route.flags & KEY != 0 {
+                describe_key_parameter(operation);
+            }
             for status in route.failure_statuses() {
                 operation
                     .responses
@@ -127,6 +130,98 @@ impl utoipa::Modify for Statuses {
                     .entry(status.to_string())
                     .or_insert_with(|| response(status).into());
             }
+        }
+    }
+}
+
+/// Links the answers that name a resource (a created key, an approval) to the operations on
+/// it, so clients and fuzzers can follow them (`$response.body#/id` into `{key}` or `{id}`).
+pub(crate) struct Links;
+
+impl utoipa::Modify for Links {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::link::LinkBuilder;
+        let targets = |flag: u8, param: &str| -> Vec<(String, String)> {
+            ROUTES
+                .iter()
+                .filter(|r| r.flags & flag != 0)
+                .filter_map(|r| {
+                    let item = openapi.paths.paths.get(r.path)?;
+                    let op = if r.method == "get" { item.get.as_ref() } else { item.post.as_ref() };
+                    op?.operation_id.clone().map(|id| (id, param.to_owned()))
+                })
+                .collect()
+        };
+        let keys = targets(KEY, "key");
+        let approvals = targets(APPROVAL, "id");
+        for route in ROUTES {
+            let Some(item) = openapi.paths.paths.get_mut(route.path) else { continue };
+            let op = if route.method == "get" { item.get.as_mut() } else { item.post.as_mut() };
+            let Some(op) = op else { continue };
+            for (status, links) in [("201", &keys), ("202", &approvals)] {
+                let Some(RefOr::T(response)) = op.responses.responses.get_mut(status) else {
+                    continue;
+                };
+                for (operation_id, param) in links {
+                    let link = LinkBuilder::new()
+                        .operation_id(operation_id)
+                        .parameter(param, "$response.body#/id")
+                        .build();
+                    response.links.insert(operation_id.clone(), link.into());
+                }
+            }
+        }
+    }
+}
+
+/// Bodies that take exactly one of two fields: (schema, field, field).
+const EXACTLY_ONE: &[(&str, &str, &str)] = &[
+    ("SignRequest", "message", "digest"),
+    ("VerifyRequest", "message", "digest"),
+    ("RevokeTokenRequest", "jti", "sid"),
+];
+
+/// States the "exactly one of two fields" rule of some bodies: the schema becomes `allOf` the
+/// derived object and a `oneOf` requiring either field as a string (both match both, which
+/// `oneOf` refuses; a null field counts as absent, as the server reads it).
+pub(crate) struct ExactlyOne;
+
+impl utoipa::Modify for ExactlyOne {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema};
+        let Some(components) = openapi.components.as_mut() else { return };
+        for (name, a, b) in EXACTLY_ONE {
+            let Some(derived) = components.schemas.remove(*name) else { continue };
+            // Present and not null (a null field is an absent one).
+            let required = |field: &str| {
+                ObjectBuilder::new()
+                    .property(field, ObjectBuilder::new().schema_type(Type::String))
+                    .required(field)
+                    .build()
+            };
+            let one = OneOfBuilder::new().item(required(a)).item(required(b)).build();
+            let all = AllOfBuilder::new().item(derived).item(Schema::OneOf(one)).build();
+            let both: RefOr<Schema> = Schema::AllOf(all).into();
+            components.schemas.insert((*name).to_owned(), both);
+        }
+    }
+}
+
+/// States what the `{key}` path segment accepts: a canonical (lower-case, hyphenated) UUID, or a
+/// key name, which can never read as a UUID.
+fn describe_key_parameter(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::schema::ObjectBuilder;
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let utoipa::openapi::RefOr::T(parameter) = parameter else { continue };
+        if parameter.name == "key" {
+            parameter.description = Some("The key's id (a canonical UUID) or its name".into());
+            let schema = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^(?![0-9a-f]{32}$)[a-z0-9][a-z0-9._-]{0,127}$"))
+                .build();
+            parameter.schema = Some(schema.into());
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Conversions between the REST contract (`ferrohsm-api`) and the core's own types. The
 //! contract's enumerations travel as the same strings as the core's, so each conversion goes
-//! through the wire name; `tests/contract.rs` checks that every core value has a known
-//! contract value, and back.
+//! through the wire name; the tests below check that every core value has a known contract
+//! value, and back.
 
 use ferrohsm_api as api;
 use ferrohsm_core as core;

@@ -173,15 +173,6 @@ pub(crate) fn render(pending: &PendingError, request_id: &str) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// Maps a JSON body rejection (bad JSON, unknown field, wrong type, too large, wrong content
-/// type) to an `ApiError`.
-pub(crate) fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::too_large();
-    }
-    ApiError::invalid(rejection.body_text())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ mod harness;
 
 mod auth;
 mod availability;
+mod client;
 mod dual_control;
 mod ops;
 mod reload;

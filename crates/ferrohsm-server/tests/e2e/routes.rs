@@ -1,6 +1,6 @@
 //! Every route: its success path and its documented errors.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{TestServer, aes, b64, unb64};
 
@@ -343,4 +343,33 @@ async fn approvals_audit_tokens_and_operations_routes() {
     let r = admin.get("/v1/nothing-here").await;
     assert_eq!((r.status, r.code()), (404, "not_found"));
     assert!(r.body["error"]["request_id"].as_str().is_some());
+}
+
+/// Bodies are JSON objects: an array of a struct's fields (which serde would read), a bare
+/// value or a whole number written with a fraction of zero are treated as the contract says.
+#[tokio::test]
+async fn bodies_are_objects_and_whole_numbers_may_carry_a_zero_fraction() {
+    let server = TestServer::start().await;
+    let api = server.api(&server.token("ada", &["admin"]));
+    api.create(aes("shapes")).await;
+    for (path, body) in [
+        ("/v1/keys/shapes/destroy", json!([])),
+        ("/v1/keys/shapes/rollback", json!([1])),
+        ("/v1/keys", json!(["aes-256-gcm"])),
+        ("/v1/keys/shapes/encrypt", json!("aGVsbG8=")),
+    ] {
+        let r = api.post(path, body.clone()).await;
+        assert_eq!((r.status, r.code()), (400, "invalid_request"), "{path} {body}: {}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("JSON object"), "{}", r.body);
+    }
+    // `null` is no body where the body is optional.
+    let r = api.post("/v1/keys/shapes/destroy", Value::Null).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api.post("/v1/keys/shapes/cancel-destroy", Value::Null).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // 1.0 is the integer 1 (JSON Schema's reading); 1.5 is refused.
+    let r = api.post("/v1/keys/shapes/rollback", json!({"version": 1.0})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api.post("/v1/keys/shapes/rollback", json!({"version": 1.5})).await;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{}", r.body);
 }

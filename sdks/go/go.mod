@@ -1,0 +1,3 @@
+module github.com/ferrohsm/ferrohsm/sdks/go
+
+go 1.23
