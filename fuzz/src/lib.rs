@@ -292,7 +292,8 @@ pub fn targets(runtime: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Target>>
             name: "request-bodies",
             seeds: bodies,
             run: Box::new(|input| {
-                use ferrohsm_core::wire::*;
+                // The bodies the server parses (the REST contract's request types).
+                use ferrohsm_api::*;
                 let _ = serde_json::from_slice::<CreateKey>(input);
                 let _ = serde_json::from_slice::<EncryptRequest>(input);
                 let _ = serde_json::from_slice::<DecryptRequest>(input);
@@ -303,6 +304,10 @@ pub fn targets(runtime: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Target>>
                 let _ = serde_json::from_slice::<RollbackRequest>(input);
                 let _ = serde_json::from_slice::<DestroyRequest>(input);
                 let _ = serde_json::from_slice::<AuditQuery>(input);
+                let _ = serde_json::from_slice::<RevokeRequest>(input);
+                let _ = serde_json::from_slice::<VoteRequest>(input);
+                let _ = serde_json::from_slice::<WrapRequest>(input);
+                let _ = serde_json::from_slice::<UnwrapRequest>(input);
             }),
         },
     ])
