@@ -54,3 +54,29 @@ pub use keys::{
 pub const APPROVAL_ID_HEADER: &str = "x-approval-id";
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// A newer server may add fields and values: a response still reads. A request with a field
+    /// this contract does not know is refused (a typo never passes as an ignored option).
+    #[test]
+    fn responses_tolerate_what_is_new_and_requests_refuse_it() -> TestResult {
+        let key = r#"{"id":"01a2330c-116e-720a-a081-52d0b5cf9847","name":"orders","description":"",
+            "algorithm":"aes-512-gcm","usages":["encrypt","teleport"],"tags":{},"state":"archived",
+            "current_version":1,"versions":[{"version":1,"created_at":"2026-12-01T00:00:00Z",
+            "state":"active","encryptions":0,"shredded":false}],"created_at":"2026-12-01T00:00:00Z",
+            "updated_at":"2026-12-01T00:00:00Z","created_by":"ada","quota":7}"#;
+        let info: KeyInfo = serde_json::from_str(key)?;
+        assert_eq!((info.algorithm, info.state), (Algorithm::Unknown, KeyState::Unknown));
+        assert_eq!(info.usages, [Usage::Encrypt, Usage::Unknown]);
+        let create = r#"{"algorithm":"aes-256-gcm","nmae":"typo"}"#;
+        assert!(serde_json::from_str::<CreateKey>(create).is_err());
+        let encrypt = r#"{"plaintext":"aGk=","aad":null,"extra":1}"#;
+        assert!(serde_json::from_str::<EncryptRequest>(encrypt).is_err());
+        Ok(())
+    }
+}
