@@ -700,53 +700,83 @@ fn serde_urlencoded_pairs(query: &AuditQuery) -> Result<Vec<(String, String)>> {
     Ok(pairs)
 }
 
-/// The pages of a key listing ([`Client::key_pages`]).
-#[derive(Debug)]
-pub struct KeyPages {
-    client: Client,
-    query: ListKeys,
-    done: bool,
+/// A query that pages through `next_cursor` ([`ListKeys`], [`AuditQuery`]).
+pub trait PagedQuery: Sized {
+    /// One page of the answer.
+    type Page;
+
+    /// Fetches the page this query names.
+    fn fetch(
+        &self,
+        client: &Client,
+    ) -> impl std::future::Future<Output = Result<Self::Page>> + Send;
+
+    /// Where the next page starts, if there is one.
+    fn next_cursor(page: &Self::Page) -> Option<&String>;
+
+    /// Sets where the next fetch starts.
+    fn set_cursor(&mut self, cursor: String);
 }
 
-impl KeyPages {
-    /// The next page, or `None` after the last.
-    pub async fn next(&mut self) -> Option<Result<KeyList>> {
-        if self.done {
-            return None;
-        }
-        let page = self.client.list_keys(&self.query).await;
-        match &page {
-            Ok(list) => match &list.next_cursor {
-                Some(cursor) => self.query.cursor = Some(cursor.clone()),
-                None => self.done = true,
-            },
-            Err(_) => self.done = true,
-        }
-        Some(page)
+impl PagedQuery for ListKeys {
+    type Page = KeyList;
+
+    async fn fetch(&self, client: &Client) -> Result<KeyList> {
+        client.list_keys(self).await
+    }
+
+    fn next_cursor(page: &KeyList) -> Option<&String> {
+        page.next_cursor.as_ref()
+    }
+
+    fn set_cursor(&mut self, cursor: String) {
+        self.cursor = Some(cursor);
     }
 }
 
-/// The pages of an audit query ([`Client::audit_pages`]).
+impl PagedQuery for AuditQuery {
+    type Page = AuditPage;
+
+    async fn fetch(&self, client: &Client) -> Result<AuditPage> {
+        client.audit_records(self).await
+    }
+
+    fn next_cursor(page: &AuditPage) -> Option<&String> {
+        page.next_cursor.as_ref()
+    }
+
+    fn set_cursor(&mut self, cursor: String) {
+        self.cursor = Some(cursor);
+    }
+}
+
+/// The pages of a listing ([`Client::key_pages`], [`Client::audit_pages`]), following
+/// `next_cursor` until the last page or the first error.
 #[derive(Debug)]
-pub struct AuditPages {
+pub struct Pages<Q> {
     client: Client,
-    query: AuditQuery,
+    query: Q,
     done: bool,
 }
 
-impl AuditPages {
+/// The pages of a key listing.
+pub type KeyPages = Pages<ListKeys>;
+/// The pages of an audit query.
+pub type AuditPages = Pages<AuditQuery>;
+
+impl<Q: PagedQuery> Pages<Q> {
     /// The next page, or `None` after the last.
-    pub async fn next(&mut self) -> Option<Result<AuditPage>> {
+    pub async fn next(&mut self) -> Option<Result<Q::Page>> {
         if self.done {
             return None;
         }
-        let page = self.client.audit_records(&self.query).await;
-        match &page {
-            Ok(p) => match &p.next_cursor {
-                Some(cursor) => self.query.cursor = Some(cursor.clone()),
-                None => self.done = true,
-            },
-            Err(_) => self.done = true,
+        let page = self.query.fetch(&self.client).await;
+        match page.as_ref().map(Q::next_cursor) {
+            Ok(Some(cursor)) => {
+                let cursor = cursor.clone();
+                self.query.set_cursor(cursor);
+            }
+            Ok(None) | Err(_) => self.done = true,
         }
         Some(page)
     }

@@ -17,6 +17,7 @@ import binascii
 import dataclasses
 import enum
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -370,8 +371,8 @@ def _kind(value: object) -> str:
     )
 
 
-class _Model:
-    """Parsing from and serialising to REST JSON."""
+class _Model(ABC):
+    """Parsing from and serialising to REST JSON; each model reads its own fields."""
 
     @classmethod
     def from_json(cls, data: object) -> Self:
@@ -379,8 +380,9 @@ class _Model:
         return cls._read(_Reader(data, cls.__name__))
 
     @classmethod
+    @abstractmethod
     def _read(cls, r: _Reader) -> Self:
-        raise NotImplementedError
+        """Reads the model's fields."""
 
     def to_json(self) -> dict[str, Any]:
         """The REST JSON form (a JSON-encodable dict)."""
