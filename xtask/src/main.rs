@@ -9,7 +9,8 @@
 //! - `bench`: the criterion benchmarks and the REST load test (`bench load` runs only the
 //!   latter), then one table of results, also written as JSON to `target/bench/`.
 //!
-//! - `sdk`: only the SDK checks and the OpenAPI fuzzer that `test` ends with (xtask/src/sdk.rs).
+//! - `sdk`: only the SDK checks and the OpenAPI fuzzer that `test` runs (xtask/src/sdk.rs).
+//! - `ui`: only the dashboard's browser journeys that `test` ends with (xtask/src/ui.rs).
 //! - `codegen`: writes the server's OpenAPI document to `sdks/openapi.json` (the server's tests
 //!   fail while the committed copy differs from what the server serves).
 //!
@@ -26,6 +27,7 @@ mod bench;
 mod dev;
 mod load;
 mod sdk;
+mod ui;
 mod walkthrough;
 
 fn main() -> Result<()> {
@@ -38,6 +40,11 @@ fn main() -> Result<()> {
             run(&root, "cargo", &["build", "--locked", "-p", "ferrohsm-server"])?;
             sdk::run(&root)
         }
+        "ui" => {
+            let packages = ["build", "--locked", "-p", "ferrohsm-server", "-p", "ferrohsm-cli"];
+            run(&root, "cargo", &packages)?;
+            ui::run(&root)
+        }
         "bench" => bench::run(&root, std::env::args().nth(2).as_deref() == Some("load")),
         "fuzz" => {
             let seconds = std::env::args().nth(2).unwrap_or_else(|| "300".into());
@@ -49,7 +56,7 @@ fn main() -> Result<()> {
             run(&root, "cargo", &args)
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|ci|bench|fuzz|codegen|sdk>");
+            eprintln!("usage: cargo xtask <test|ci|bench|fuzz|codegen|sdk|ui>");
             eprintln!("  test   fmt check, clippy -D warnings, cargo deny, every test");
             eprintln!("  ci     the same as test (what .ci/run calls)");
             eprintln!(
@@ -61,6 +68,7 @@ fn main() -> Result<()> {
             );
             eprintln!("  codegen   write the OpenAPI document to sdks/openapi.json");
             eprintln!("  sdk       only the SDK checks and the OpenAPI fuzzer (part of test)");
+            eprintln!("  ui        only the dashboard's browser journeys (part of test)");
             bail!("unknown task {task:?}")
         }
     }
@@ -127,6 +135,7 @@ fn test(root: &Path) -> Result<()> {
     }
     walkthrough::run(root)?;
     sdk::run(root)?;
+    ui::run(root)?;
     eprintln!("xtask: all checks and tests passed");
     Ok(())
 }

@@ -39,17 +39,29 @@ pub(crate) struct SdkServer {
 impl SdkServer {
     /// Starts the dev server in `target/sdk-run` and mints the principals' tokens.
     pub(crate) fn start(root: &Path) -> Result<SdkServer> {
-        let dir = root.join("target/sdk-run");
+        SdkServer::start_with(root, "sdk-run", "sdks/testdata/policy.toml", PRINCIPALS)
+    }
+
+    /// Starts the dev server in `target/DIR` with the policy file `policy` (relative to the
+    /// repository) and mints a two-hour token for each `(subject, role)` of `principals` into
+    /// `tokens.json` there (`FERROHSM_SCENARIO_TOKENS` names it).
+    pub(crate) fn start_with(
+        root: &Path,
+        dir: &str,
+        policy: &str,
+        principals: &[(&str, &str)],
+    ) -> Result<SdkServer> {
+        let dir = root.join("target").join(dir);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
         let binary = root.join("target/debug/ferrohsm-server");
-        let policy = root.join("sdks/testdata/policy.toml");
+        let policy = root.join(policy);
         let policy = policy.to_str().context("non-UTF-8 path")?;
         let server = DevServer::start(&binary, &dir, &["--policy-file", policy], Stdio::inherit())?;
         let mut tokens = serde_json::Map::new();
-        for (name, role) in PRINCIPALS {
+        for (name, role) in principals {
             let out = Command::new(&binary)
                 .args(["token", "--data-dir", "ferrohsm-data", "--sub", name, "--role", role])
                 .args(["--ttl", "2h"])
@@ -81,7 +93,13 @@ impl SdkServer {
     }
 
     /// Runs `program args` in `dir` with the server's environment, failing if it fails.
-    fn run(&self, dir: &Path, program: &str, args: &[&str], extra: &[(&str, &str)]) -> Result<()> {
+    pub(crate) fn run(
+        &self,
+        dir: &Path,
+        program: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Result<()> {
         eprintln!("xtask: (in {}) $ {program} {}", dir.display(), args.join(" "));
         let start = Instant::now();
         let status = Command::new(program)
@@ -229,7 +247,7 @@ fn fuzz(root: &Path, server: &SdkServer) -> Result<()> {
 
 /// A virtual environment under `target/NAME` with `packages` installed by pip. A stamp file
 /// records what was installed, so a second run installs nothing.
-fn venv(root: &Path, name: &str, packages: &[&str]) -> Result<PathBuf> {
+pub(crate) fn venv(root: &Path, name: &str, packages: &[&str]) -> Result<PathBuf> {
     let dir = root.join("target").join(name);
     let python = dir.join("bin/python");
     if !python.is_file() {
@@ -262,6 +280,6 @@ fn venv(root: &Path, name: &str, packages: &[&str]) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn path_string(path: &Path) -> Result<String> {
+pub(crate) fn path_string(path: &Path) -> Result<String> {
     path.to_str().map(str::to_owned).context("a non-UTF-8 path")
 }

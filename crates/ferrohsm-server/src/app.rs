@@ -30,7 +30,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Authenticator, TokenSpec};
+use crate::auth::{AuthFailure, Authenticator, TokenSpec};
 use crate::convert;
 use crate::error::{ApiError, PendingError, render};
 use crate::metrics::Metrics;
@@ -49,6 +49,27 @@ struct StateInner {
     issuer: String,
     timeout: Duration,
     draining: AtomicBool,
+    counters: Counters,
+    ui: crate::ui::UiState,
+}
+
+/// Counts the dashboard's health page shows (Prometheus has the same, labelled).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    rate_limited: std::sync::atomic::AtomicU64,
+    auth_failures: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    /// Requests answered 429 since start.
+    pub(crate) fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// Refused credentials since start.
+    pub(crate) fn auth_failures(&self) -> u64 {
+        self.auth_failures.load(Ordering::Relaxed)
+    }
 }
 
 /// Settings of the router that are not the HSM's.
@@ -91,6 +112,8 @@ impl AppState {
                 issuer: config.issuer.clone(),
                 timeout: config.timeout,
                 draining: AtomicBool::new(false),
+                counters: Counters::default(),
+                ui: crate::ui::UiState::default(),
             }),
         }
     }
@@ -103,6 +126,16 @@ impl AppState {
     /// The authenticator.
     pub fn auth(&self) -> &Authenticator {
         &self.inner.auth
+    }
+
+    /// The dashboard's sessions and reports.
+    pub(crate) fn ui(&self) -> &crate::ui::UiState {
+        &self.inner.ui
+    }
+
+    /// The counters of the dashboard's health page.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
     }
 
     /// Marks the server as draining: `/readyz` answers 503 from now on.
@@ -124,7 +157,7 @@ pub struct ConnInfo {
 
 /// The request id of a request.
 #[derive(Debug, Clone)]
-struct RequestId(String);
+pub(crate) struct RequestId(pub(crate) String);
 
 /// The authenticated caller, as the core sees it.
 pub struct Ctx(pub RequestContext);
@@ -325,6 +358,7 @@ pub fn openapi_json() -> String {
 pub fn router(state: AppState, max_body: usize) -> Router {
     let (routes, _) = api().split_for_parts();
     routes
+        .merge(crate::ui::routes())
         .fallback(|| async { ApiError::no_route() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(max_body))
@@ -373,14 +407,19 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        state.inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
     state.inner.metrics.request(&route, method.as_str(), response.status(), start.elapsed());
     response
 }
 
-/// Turns a bearer token into a `RequestContext`; refuses (401, audited) anything else.
+/// Turns a bearer token into a `RequestContext`; refuses (401, audited) anything else. The
+/// dashboard's pages (`/ui`) authenticate with their session instead, through the same
+/// [`verify_bearer`].
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if PUBLIC_PATHS.contains(&path) {
+    if PUBLIC_PATHS.contains(&path) || path == "/ui" || path.starts_with("/ui/") {
         return next.run(req).await;
     }
     let conn = req.extensions().get::<ConnInfo>().cloned().unwrap_or_default();
@@ -391,15 +430,48 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
+    match verify_bearer(&state, token, &conn, request_id).await {
+        Ok((ctx, _)) => {
+            req.extensions_mut().insert(ctx);
+            next.run(req).await
+        }
+        Err(TokenRefusal::Failed(e)) => e.into_response(),
+        Err(TokenRefusal::Refused(_)) => {
+            let mut response = ApiError::unauthenticated().into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+/// Why a bearer token gave no caller.
+pub(crate) enum TokenRefusal {
+    /// The token was refused (counted, logged and audited already).
+    Refused(AuthFailure),
+    /// Recording the refusal failed (the audit log is not writable).
+    Failed(ApiError),
+}
+
+/// Verifies a bearer token as every authenticated request needs it (signature, claims,
+/// certificate binding against the connection, revocation) and builds the caller's context;
+/// returns it with the token's `exp`. A refusal is counted, logged and audited.
+pub(crate) async fn verify_bearer(
+    state: &AppState,
+    token: Option<&str>,
+    conn: &ConnInfo,
+    request_id: String,
+) -> Result<(RequestContext, u64), TokenRefusal> {
     let verified = match token {
-        None => Err(crate::auth::AuthFailure::Missing),
+        None => Err(AuthFailure::Missing),
         Some(t) => state.inner.auth.verify(t, conn.cert_sha256_b64url.as_deref()),
     }
     .and_then(|v| {
         // Checked on every request, after the cache: a revocation takes effect at once.
         let c = &v.claims;
         if state.inner.hsm.is_token_revoked(c.jti.as_deref(), c.sid.as_deref()) {
-            Err(crate::auth::AuthFailure::Revoked)
+            Err(AuthFailure::Revoked)
         } else {
             Ok(v)
         }
@@ -425,22 +497,18 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                 token_id: claims.jti.clone(),
                 ..base
             };
-            req.extensions_mut().insert(ctx);
-            next.run(req).await
+            Ok((ctx, claims.exp))
         }
         Err(failure) => {
             state.inner.metrics.auth_failure(failure.as_str());
+            state.inner.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
             tracing::info!(reason = failure.as_str(), "authentication failed");
             if let Err(e) =
                 state.inner.hsm.record_authentication_failure(&base, failure.as_str()).await
             {
-                return ApiError::from(e).into_response();
+                return Err(TokenRefusal::Failed(ApiError::from(e)));
             }
-            let mut response = ApiError::unauthenticated().into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
+            Err(TokenRefusal::Refused(failure))
         }
     }
 }
@@ -835,6 +903,14 @@ fn checkpoint_response(s: &AppState, checkpoint: Option<Checkpoint>) -> Json<Che
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
     responses((status = 200, description = "OK", content_type = "application/x-ndjson", body = String)))]
 async fn audit_export(State(s): State<AppState>, Ctx(ctx): Ctx) -> Result<Response, ApiError> {
+    export_response(&s, ctx).await
+}
+
+/// The audit export as a streamed NDJSON response (REST and the dashboard).
+pub(crate) async fn export_response(
+    s: &AppState,
+    ctx: RequestContext,
+) -> Result<Response, ApiError> {
     // The export runs on the blocking pool and writes 64 KiB chunks into a small bounded
     // queue that the response body drains: memory stays bounded whatever the log's size, and
     // a slow client slows the export down instead of buffering it.
@@ -963,7 +1039,7 @@ impl futures_core::Stream for ExportStream {
 /// Runs an audit read on the blocking pool: reading, parsing and verifying the log is disk
 /// and CPU work that must not hold an async worker, where health checks and every other
 /// request run.
-async fn off_runtime<T: Send + 'static>(
+pub(crate) async fn off_runtime<T: Send + 'static>(
     hsm: &Hsm,
     work: impl AsyncFnOnce(Hsm) -> ferrohsm_core::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -1054,6 +1130,14 @@ async fn jwks(State(s): State<AppState>) -> Json<JwkSet> {
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
     responses((status = 200, description = "OK", body = Health), (status = 503, description = "Unavailable", body = Health)))]
 async fn healthz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
+    let health = health_report(&s).await;
+    let status =
+        if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(health))
+}
+
+/// Health of every component: the core's, the token keyset's and the scheduled jobs'.
+pub(crate) async fn health_report(s: &AppState) -> Health {
     let mut health = s.hsm().health().await;
     health.keyset = s.auth().health();
     let jobs = s.inner.jobs.health();
@@ -1062,9 +1146,7 @@ async fn healthz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
     if failing {
         health.status = "degraded".into();
     }
-    let status =
-        if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(convert::health(health)))
+    convert::health(health)
 }
 
 /// Ready to serve (503 while draining for shutdown or when unhealthy).

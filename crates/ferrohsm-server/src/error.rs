@@ -83,6 +83,21 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.code
     }
+
+    /// The message safe to show the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Detail for the server log only (internal errors).
+    pub(crate) fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// Seconds to wait before retrying (rate limits).
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
 }
 
 impl From<ferrohsm_core::Error> for ApiError {

@@ -1,13 +1,14 @@
 //! The FerroHSM REST server: every route of SPEC §6 over TLS (optionally mutual), with JWT
-//! authentication, dual control over HTTP, rate limiting, Prometheus metrics, health checks and
-//! a generated OpenAPI document.
+//! authentication, dual control over HTTP, rate limiting, Prometheus metrics, health checks, a
+//! generated OpenAPI document, and the operators' web dashboard under `/ui` (server-rendered,
+//! on the same listener, through the same core calls).
 //!
 //! Handlers are thin: each turns a request into one `ferrohsm_core::Hsm` call. Authorization,
 //! dual control, rate limiting and audit happen in the core; this crate authenticates callers
 //! (tokens and client certificates) and speaks HTTP.
 //!
 //! It must never touch a key store, audit sink or key material directly, never trust a token's
-//! `alg` header, never answer an operation before the core has made its audit record durable,
+//! `alg` header, never let a dashboard form change state without its session's CSRF token, never answer an operation before the core has made its audit record durable,
 //! and never leak internal error detail to clients (it is logged with the request id instead).
 //!
 //! ```no_run
@@ -29,6 +30,7 @@ mod error;
 mod metrics;
 mod serve;
 mod tls;
+mod ui;
 
 // Public interface:
 pub use app::{AppConfig, AppState, ConnInfo, openapi_document, openapi_json, router};

@@ -569,6 +569,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let ca = std::fs::canonicalize(&certs.ca).unwrap_or(certs.ca);
     println!("FerroHSM dev server");
     println!("  URL:          https://localhost:{}", server.local_addr().port());
+    println!("  dashboard:    https://localhost:{}/ui", server.local_addr().port());
     println!("  CA file:      {}", ca.display());
     println!("  data:         {} ({})", config_backend.location(), config_backend.kind);
     println!("  admin token:  {admin}");

@@ -13,3 +13,4 @@ mod reload;
 mod roles;
 mod routes;
 mod trust;
+mod ui;
