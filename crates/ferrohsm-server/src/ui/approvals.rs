@@ -10,7 +10,7 @@ use maud::{Markup, html};
 
 use super::keys::Action;
 use super::layout::{self, Section};
-use super::{Posted, Signed, UiError, html_response, redirect, when};
+use super::{Posted, Signed, UiError, html_response, notice_of, redirect, when};
 use crate::app::AppState;
 use crate::convert;
 
@@ -167,12 +167,7 @@ pub(crate) async fn detail(
         }
     };
     let title = format!("Approval: {}", a.operation);
-    let notice = {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
-        layout::notice(pairs.iter().find(|(n, _)| n == "notice").map(|(_, v)| v.as_str()))
-    };
-    let page = layout::page(&title, Section::Approvals, &who, notice, body);
+    let page = layout::page(&title, Section::Approvals, &who, notice_of(&uri), body);
     Ok(html_response(StatusCode::OK, page))
 }
 

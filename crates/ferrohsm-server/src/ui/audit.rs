@@ -9,7 +9,7 @@ use ferrohsm_core::Operation;
 use maud::{Markup, html};
 
 use super::layout::{self, Section};
-use super::{Posted, Signed, UiError, html_response, redirect};
+use super::{Posted, Signed, UiError, html_response, list_link, notice_of, query_pairs, redirect};
 use crate::app::{AppState, off_runtime};
 use crate::convert;
 
@@ -31,10 +31,8 @@ struct Filters {
 
 impl Filters {
     fn parse(uri: &Uri) -> Result<Filters, UiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query().unwrap_or(""))
-            .map_err(|_| UiError::invalid("the filters are not well formed"))?;
         let mut f = Filters::default();
-        for (name, value) in pairs {
+        for (name, value) in query_pairs(uri)? {
             let value = value.trim().to_owned();
             match name.as_str() {
                 "actor" => f.actor = value,
@@ -81,17 +79,7 @@ impl Filters {
     }
 
     fn link(&self, cursor: Option<&str>) -> String {
-        let mut pairs: Vec<(&str, &str)> = self
-            .fields()
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(n, v)| (n, v.as_str()))
-            .collect();
-        if let Some(cursor) = cursor {
-            pairs.push(("cursor", cursor));
-        }
-        let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
-        if query.is_empty() { "/ui/audit".to_owned() } else { format!("/ui/audit?{query}") }
+        list_link("/ui/audit", &self.fields(), cursor)
     }
 }
 
@@ -174,12 +162,6 @@ pub(crate) async fn records(
         }
     };
     Ok(html_response(StatusCode::OK, layout::page("Audit log", Section::Audit, &who, notice, body)))
-}
-
-fn notice_of(uri: &Uri) -> Option<&'static str> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
-    layout::notice(pairs.iter().find(|(n, _)| n == "notice").map(|(_, v)| v.as_str()))
 }
 
 fn short(hash: &str) -> &str {
@@ -301,8 +283,7 @@ pub(crate) async fn health(State(s): State<AppState>, who: Signed) -> Result<Res
         }
         p.hint { "The same figures are exported for Prometheus at " code { "/metrics" } "." }
     };
-    let status = StatusCode::OK;
-    Ok(html_response(status, layout::page("Health", Section::Health, &who, None, body)))
+    Ok(html_response(StatusCode::OK, layout::page("Health", Section::Health, &who, None, body)))
 }
 
 fn hit_rate(hits: u64, misses: u64) -> Markup {

@@ -9,7 +9,9 @@ use ferrohsm_core::{KeyRef, ListQuery, Operation};
 use maud::{Markup, html};
 
 use super::layout::{self, Section, button_form};
-use super::{Posted, Signed, UiError, html_response, redirect, when};
+use super::{
+    Posted, Signed, UiError, html_response, list_link, notice_of, query_pairs, redirect, when,
+};
 use crate::app::AppState;
 use crate::convert;
 
@@ -28,10 +30,8 @@ struct Filters {
 
 impl Filters {
     fn parse(uri: &Uri) -> Result<Filters, UiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query().unwrap_or(""))
-            .map_err(|_| UiError::invalid("the filters are not well formed"))?;
         let mut f = Filters::default();
-        for (name, value) in pairs {
+        for (name, value) in query_pairs(uri)? {
             let value = value.trim().to_owned();
             match name.as_str() {
                 "name_prefix" => f.name_prefix = value,
@@ -75,24 +75,15 @@ impl Filters {
         Ok(query)
     }
 
-    /// The query string of these filters at `cursor`.
+    /// The address of this page of the list with these filters.
     fn link(&self, cursor: Option<&str>) -> String {
-        let mut pairs = Vec::new();
-        for (name, value) in [
+        let fields = [
             ("name_prefix", &self.name_prefix),
             ("tag", &self.tag),
             ("state", &self.state),
             ("algorithm", &self.algorithm),
-        ] {
-            if !value.is_empty() {
-                pairs.push((name, value.as_str()));
-            }
-        }
-        if let Some(cursor) = cursor {
-            pairs.push(("cursor", cursor));
-        }
-        let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
-        if query.is_empty() { "/ui/keys".to_owned() } else { format!("/ui/keys?{query}") }
+        ];
+        list_link("/ui/keys", &fields, cursor)
     }
 }
 
@@ -170,12 +161,6 @@ pub(crate) fn state_badge(state: KeyState) -> Markup {
 
 fn key_ref(key: &str) -> Result<KeyRef, UiError> {
     key.parse::<KeyRef>().map_err(|e| UiError::from(crate::error::ApiError::from(e)))
-}
-
-fn notice_of(uri: &Uri) -> Option<&'static str> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
-    layout::notice(pairs.iter().find(|(n, _)| n == "notice").map(|(_, v)| v.as_str()))
 }
 
 /// `GET /ui/keys/{key}`

@@ -560,6 +560,29 @@ async fn csp_report(State(s): State<AppState>, body: Bytes) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// The pairs of a page's query string.
+pub(crate) fn query_pairs(uri: &axum::http::Uri) -> Result<Vec<(String, String)>, UiError> {
+    serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|_| UiError::invalid("the filters are not well formed"))
+}
+
+/// The confirmation a page's `notice` parameter names, if it names one of the fixed list.
+pub(crate) fn notice_of(uri: &axum::http::Uri) -> Option<&'static str> {
+    let pairs = query_pairs(uri).unwrap_or_default();
+    layout::notice(pairs.iter().find(|(n, _)| n == "notice").map(|(_, v)| v.as_str()))
+}
+
+/// The address of a filtered list page: `base`, the filters that are set, and the cursor.
+pub(crate) fn list_link(base: &str, filters: &[(&str, &String)], cursor: Option<&str>) -> String {
+    let mut pairs: Vec<(&str, &str)> =
+        filters.iter().filter(|(_, v)| !v.is_empty()).map(|(n, v)| (*n, v.as_str())).collect();
+    if let Some(cursor) = cursor {
+        pairs.push(("cursor", cursor));
+    }
+    let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+    if query.is_empty() { base.to_owned() } else { format!("{base}?{query}") }
+}
+
 /// Rendering a time for a page: RFC 3339 for the `datetime` attribute and a readable UTC form.
 pub(crate) fn when(t: time::OffsetDateTime) -> Markup {
     let t = t.to_offset(time::UtcOffset::UTC);

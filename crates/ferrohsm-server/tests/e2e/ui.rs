@@ -386,3 +386,85 @@ async fn dashboard_requests_spend_the_same_rate_limit_as_rest() {
     assert_eq!(health.status, 200, "the health page reads no key, so it is not limited");
     assert!(!health.body.contains("rate limits</dt><dd>0<"), "the counter moved");
 }
+
+#[tokio::test]
+async fn the_keys_list_pages_through_every_match_with_its_filters() {
+    let policy = "version = 1\n[rate_limit]\ncapacity = 10000\nrefill_per_second = 1000\n";
+    let server =
+        TestServer::start_with(Options { policy: Some(policy.into()), ..Options::default() }).await;
+    let olive = server.api(&server.token("olive", &["operator"]));
+    for i in 0..55 {
+        olive
+            .create(json!({"algorithm": "aes-256-gcm", "name": format!("paged-{i:02}"), "tags": {"batch": "p"}}))
+            .await;
+    }
+    olive.create(json!({"algorithm": "ec-p256", "name": "other", "tags": {"batch": "q"}})).await;
+    let mut person = signed_in(&server, &server.token("olive", &["operator"])).await;
+    let first = person.get("/ui/keys?tag=batch%3Ap&algorithm=aes-256-gcm&name_prefix=paged-").await;
+    assert_eq!(first.body.matches("<tr><th scope=\"row\">").count(), 50, "{}", first.body);
+    assert!(first.body.contains("paged-00") && !first.body.contains("paged-50"));
+    let at = first.body.find("rel=\"next\" href=\"").expect("a next page link");
+    let rest = &first.body[at + "rel=\"next\" href=\"".len()..];
+    let next = rest[..rest.find('"').unwrap()].replace("&amp;", "&");
+    assert!(next.contains("tag=batch%3Ap") && next.contains("cursor="), "{next}");
+    let second = person.get(&next).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body.matches("<tr><th scope=\"row\">").count(), 5);
+    assert!(second.body.contains("paged-54") && !second.body.contains(">other<"));
+    assert!(!second.body.contains("rel=\"next\""), "the last page");
+    let ec = person.get("/ui/keys?algorithm=ec-p256&state=active").await;
+    assert_eq!(ec.body.matches("<tr><th scope=\"row\">").count(), 1);
+}
+
+#[tokio::test]
+async fn an_approver_denies_with_a_comment_and_the_request_cannot_run() {
+    let policy = r#"
+version = 1
+[[tag_policy]]
+name = "guarded"
+match = { guard = "yes" }
+[tag_policy.dual_control]
+operations = ["rotate_key"]
+quorum = 1
+approver_roles = ["admin"]
+expires_after = "1h"
+"#;
+    let server =
+        TestServer::start_with(Options { policy: Some(policy.into()), ..Options::default() }).await;
+    let olive_token = server.token("olive", &["operator"]);
+    let key = server
+        .api(&olive_token)
+        .create(json!({"algorithm": "aes-256-gcm", "name": "guarded", "tags": {"guard": "yes"}}))
+        .await;
+    let mut olive = signed_in(&server, &olive_token).await;
+    let csrf = olive.get(&format!("/ui/keys/{key}")).await.csrf();
+    let asked = olive.post(&format!("/ui/keys/{key}/rotate"), &[("_csrf", &csrf)]).await;
+    assert_eq!(asked.status, 303);
+    let approval = asked.location().split('?').next().unwrap().to_owned();
+    assert!(approval.starts_with("/ui/approvals/"), "{approval}");
+    let own = olive.get(&approval).await;
+    assert!(!own.body.contains(">Approve<"), "the requester cannot vote");
+    // The requester cannot run it before it is approved.
+    let early = olive.post(&format!("{approval}/execute"), &[("_csrf", &csrf)]).await;
+    assert_eq!(early.status, 409, "{}", early.body);
+    assert!(early.body.contains("the approval is pending"));
+
+    let mut root = signed_in(&server, &server.token("root", &["admin"])).await;
+    let page = root.get(&approval).await;
+    assert!(page.body.contains("rotate_key") && page.body.contains(&key));
+    let csrf_root = page.csrf();
+    let denied = root
+        .post(
+            &format!("{approval}/deny"),
+            &[("_csrf", &csrf_root), ("comment", "not during the freeze")],
+        )
+        .await;
+    assert_eq!(denied.status, 303, "{}", denied.body);
+    let page = root.get(&approval).await;
+    assert!(page.body.contains("not during the freeze") && page.body.contains("approval-denied"));
+    let late = olive.post(&format!("{approval}/execute"), &[("_csrf", &csrf)]).await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    assert!(late.body.contains("the approval is denied"), "{}", late.body);
+    let info = server.api(&olive_token).get(&format!("/v1/keys/{key}")).await;
+    assert_eq!(info.body["current_version"], 1);
+}
