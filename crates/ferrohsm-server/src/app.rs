@@ -384,6 +384,8 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().clone();
+    // A dashboard page that times out is answered as a page, with the dashboard's headers.
+    let ui_host = (route.starts_with("/ui")).then(|| crate::ui::public_host(&req));
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
@@ -393,7 +395,10 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
             .await
         {
             Ok(r) => r,
-            Err(_) => ApiError::unavailable("the request timed out").into_response(),
+            Err(_) => match ui_host {
+                Some(public) => crate::ui::timed_out(&request_id, public),
+                None => ApiError::unavailable("the request timed out").into_response(),
+            },
         };
     if let Some(pending) = response.extensions_mut().remove::<PendingError>() {
         if let Some(detail) = &pending.detail {

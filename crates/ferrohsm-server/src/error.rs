@@ -94,6 +94,11 @@ impl ApiError {
         self.detail.as_deref()
     }
 
+    /// The approval a dual-controlled request created (a 202).
+    pub(crate) fn approval_id(&self) -> Option<uuid::Uuid> {
+        self.approval.as_ref().map(|a| a.id)
+    }
+
     /// Seconds to wait before retrying (rate limits).
     pub(crate) fn retry_after(&self) -> Option<u64> {
         self.retry_after

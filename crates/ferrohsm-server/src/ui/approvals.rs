@@ -82,8 +82,14 @@ pub(crate) async fn detail(
     let a = convert::approval(&s.hsm().describe_approval(&who.ctx, id_of(&id)?).await?);
     let mine = a.requester == who.ctx.actor;
     let voted = a.votes.iter().any(|v| v.actor == who.ctx.actor);
-    let can_vote =
-        a.state == ApprovalState::Pending && !mine && !voted && who.may(Operation::Approve);
+    let eligible =
+        a.approver_roles.iter().any(|r| who.ctx.roles.iter().any(|mine| mine == r.as_str()))
+            && (!a.require_certificate || who.ctx.certificate_bound);
+    let can_vote = a.state == ApprovalState::Pending
+        && !mine
+        && !voted
+        && eligible
+        && who.may(Operation::Approve);
     let runnable = a.state == ApprovalState::Approved && mine && execution(&a).is_some();
     let base = format!("/ui/approvals/{}", a.id);
     let body = html! {

@@ -44,7 +44,11 @@ impl Filters {
                 "until" => f.until = value,
                 "cursor" if !value.is_empty() => f.cursor = Some(value),
                 "cursor" | "notice" => {}
-                other => return Err(UiError::invalid(format!("unknown filter {other:?}"))),
+                _ => {
+                    return Err(UiError::invalid(
+                        "the address names a filter this page does not have",
+                    ));
+                }
             }
         }
         Ok(f)

@@ -40,7 +40,11 @@ impl Filters {
                 "algorithm" => f.algorithm = value,
                 "cursor" if !value.is_empty() => f.cursor = Some(value),
                 "cursor" | "notice" => {}
-                other => return Err(UiError::invalid(format!("unknown filter {other:?}"))),
+                _ => {
+                    return Err(UiError::invalid(
+                        "the address names a filter this page does not have",
+                    ));
+                }
             }
         }
         Ok(f)
@@ -230,6 +234,7 @@ fn actions(who: &Signed, key: &KeyInfo) -> Markup {
             && key.revocation.as_ref().is_some_and(|r| r.reason != RevocationReason::Compromised));
     let destroyable = active || key.state == KeyState::Revoked;
     let any = (active && who.may(Operation::RotateKey))
+        || (active && key.versions.len() > 1 && who.may(Operation::RollbackKey))
         || (revocable && who.may(Operation::RevokeKey))
         || (destroyable && who.may(Operation::ScheduleDestruction))
         || (key.state == KeyState::PendingDestruction && who.may(Operation::CancelDestruction));
@@ -269,7 +274,8 @@ fn actions(who: &Signed, key: &KeyInfo) -> Markup {
                             input type="hidden" name="_csrf" value=(who.csrf());
                             label for="reason" { "Reason" }
                             select #reason name="reason" {
-                                @for r in RevocationReason::ALL {
+                                // A revoked key may only be escalated to compromised.
+                                @for r in RevocationReason::ALL.iter().filter(|r| active || **r == RevocationReason::Compromised) {
                                     option value=(r.as_str()) { (r.as_str()) }
                                 }
                             }

@@ -1,5 +1,6 @@
 //! The page shell: head, navigation, the signed-in caller and sign-out, notices, footer.
 
+use ferrohsm_core::Operation;
 use maud::{DOCTYPE, Markup, html};
 
 use super::{Signed, when_unix};
@@ -17,12 +18,21 @@ pub(crate) enum Section {
     Health,
 }
 
-const SECTIONS: &[(Section, &str, &str)] = &[
-    (Section::Keys, "/ui/keys", "Keys"),
-    (Section::Approvals, "/ui/approvals", "Approvals"),
-    (Section::Audit, "/ui/audit", "Audit"),
-    (Section::Health, "/ui/health", "Health"),
+/// The sections: where, the label, and the operation a role needs to read it (none: any).
+const SECTIONS: &[(Section, &str, &str, Option<Operation>)] = &[
+    (Section::Keys, "/ui/keys", "Keys", Some(Operation::ListKeys)),
+    (Section::Approvals, "/ui/approvals", "Approvals", Some(Operation::ListApprovals)),
+    (Section::Audit, "/ui/audit", "Audit", Some(Operation::ReadAudit)),
+    (Section::Health, "/ui/health", "Health", None),
 ];
+
+/// The first section the caller's roles may read: where signing in lands.
+pub(crate) fn home(roles: &[String]) -> &'static str {
+    SECTIONS
+        .iter()
+        .find(|(_, _, _, needs)| needs.is_none_or(|op| super::roles_allow(roles, op)))
+        .map_or("/ui/health", |(_, href, _, _)| href)
+}
 
 /// A confirmation shown at the top of a page after an action: a fixed set, chosen by a query
 /// parameter, so no text of the URL is ever shown.
@@ -74,17 +84,17 @@ pub(crate) fn page(
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
-                    a.brand href="/ui/keys" { "FerroHSM" }
+                    a.brand href=(home(&who.ctx.roles)) { "FerroHSM" }
                     nav aria-label="Main" {
                         ul {
-                            @for (s, href, label) in SECTIONS {
-                                li {
+                            @for (s, href, label, needs) in SECTIONS {
+                                @if needs.is_none_or(|op| who.may(op)) { li {
                                     @if *s == section {
                                         a href=(href) aria-current="page" { (label) }
                                     } @else {
                                         a href=(href) { (label) }
                                     }
-                                }
+                                } }
                             }
                         }
                     }

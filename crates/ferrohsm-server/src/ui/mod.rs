@@ -100,6 +100,7 @@ pub(crate) fn routes() -> Router<AppState> {
 async fn guard(req: Request, next: Next) -> Response {
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
     let id = request_id(req.extensions());
+    let response_host = request_host(&req).map(str::to_owned);
     let mut response = if reading || req.uri().path() == "/ui/csp-report" || same_origin(&req) {
         next.run(req).await
     } else {
@@ -115,19 +116,43 @@ async fn guard(req: Request, next: Next) -> Response {
         if let Some(detail) = &failure.detail {
             tracing::error!(code = %failure.code, detail = %detail, request_id = %id, "dashboard request failed");
         }
-        let page = error_page(failure.status, &failure.code, &failure.message, &id);
+        let page = match failure.approval {
+            Some(approval) => approval_page(approval),
+            None => error_page(failure.status, &failure.code, &failure.message, &id),
+        };
         let (parts, _) = response.into_parts();
         response = Response::from_parts(parts, page.into_body());
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     }
+    secure(&mut response, long_hsts(response_host.as_deref()));
+    response
+}
+
+/// Whether HSTS should be remembered for long: not for `localhost` or an address literal,
+/// where a browser would otherwise force HTTPS on every other local program for years.
+fn long_hsts(host: Option<&str>) -> bool {
+    let Some(host) = host else { return true };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    !(name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// Adds the security headers of every dashboard answer. `public_host` says whether the
+/// request named a real host name (two years of HSTS) or a local one (an hour).
+pub(crate) fn secure(response: &mut Response, public_host: bool) {
     let headers = response.headers_mut();
     let set = |headers: &mut HeaderMap, name: &'static str, value: &'static str| {
         headers.insert(name, HeaderValue::from_static(value));
     };
     set(headers, "content-security-policy", CONTENT_SECURITY_POLICY);
-    set(headers, "strict-transport-security", "max-age=63072000; includeSubDomains");
+    let hsts = if public_host { "max-age=63072000" } else { "max-age=3600" };
+    set(headers, "strict-transport-security", hsts);
     set(headers, "x-content-type-options", "nosniff");
     // `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null` with
     // every form post, which the same-origin check must refuse.
@@ -139,7 +164,30 @@ async fn guard(req: Request, next: Next) -> Response {
     if !headers.contains_key(header::CACHE_CONTROL) {
         set(headers, "cache-control", "no-store");
     }
+}
+
+/// The answer to a dashboard request that ran out of time (the server's request timeout).
+pub(crate) fn timed_out(request_id: &str, public_host: bool) -> Response {
+    let mut response = error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "The request timed out. Try again.",
+        request_id,
+    );
+    secure(&mut response, public_host);
     response
+}
+
+/// Whether a request's host is a real name (see [`long_hsts`]).
+pub(crate) fn public_host(req: &Request) -> bool {
+    long_hsts(request_host(req))
+}
+
+fn request_host(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// Whether a request comes from this origin: `Sec-Fetch-Site` (when sent) says same-origin,
@@ -152,11 +200,7 @@ fn same_origin(req: &Request) -> bool {
         return false;
     }
     let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    match (origin.to_str().ok(), host) {
+    match (origin.to_str().ok(), request_host(req)) {
         (Some(origin), Some(host)) => origin.strip_prefix("https://") == Some(host),
         _ => false,
     }
@@ -216,7 +260,7 @@ impl Signed {
     /// Whether one of the caller's roles allows `operation` at all (the core decides for the
     /// key at hand; this only hides buttons that would certainly be refused).
     pub(crate) fn may(&self, operation: Operation) -> bool {
-        self.ctx.roles.iter().filter_map(|r| r.parse::<Role>().ok()).any(|r| r.allows(operation))
+        roles_allow(&self.ctx.roles, operation)
     }
 }
 
@@ -244,6 +288,11 @@ impl FromRequestParts<AppState> for Signed {
             }
         }
     }
+}
+
+/// Whether one of `roles` allows `operation` at all.
+pub(crate) fn roles_allow(roles: &[String], operation: Operation) -> bool {
+    roles.iter().filter_map(|r| r.parse::<Role>().ok()).any(|r| r.allows(operation))
 }
 
 /// The answer to a request without a live session: reads go to the sign-in page, anything
@@ -282,7 +331,7 @@ impl FromRequest<AppState> for Posted {
             .await
             .map_err(IntoResponse::into_response)?;
         if !form.get("_csrf").is_some_and(|token| same_secret(token, who.csrf())) {
-            tracing::info!(actor = %who.ctx.actor, "a dashboard form without its CSRF token was refused");
+            tracing::info!(actor = ?who.ctx.actor, "a dashboard form without its CSRF token was refused");
             return Err(UiError::page(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -343,6 +392,8 @@ pub(crate) struct UiError {
     /// For the server log only.
     detail: Option<String>,
     retry_after: Option<u64>,
+    /// The approval a dual-controlled read created: the page links to it.
+    approval: Option<uuid::Uuid>,
 }
 
 impl UiError {
@@ -357,6 +408,7 @@ impl UiError {
             message: message.into(),
             detail: None,
             retry_after: None,
+            approval: None,
         }
     }
 }
@@ -369,6 +421,7 @@ impl From<ApiError> for UiError {
             message: e.message().to_owned(),
             detail: e.detail().map(str::to_owned),
             retry_after: e.retry_after(),
+            approval: e.approval_id(),
         }
     }
 }
@@ -388,6 +441,23 @@ impl IntoResponse for UiError {
         response.extensions_mut().insert(self);
         response
     }
+}
+
+/// The answer to a read that policy put under dual control: where the approval is.
+fn approval_page(approval: uuid::Uuid) -> Response {
+    let href = format!("/ui/approvals/{approval}");
+    let body = layout::bare(
+        "Approval required",
+        html! {
+            p.notice role="status" {
+                "Policy requires approval before this runs. An approval request was created; "
+                "share it with the approvers, and once they approve, repeat this with the "
+                "approval's id."
+            }
+            p { a href=(href) { "Open the approval request" } }
+        },
+    );
+    html_response(StatusCode::ACCEPTED, body)
 }
 
 /// An error page.
@@ -424,7 +494,7 @@ pub(crate) fn redirect(to: &str) -> Response {
 
 async fn home(who: Result<Signed, Response>) -> Response {
     match who {
-        Ok(_) => redirect("/ui/keys"),
+        Ok(who) => redirect(layout::home(&who.ctx.roles)),
         Err(_) => redirect("/ui/sign-in"),
     }
 }
@@ -509,6 +579,10 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         }
         Err(TokenRefusal::Failed(e)) => return UiError::from(e).into_response(),
     };
+    // Signing in again ends the session this browser had (a new id every time).
+    if let Some(old) = cookie(&headers, SESSION_COOKIE) {
+        s.ui().sessions.remove(old);
+    }
     let (value, session) = match s.ui().sessions.create(&token, &ctx.actor, exp, now()) {
         Ok(created) => created,
         Err(SessionError::Full) => {
@@ -521,8 +595,8 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         }
         Err(SessionError::Random) => return no_randomness().into_response(),
     };
-    tracing::info!(actor = %ctx.actor, session = ?ctx.session, "dashboard sign-in");
-    let mut response = redirect("/ui/keys");
+    tracing::info!(actor = ?ctx.actor, session = ?ctx.session, "dashboard sign-in");
+    let mut response = redirect(layout::home(&ctx.roles));
     let max_age = session.expires_at.saturating_sub(now());
     for cookie in [set_cookie(SESSION_COOKIE, &value, max_age), set_cookie(SIGN_IN_COOKIE, "", 0)]
         .into_iter()
@@ -542,7 +616,7 @@ async fn sign_out(State(s): State<AppState>, req: Request) -> Response {
     if let Some(value) = cookie(&headers, SESSION_COOKIE) {
         s.ui().sessions.remove(value);
     }
-    tracing::info!(actor = %posted.who.ctx.actor, "dashboard sign-out");
+    tracing::info!(actor = ?posted.who.ctx.actor, "dashboard sign-out");
     let mut response = redirect("/ui/sign-in");
     if let Some(v) = set_cookie(SESSION_COOKIE, "", 0) {
         response.headers_mut().append(header::SET_COOKIE, v);
@@ -556,7 +630,7 @@ async fn csp_report(State(s): State<AppState>, body: Bytes) -> StatusCode {
     s.ui().csp_reports.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("ferrohsm_ui_csp_reports_total").increment(1);
     let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-    tracing::debug!(report = %text, "content security policy violation");
+    tracing::debug!(report = ?text, "content security policy violation");
     StatusCode::NO_CONTENT
 }
 
@@ -598,5 +672,38 @@ pub(crate) fn when_unix(seconds: u64) -> Markup {
     match time::OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).unwrap_or(i64::MAX)) {
         Ok(t) => when(t),
         Err(_) => html! { (seconds) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hsts_is_long_only_for_real_host_names() {
+        for public in [Some("hsm.example.com"), Some("hsm.example.com:8443"), None] {
+            assert!(long_hsts(public), "{public:?}");
+        }
+        for local in [
+            "localhost",
+            "localhost:8443",
+            "app.localhost",
+            "127.0.0.1:8443",
+            "[::1]:8443",
+            "10.0.0.7",
+        ] {
+            assert!(!long_hsts(Some(local)), "{local}");
+        }
+    }
+
+    #[test]
+    fn a_cookie_is_found_by_its_exact_name_only() {
+        let mut headers = HeaderMap::new();
+        headers
+            .insert(header::COOKIE, HeaderValue::from_static("a=1; __Host-ferrohsm-session-x=2"));
+        headers.append(header::COOKIE, HeaderValue::from_static("__Host-ferrohsm-session=3"));
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("3"));
+        assert_eq!(cookie(&headers, "a"), Some("1"));
+        assert_eq!(cookie(&headers, "b"), None);
     }
 }

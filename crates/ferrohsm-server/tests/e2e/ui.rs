@@ -137,9 +137,7 @@ async fn every_answer_carries_the_security_headers_and_the_session_cookie_is_loc
         assert_eq!(page.headers["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(page.headers["referrer-policy"], "same-origin", "{path}");
         assert_eq!(page.headers["x-frame-options"], "DENY", "{path}");
-        assert!(
-            page.headers["strict-transport-security"].to_str().unwrap().starts_with("max-age=")
-        );
+        assert_eq!(page.headers["strict-transport-security"], "max-age=3600", "localhost: an hour");
     }
     assert_eq!(anonymous.get("/ui/keys").await.location(), "/ui/sign-in");
     assert_eq!(anonymous.get("/ui/nothing-here").await.status, 404);
@@ -216,8 +214,17 @@ async fn a_lower_role_is_refused_by_the_core_and_the_refusal_is_audited() {
     let page = audrey.post(&format!("/ui/keys/{key}/rotate"), &[("_csrf", &csrf)]).await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(page.body.contains("forbidden"));
-    let mut service = signed_in(&server, &server.token("svc", &["service"])).await;
+    let mut service = Person::new(&server, None);
+    let landed = service.sign_in(&server.token("svc", &["service"])).await;
+    assert_eq!(landed.location(), "/ui/health", "a service cannot list keys");
+    let health = service.get("/ui/health").await;
+    assert!(
+        !health.body.contains("href=\"/ui/audit\"") && !health.body.contains("href=\"/ui/keys\"")
+    );
     assert_eq!(service.get("/ui/audit").await.status, 403);
+    let operator =
+        signed_in(&server, &server.token("olive", &["operator"])).await.get("/ui/keys").await;
+    assert!(!operator.body.contains("href=\"/ui/audit\""), "no Audit section for an operator");
     let auditor = server.api(&server.token("audrey", &["auditor"]));
     let records = auditor.get("/v1/audit?action=rotate_key&outcome=denied").await;
     assert_eq!(records.body["records"][0]["actor"], "audrey", "{}", records.body);
@@ -245,6 +252,13 @@ async fn signing_out_or_revoking_the_token_ends_the_session_at_once() {
 
     let mut olive = signed_in(&server, &token).await;
     assert_eq!(olive.get("/ui/keys").await.status, 200);
+    // Signing in again from the same browser ends the session it had.
+    let before = olive.session();
+    assert_eq!(olive.sign_in(&token).await.status, 303);
+    assert_ne!(olive.session(), before);
+    let mut old = Person::new(&server, None);
+    old.cookie = Some(before);
+    assert_eq!(old.get("/ui/keys").await.location(), "/ui/sign-in");
     admin.post("/v1/auth/revoke", json!({"jti": jti})).await;
     assert_eq!(olive.get("/ui/keys").await.location(), "/ui/sign-in", "revoked: signed out");
     let again = olive.sign_in(&token).await;
@@ -444,6 +458,9 @@ expires_after = "1h"
     assert!(approval.starts_with("/ui/approvals/"), "{approval}");
     let own = olive.get(&approval).await;
     assert!(!own.body.contains(">Approve<"), "the requester cannot vote");
+    let mut other = signed_in(&server, &server.token("oscar", &["operator"])).await;
+    let page = other.get(&approval).await;
+    assert!(!page.body.contains(">Approve<"), "an operator is not an approver of this policy");
     // The requester cannot run it before it is approved.
     let early = olive.post(&format!("{approval}/execute"), &[("_csrf", &csrf)]).await;
     assert_eq!(early.status, 409, "{}", early.body);
@@ -467,4 +484,34 @@ expires_after = "1h"
     assert!(late.body.contains("the approval is denied"), "{}", late.body);
     let info = server.api(&olive_token).get(&format!("/v1/keys/{key}")).await;
     assert_eq!(info.body["current_version"], 1);
+}
+
+#[tokio::test]
+async fn a_read_under_dual_control_answers_with_its_approval() {
+    let policy = r#"
+version = 1
+[[tag_policy]]
+name = "sealed-public"
+match = { public = "guarded" }
+[tag_policy.dual_control]
+operations = ["export_public_key"]
+quorum = 1
+approver_roles = ["admin"]
+expires_after = "1h"
+"#;
+    let server =
+        TestServer::start_with(Options { policy: Some(policy.into()), ..Options::default() }).await;
+    let olive_token = server.token("olive", &["operator"]);
+    let key = server
+        .api(&olive_token)
+        .create(
+            json!({"algorithm": "ec-p256", "name": "guarded-pub", "tags": {"public": "guarded"}}),
+        )
+        .await;
+    let mut olive = signed_in(&server, &olive_token).await;
+    let page = olive.get(&format!("/ui/keys/{key}/public.pem")).await;
+    assert_eq!(page.status, 202, "{}", page.body);
+    assert!(page.body.contains("href=\"/ui/approvals/"), "{}", page.body);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    assert!(page.headers.contains_key("content-security-policy"));
 }
