@@ -1,9 +1,10 @@
 //! FerroHSM developer tasks, run as `cargo xtask <task>`.
 //!
 //! - `test`: formatting, clippy with warnings denied, `cargo deny` against the offline advisory
-//!   snapshot, then every workspace test. It installs what it needs (cargo-deny, and the Python
-//!   OpenAPI validator the server's tests call) when absent, and finally runs the README's
-//!   operator walk-through against a real dev server.
+//!   snapshot, then every workspace test. It installs what it needs when absent (cargo-deny,
+//!   the Python OpenAPI validator the server's tests call, Debian's `softhsm2` for the PKCS#11
+//!   vault's tests and `chromium` for the dashboard's; see `debian.rs`), then runs the README's
+//!   operator walk-through, the SDK checks and the dashboard journeys against real dev servers.
 //! - `fuzz [SECONDS] [TARGET]`: the stable-Rust fuzzer of `fuzz/` in release, for longer
 //!   than the smoke run `test` includes.
 //! - `bench`: the criterion benchmarks and the REST load test (`bench load` runs only the
@@ -24,6 +25,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod debian;
 mod dev;
 mod load;
 mod sdk;
@@ -119,6 +121,8 @@ fn test(root: &Path) -> Result<()> {
     )?;
     deny(root)?;
     python_tools(root)?;
+    // The PKCS#11 vault's tests run against SoftHSM2 tokens in temporary directories.
+    debian::ensure("/usr/lib/softhsm/libsofthsm2.so", &["softhsm2"])?;
     run(root, "cargo", &["test", "--workspace", "--locked"])?;
     // The end-to-end server suite once more on the SQLite backend: the test binary the run
     // above built, run directly (a narrower cargo invocation would resolve other features and

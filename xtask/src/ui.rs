@@ -6,10 +6,8 @@
 //! when the journeys end, whatever their outcome.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use crate::sdk::{SdkServer, path_string, venv};
 
@@ -25,39 +23,9 @@ const PRINCIPALS: &[(&str, &str)] = &[
 /// The browser the journeys drive.
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Installs Chromium from Debian's packages when it is not there (a no-op, instantly, when it
-/// is), with `sudo` when not root.
-fn chromium() -> Result<()> {
-    if Path::new(CHROMIUM).is_file() {
-        return Ok(());
-    }
-    let start = Instant::now();
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    let apt = |args: &[&str]| -> Result<()> {
-        let mut command = if root { Command::new("apt-get") } else { Command::new("sudo") };
-        if !root {
-            command.arg("apt-get");
-        }
-        let status = command
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!("apt-get {} failed ({status})", args.join(" "));
-        }
-        Ok(())
-    };
-    eprintln!("xtask: installing Debian's chromium for the dashboard journeys");
-    apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "--no-install-recommends", "chromium", "fonts-dejavu-core"])?;
-    eprintln!("xtask: chromium installed in {:.1} s", start.elapsed().as_secs_f64());
-    Ok(())
-}
-
 /// Every dashboard journey, against one server.
 pub(crate) fn run(root: &Path) -> Result<()> {
-    chromium()?;
+    crate::debian::ensure(CHROMIUM, &["chromium", "fonts-dejavu-core"])?;
     let requirements = root.join("ui-tests/requirements.txt");
     let venv = venv(root, "ui-venv", &["-r", &path_string(&requirements)?])?;
     let shots = root.join("target/ui-screenshots");

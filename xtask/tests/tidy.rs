@@ -109,9 +109,16 @@ fn no_backend_is_named_outside_the_backend_crates() {
         "SqliteTokenRevocationStore",
         "SqliteAuditSink",
         "ferrohsm_sqlite",
+        "Pkcs11Vault",
+        "ferrohsm_pkcs11",
     ];
-    const ALLOWED: &[&str] =
-        &["ferrohsm-store", "ferrohsm-audit", "ferrohsm-sqlite", "ferrohsm-backends"];
+    const ALLOWED: &[&str] = &[
+        "ferrohsm-store",
+        "ferrohsm-audit",
+        "ferrohsm-sqlite",
+        "ferrohsm-pkcs11",
+        "ferrohsm-backends",
+    ];
     let mut found = Vec::new();
     for member in members() {
         let name = member.file_name().unwrap().to_string_lossy().into_owned();

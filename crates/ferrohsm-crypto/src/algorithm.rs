@@ -136,7 +136,7 @@ impl Algorithm {
     }
 
     /// The RSA modulus length in bytes, for RSA algorithms.
-    pub(crate) fn rsa_modulus_len(self) -> Option<usize> {
+    pub fn rsa_modulus_len(self) -> Option<usize> {
         match self {
             Algorithm::Rsa2048 => Some(256),
             Algorithm::Rsa3072 => Some(384),

@@ -26,6 +26,9 @@ pub enum Error {
     /// The primitive failed: authentication tag mismatch, unwrap failure, or an internal error.
     #[error("cryptographic operation failed")]
     Crypto,
+    /// A key vault holding the key cannot be reached now (retry later).
+    #[error("the key vault is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -36,6 +39,7 @@ impl Error {
             Error::InvalidInput(_) => "invalid_request",
             Error::KeyRejected(_) => "invalid_request",
             Error::Crypto => "crypto_failed",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 }

@@ -33,6 +33,7 @@ mod error;
 pub mod hex;
 mod provider;
 mod secret;
+mod vault;
 
 // Public interface:
 pub use algorithm::{Algorithm, HashAlgorithm, SignInput, SignatureScheme, Usage};
@@ -43,3 +44,4 @@ pub use encoding::{
 pub use error::{Error, Result};
 pub use provider::{AEAD_NONCE_LEN, AEAD_TAG_LEN, CryptoProvider, HmacKey, PublicKey, SecretKey};
 pub use secret::{KeyMaterial, SecretBytes};
+pub use vault::{RemoteKeyVault, VaultKey};
