@@ -125,6 +125,23 @@ api_enum! {
 }
 
 api_enum! {
+    /// Where a key's material is kept.
+    Custody, "custody" {
+        /// Sealed under the master key in the server's own store.
+        Sealed => "sealed",
+        /// Generated and used inside a PKCS#11 token; never exported.
+        Pkcs11 => "pkcs11",
+    }
+}
+
+impl Custody {
+    /// `sealed`: what a response from a server without custody support means.
+    pub fn sealed() -> Custody {
+        Custody::Sealed
+    }
+}
+
+api_enum! {
     /// What a key may be used for.
     Usage, "usage" {
         /// Encrypt data.

@@ -24,6 +24,9 @@ pub struct Health {
     /// Background jobs (reloads, scheduler): `ok`, or which failed last and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<ComponentHealth>,
+    /// The key vault (a PKCS#11 token), when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<ComponentHealth>,
 }
 
 /// One component's health.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Algorithm, KeyState, RevocationReason, Usage, VersionState};
+use crate::{Algorithm, Custody, KeyState, RevocationReason, Usage, VersionState};
 
 /// `POST /v1/keys`: the parameters of a new key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +45,10 @@ pub struct CreateKey {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[cfg_attr(feature = "openapi", schema(schema_with = tags_schema))]
     pub tags: BTreeMap<String, String>,
+    /// Where the material is kept: `sealed` in the server's store, or `pkcs11` in the
+    /// server's PKCS#11 token (when it has one); the server's default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custody: Option<Custody>,
 }
 
 /// The schema of a key's tags, with every rule the server checks.
@@ -72,7 +76,14 @@ fn tags_schema() -> utoipa::openapi::schema::Object {
 impl CreateKey {
     /// A request for an unnamed key of `algorithm` with default usages and no tags.
     pub fn new(algorithm: Algorithm) -> Self {
-        CreateKey { name: None, description: None, algorithm, usages: None, tags: BTreeMap::new() }
+        CreateKey {
+            name: None,
+            description: None,
+            algorithm,
+            usages: None,
+            tags: BTreeMap::new(),
+            custody: None,
+        }
     }
 
     /// Sets the name.
@@ -142,6 +153,9 @@ pub struct KeyInfo {
     pub updated_at: OffsetDateTime,
     /// Who created it.
     pub created_by: String,
+    /// Where the material is kept (`sealed` when a server does not say).
+    #[serde(default = "Custody::sealed")]
+    pub custody: Custody,
 }
 
 /// Why and when a key was revoked.

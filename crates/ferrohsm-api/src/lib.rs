@@ -40,7 +40,7 @@ pub use crypto::{
     SignRequest, Signed, UnwrapRequest, Verified, VerifyRequest, WrapRequest, Wrapped,
 };
 pub use enums::{
-    Algorithm, ApprovalState, KeyState, Operation, Outcome, RevocationReason, Role,
+    Algorithm, ApprovalState, Custody, KeyState, Operation, Outcome, RevocationReason, Role,
     SignatureScheme, Usage, VersionState,
 };
 pub use error::{Error, ErrorBody, ErrorCode, ErrorDetail};

@@ -3,6 +3,9 @@
 //! store, token revocation store and audit sink of that backend together, as one
 //! [`Backends`] (one lock or one connection pool for all four).
 //!
+//! [`VaultConfig::open`] likewise turns a server's PKCS#11 settings into the key vault it may
+//! keep key material in (`ferrohsm-pkcs11`).
+//!
 //! Everything above this crate (core, server, CLI) sees only the backend-neutral traits, so
 //! an embedding program can also build a [`Backends`] from its own `dyn` implementations.
 //!
@@ -10,6 +13,9 @@
 //! backend partially: either all four stores open, or none stays open.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod vault;
+pub use vault::{PinSource, VaultConfig};
 
 use std::fmt;
 use std::path::PathBuf;

@@ -70,6 +70,8 @@ impl Env {
             drain_timeout: Duration::from_secs(5),
             max_token_lifetime: Duration::from_secs(86_400),
             refusal_interval: Duration::from_secs(60),
+            vault: None,
+            default_custody: None,
             limits: Default::default(),
         };
         let server = Server::start(config, MasterKey::from_bytes(&MASTER).unwrap()).await.unwrap();

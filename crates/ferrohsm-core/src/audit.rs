@@ -131,7 +131,11 @@ impl Audited for KeyInfo {
         Some(self.current_version)
     }
     fn note(&self) -> Option<String> {
-        Some(format!("state {}", self.state))
+        if self.custody == crate::SEALED {
+            Some(format!("state {}", self.state))
+        } else {
+            Some(format!("state {}, custody {}", self.state, self.custody))
+        }
     }
 }
 
@@ -181,6 +185,8 @@ impl Audited for Vec<ferrohsm_policy::Approval> {
 pub(crate) struct Purged {
     pub(crate) key_id: KeyId,
     pub(crate) versions: u32,
+    /// The key vault that destroyed the material, for vault-held keys.
+    pub(crate) custody: Option<&'static str>,
 }
 
 impl Audited for Purged {
@@ -188,7 +194,15 @@ impl Audited for Purged {
         Some(self.key_id)
     }
     fn note(&self) -> Option<String> {
-        Some(format!("purge attestation: sealed material of versions 1-{} wiped", self.versions))
+        Some(match self.custody {
+            None => {
+                format!("purge attestation: sealed material of versions 1-{} wiped", self.versions)
+            }
+            Some(custody) => format!(
+                "purge attestation: material of versions 1-{} destroyed in the {custody} key vault",
+                self.versions
+            ),
+        })
     }
 }
 

@@ -108,6 +108,7 @@ impl VerifiedKey {
         &self,
         provider: &dyn CryptoProvider,
         sealer: &Sealer,
+        vault: Option<&dyn ferrohsm_crypto::RemoteKeyVault>,
         version: u32,
     ) -> Result<Arc<dyn SecretKey>> {
         if let Some(key) = self.secrets.read().unwrap_or_else(|p| p.into_inner()).get(&version) {
@@ -117,11 +118,29 @@ impl VerifiedKey {
         let integrity = Error::Integrity(record.id);
         let stored =
             record.version(version).ok_or(Error::VersionNotFound { key: record.id, version })?;
-        let sealed = stored.sealed.as_ref().ok_or(Error::Integrity(record.id))?;
-        let key_id = record.id.to_string();
-        let binding = Binding { key_id: &key_id, version, algorithm: record.algorithm };
-        let material = sealer.unseal(&binding, sealed).map_err(|_| Error::Integrity(record.id))?;
-        let key = provider.load(&material).map_err(|_| Error::Integrity(record.id))?;
+        let key = match (&stored.external, &stored.sealed) {
+            (Some(external), _) => {
+                let vault = vault.filter(|v| v.custody() == external.custody).ok_or_else(|| {
+                    Error::VaultUnavailable(format!(
+                        "no {} key vault is configured for key {}",
+                        external.custody, record.id
+                    ))
+                })?;
+                vault.load(record.algorithm, &external.handle).map_err(|e| match e {
+                    ferrohsm_crypto::Error::Unavailable(m) => Error::VaultUnavailable(m),
+                    // The vault lost the key or holds another one under its handle.
+                    _ => Error::Integrity(record.id),
+                })?
+            }
+            (None, Some(sealed)) => {
+                let key_id = record.id.to_string();
+                let binding = Binding { key_id: &key_id, version, algorithm: record.algorithm };
+                let material =
+                    sealer.unseal(&binding, sealed).map_err(|_| Error::Integrity(record.id))?;
+                provider.load(&material).map_err(|_| Error::Integrity(record.id))?
+            }
+            (None, None) => return Err(integrity),
+        };
         // The unsealed private key must match the authenticated public key.
         if key.public_key_der() != stored.public_key.as_deref() {
             return Err(integrity);

@@ -59,11 +59,13 @@ pub async fn check_backend(config: &BackendConfig, master: &MasterKey) -> Result
                 }
             };
             for version in &verified.record.versions {
-                if version.state == VersionState::Destroyed {
+                // Material a key vault holds is not in the store; its handle is covered by the
+                // record's integrity tag checked above.
+                if version.state == VersionState::Destroyed || version.external.is_some() {
                     continue;
                 }
                 report.versions += 1;
-                if verified.secret(provider.as_ref(), &sealer, version.version).is_err() {
+                if verified.secret(provider.as_ref(), &sealer, None, version.version).is_err() {
                     report.problems.push(format!(
                         "key {id} version {}: its sealed material does not unseal",
                         version.version

@@ -117,6 +117,9 @@ pub enum Error {
     /// The configured storage backend could not be opened.
     #[error("opening the storage backend: {0}")]
     Backend(#[source] ferrohsm_backends::Error),
+    /// The key vault holding the key's material cannot be reached now (retry later).
+    #[error("the key vault is unavailable")]
+    VaultUnavailable(String),
 }
 
 impl Error {
@@ -138,7 +141,7 @@ impl Error {
                 | "unavailable" | "integrity") => code,
                 _ => "internal",
             },
-            Error::AuditUnavailable(_) => "unavailable",
+            Error::AuditUnavailable(_) | Error::VaultUnavailable(_) => "unavailable",
             Error::Forbidden(_) => "forbidden",
             Error::ApprovalRequired(_) => "approval_required",
             Error::Approval(e) => e.code(),

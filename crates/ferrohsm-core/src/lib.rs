@@ -59,10 +59,12 @@ pub use ferrohsm_audit::{AuditFilter, AuditHead, AuditSink, Checkpoint};
 pub use ferrohsm_audit::{
     Failure, OfflineOptions, Report, summary as audit_summary, verify_files as verify_audit_files,
 };
-pub use ferrohsm_backends::{AuditedKeyWrites, BackendConfig, BackendKind, Backends};
+pub use ferrohsm_backends::{
+    AuditedKeyWrites, BackendConfig, BackendKind, Backends, PinSource, VaultConfig,
+};
 pub use ferrohsm_crypto::{
-    Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, SecretBytes, SignInput,
-    SignatureScheme, Usage,
+    Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, RemoteKeyVault, SecretBytes,
+    SignInput, SignatureScheme, Usage, VaultKey,
 };
 pub use ferrohsm_crypto::{b64, hex};
 pub use ferrohsm_policy::{
@@ -86,8 +88,8 @@ pub use validate::{
     token_field as validate_token_field,
 };
 pub use wire::{
-    CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, Signed, Unwrapped, Verified,
-    VersionInfo, Wrapped,
+    CreateKey, Decrypted, Encrypted, KeyInfo, KeyList, PublicKeyInfo, SEALED, Signed, Unwrapped,
+    Verified, VersionInfo, Wrapped,
 };
 
 /// Parses a `fhsm:v<N>:<base64>` ciphertext or wrapped key into its version and body (for

@@ -31,12 +31,26 @@ pub struct CreateKey {
     /// at most 50 tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Where the material is kept: [`SEALED`] (in the store, sealed under the master key) or
+    /// the configured key vault's custody name (`pkcs11`); the server's default when omitted.
+    #[serde(default)]
+    pub custody: Option<String>,
 }
+
+/// The custody of material sealed under the master key in FerroHSM's own store.
+pub const SEALED: &str = "sealed";
 
 impl CreateKey {
     /// A request for an unnamed key of `algorithm` with default usages and no tags.
     pub fn new(algorithm: Algorithm) -> Self {
-        CreateKey { name: None, description: None, algorithm, usages: None, tags: BTreeMap::new() }
+        CreateKey {
+            name: None,
+            description: None,
+            algorithm,
+            usages: None,
+            tags: BTreeMap::new(),
+            custody: None,
+        }
     }
 
     /// Sets the name.
@@ -54,6 +68,12 @@ impl CreateKey {
     /// Sets the usages.
     pub fn usages(mut self, usages: &[Usage]) -> Self {
         self.usages = Some(usages.to_vec());
+        self
+    }
+
+    /// Sets the custody ([`SEALED`] or a key vault's name).
+    pub fn custody(mut self, custody: impl Into<String>) -> Self {
+        self.custody = Some(custody.into());
         self
     }
 }
@@ -96,6 +116,8 @@ pub struct KeyInfo {
     pub updated_at: OffsetDateTime,
     /// Who created it.
     pub created_by: String,
+    /// Where the material is kept: `sealed`, or the key vault holding it (`pkcs11`).
+    pub custody: String,
 }
 
 /// One version's metadata.
@@ -142,6 +164,7 @@ impl From<&KeyRecord> for KeyInfo {
             created_at: r.created_at,
             updated_at: r.updated_at,
             created_by: r.created_by.clone(),
+            custody: r.custody.clone().unwrap_or_else(|| SEALED.to_owned()),
         }
     }
 }
@@ -373,6 +396,9 @@ pub struct Health {
     /// fill it in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<ComponentHealth>,
+    /// The key vault, when one is configured: `ok` while it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<ComponentHealth>,
 }
 
 /// One component's health.

@@ -22,6 +22,8 @@
 //! vault key, log or return the PIN, or keep a PIN in memory that is not zeroized on drop.
 
 mod der;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

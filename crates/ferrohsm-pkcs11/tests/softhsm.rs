@@ -6,62 +6,25 @@
 //! variable set for its private token directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use ferrohsm_crypto::{
     Algorithm, AwsLcProvider, CryptoProvider, Error, RemoteKeyVault, SignInput, SignatureScheme,
 };
-use ferrohsm_pkcs11::{Pkcs11Config, Pkcs11Vault};
+use ferrohsm_pkcs11::{Pkcs11Config, Pkcs11Vault, testing};
 use zeroize::Zeroizing;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = testing::SOFTHSM2_MODULE;
 const LABEL: &str = "ferrohsm-test";
 const PIN: &str = "4321";
-const CHILD: &str = "FERROHSM_PKCS11_TEST_CHILD";
 
 /// Runs `body` in a child process whose SoftHSM2 has one fresh token, `LABEL`.
 fn with_token(test: &str, body: impl FnOnce(&Path)) {
-    if let Ok(dir) = std::env::var(CHILD) {
-        body(Path::new(&dir));
-        return;
+    if let Some(dir) = testing::rerun_with_token(test, LABEL, PIN, &[]) {
+        body(&dir);
     }
-    assert!(Path::new(MODULE).exists(), "SoftHSM2 is not installed (cargo xtask test installs it)");
-    let dir = tempfile::tempdir().unwrap();
-    let conf = init_token(dir.path());
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("SOFTHSM2_CONF", &conf)
-        .env(CHILD, dir.path())
-        .output()
-        .unwrap();
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{test} failed in its child:\n{text}");
-    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
-}
-
-/// Writes a SoftHSM2 configuration for `dir/tokens` and initialises the token there.
-fn init_token(dir: &Path) -> PathBuf {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", LABEL, "--so-pin", "12345678", "--pin", PIN])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    conf
 }
 
 fn config(pin: &str) -> Pkcs11Config {

@@ -66,7 +66,19 @@ pub(crate) fn create_key(body: api::CreateKey) -> Result<wire::CreateKey, ApiErr
         algorithm: algorithm(body.algorithm)?,
         usages: body.usages.map(|u| u.into_iter().map(usage).collect()).transpose()?,
         tags: body.tags,
+        custody: body.custody.map(custody).transpose()?,
     })
+}
+
+/// A requested custody, by its wire name (the core checks that the server offers it).
+pub(crate) fn custody(value: api::Custody) -> Result<String, ApiError> {
+    match value {
+        api::Custody::Unknown => Err(ApiError::invalid(format!(
+            "unknown custody; accepted: {}",
+            api::Custody::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+        known => Ok(known.as_str().to_owned()),
+    }
 }
 
 /// A key's metadata.
@@ -100,6 +112,7 @@ pub(crate) fn key_info(key: wire::KeyInfo) -> api::KeyInfo {
         created_at: key.created_at,
         updated_at: key.updated_at,
         created_by: key.created_by,
+        custody: api::Custody::from_wire(&key.custody),
     }
 }
 
@@ -336,6 +349,7 @@ pub(crate) fn health(h: wire::Health) -> api::Health {
         policy: component(h.policy),
         keyset: h.keyset.map(component),
         jobs: h.jobs.map(component),
+        vault: h.vault.map(component),
     }
 }
 

@@ -231,6 +231,52 @@ struct ServeArgs {
     /// Open connections from one address [default: 256].
     #[arg(long, env = "FERROHSM_MAX_CONNECTIONS_PER_ADDRESS")]
     max_connections_per_address: Option<usize>,
+    #[command(flatten)]
+    pkcs11: Pkcs11Args,
+}
+
+/// A PKCS#11 token for key material (docs/pkcs11.md).
+#[derive(Args, Default, Clone)]
+struct Pkcs11Args {
+    /// The PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so); enables `"custody":
+    /// "pkcs11"`.
+    #[arg(long, env = "FERROHSM_PKCS11_MODULE")]
+    pkcs11_module: Option<PathBuf>,
+    /// The label of the token holding the keys.
+    #[arg(long, env = "FERROHSM_PKCS11_TOKEN_LABEL")]
+    pkcs11_token_label: Option<String>,
+    /// A file holding the token's user PIN; else FERROHSM_PKCS11_PIN holds it.
+    #[arg(long, env = "FERROHSM_PKCS11_PIN_FILE")]
+    pkcs11_pin_file: Option<PathBuf>,
+    /// The custody of keys created without one: sealed or pkcs11 [default: sealed].
+    #[arg(long, env = "FERROHSM_DEFAULT_CUSTODY")]
+    default_custody: Option<String>,
+}
+
+impl Pkcs11Args {
+    /// The settings, with the configuration file's where a flag is absent.
+    fn merged(
+        self,
+        file: &FileConfig,
+    ) -> anyhow::Result<(Option<ferrohsm_core::VaultConfig>, Option<String>)> {
+        let module = self.pkcs11_module.or_else(|| file.pkcs11_module.clone());
+        let label = self.pkcs11_token_label.or_else(|| file.pkcs11_token_label.clone());
+        let pin_file = self.pkcs11_pin_file.or_else(|| file.pkcs11_pin_file.clone());
+        let custody = self.default_custody.or_else(|| file.default_custody.clone());
+        let vault = match (module, label) {
+            (None, None) => None,
+            (Some(module), Some(token_label)) => Some(ferrohsm_core::VaultConfig {
+                module,
+                token_label,
+                pin: match pin_file {
+                    Some(path) => ferrohsm_core::PinSource::File(path),
+                    None => ferrohsm_core::PinSource::Env("FERROHSM_PKCS11_PIN".into()),
+                },
+            }),
+            _ => bail!("--pkcs11-module and --pkcs11-token-label go together"),
+        };
+        Ok((vault, custody))
+    }
 }
 
 #[derive(Clone, Copy, Deserialize, clap::ValueEnum)]
@@ -282,6 +328,10 @@ struct FileConfig {
     idle_timeout: Option<String>,
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
+    pkcs11_module: Option<PathBuf>,
+    pkcs11_token_label: Option<String>,
+    pkcs11_pin_file: Option<PathBuf>,
+    default_custody: Option<String>,
 }
 
 #[derive(Args)]
@@ -301,6 +351,8 @@ struct DevArgs {
     /// Key store: filesystem or sqlite (in the data directory), or memory.
     #[arg(long, env = "FERROHSM_KEY_STORE", default_value = "filesystem")]
     key_store: StoreKind,
+    #[command(flatten)]
+    pkcs11: Pkcs11Args,
 }
 
 #[derive(Args)]
@@ -434,6 +486,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => FileConfig::default(),
     };
+    let (vault, default_custody) = args.pkcs11.merged(&file)?;
     let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| "./ferrohsm-data".into());
     let store = args.key_store.or(file.key_store).unwrap_or(StoreKind::Filesystem);
     let (Some(tls_cert), Some(tls_key)) =
@@ -508,6 +561,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .or(file.max_connections_per_address)
                 .unwrap_or(256),
         },
+        vault,
+        default_custody,
     };
     // Signal handlers first: a SIGTERM right after the start-up lines still shuts down cleanly.
     let stop = ShutdownSignal::install();
@@ -530,6 +585,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .context("creating the master key")?
     };
     let config_backend = args.key_store.config(&args.data_dir);
+    let (vault, default_custody) = args.pkcs11.clone().merged(&FileConfig::default())?;
     let certs = ferrohsm_server::dev_certificates(&args.data_dir.join("tls"))?;
     let token_key = TokenKey::derive(ferrohsm_core::default_provider().as_ref(), &master)?;
     let admin = mint(
@@ -562,6 +618,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         max_token_lifetime: Duration::from_secs(ferrohsm_server::MAX_TOKEN_TTL_SECONDS),
         refusal_interval: Duration::from_secs(60),
         limits: ConnectionLimits::default(),
+        vault,
+        default_custody,
     };
     // Signal handlers first: a SIGTERM right after the start-up lines still shuts down cleanly.
     let stop = ShutdownSignal::install();

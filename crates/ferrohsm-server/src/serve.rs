@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub refusal_interval: Duration,
     /// Connection timeouts and caps.
     pub limits: ConnectionLimits,
+    /// A PKCS#11 token that may hold key material (`"custody": "pkcs11"`).
+    pub vault: Option<ferrohsm_core::VaultConfig>,
+    /// The custody of keys created without one: `sealed` (when `None`) or `pkcs11`.
+    pub default_custody: Option<String>,
 }
 
 /// What one client may hold of the server's connections, and for how long.
@@ -218,6 +222,13 @@ impl Server {
             .max_token_lifetime(lifetime)
             .refusal_interval(config.refusal_interval);
         builder = builder.backend(config.backend.clone()).retention(config.retention);
+        if let Some(vault) = &config.vault {
+            let vault = vault.open().map_err(ferrohsm_core::Error::Backend)?;
+            builder = builder.vault(vault);
+        }
+        if let Some(custody) = &config.default_custody {
+            builder = builder.default_custody(custody.clone());
+        }
         if let Some(policy) = &config.policy_file {
             builder = builder.policy_file(policy, config.reload_interval);
         }

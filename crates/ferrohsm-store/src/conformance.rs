@@ -144,6 +144,7 @@ macro_rules! conformance_tests {
             two_handles_share_one_store,
             import_keeps_a_record_as_it_is,
             concurrent_creates_of_one_name,
+            vault_held_versions_keep_their_handles,
         );
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
@@ -176,6 +177,7 @@ pub fn sample(name: Option<&str>, algorithm: Algorithm, tags: &[(&str, &str)]) -
         created_at: now,
         updated_at: now,
         created_by: "conformance".into(),
+        custody: None,
         revision: 1,
         tag: None,
     }
@@ -193,6 +195,7 @@ fn version(n: u32, algorithm: Algorithm) -> KeyVersion {
             hmac: vec![7; 32],
         }),
         encryptions_reserved: 0,
+        external: None,
     }
 }
 
@@ -216,6 +219,7 @@ fn tombstone(record: &KeyRecord) -> KeyRecord {
     for v in &mut t.versions {
         v.state = VersionState::Destroyed;
         v.sealed = None;
+        v.external = None;
     }
     t
 }
@@ -882,4 +886,63 @@ pub async fn concurrent_creates_of_one_name(h: &impl Harness) {
     }
     assert_eq!((won, free), (1, 32));
     assert_eq!(store.count().await.unwrap(), 33);
+}
+
+/// Versions whose material a key vault holds (a handle instead of sealed bytes) are stored,
+/// listed, rotated and purged like sealed ones, the handle kept exactly; a version with both
+/// or neither is refused.
+pub async fn vault_held_versions_keep_their_handles(h: &impl Harness) {
+    let store = h.open().await;
+    let external = |n: u32| {
+        let mut v = version(n, Algorithm::EcP384);
+        v.sealed = None;
+        v.external =
+            Some(crate::ExternalMaterial { custody: "pkcs11".into(), handle: format!("{n:032x}") });
+        v
+    };
+    let mut record = sample(Some("in-token"), Algorithm::EcP384, &[("custody", "pkcs11")]);
+    record.custody = Some("pkcs11".into());
+    record.versions = vec![external(1)];
+    store.create(record.clone()).await.unwrap();
+    assert_eq!(stored(&store, &record.id).await, record);
+
+    let mut both = sample(Some("both"), Algorithm::EcP384, &[]);
+    both.versions[0].external = external(1).external;
+    assert!(store.create(both).await.is_err(), "sealed and vault-held at once");
+    let mut neither = sample(Some("neither"), Algorithm::EcP384, &[]);
+    neither.versions[0].sealed = None;
+    assert!(store.create(neither).await.is_err(), "an active version without material");
+    let mut undeclared = sample(Some("undeclared"), Algorithm::EcP384, &[]);
+    undeclared.versions = vec![external(1)];
+    assert!(store.create(undeclared).await.is_err(), "vault-held without the key's custody");
+    let mut mixed = next(&record);
+    mixed.versions.push(version(2, Algorithm::EcP384));
+    mixed.current_version = 2;
+    assert!(store.update(mixed).await.is_err(), "a sealed version in a vault-held key");
+    let mut sealed_now = next(&record);
+    sealed_now.custody = None;
+    assert!(store.update(sealed_now).await.is_err(), "custody is immutable");
+
+    let mut rotated = next(&record);
+    rotated.versions.push(external(2));
+    rotated.current_version = 2;
+    store.update(rotated.clone()).await.unwrap();
+    let mut moved = next(&rotated);
+    moved.versions[0].external =
+        Some(crate::ExternalMaterial { custody: "pkcs11".into(), handle: "another".into() });
+    assert!(store.update(moved).await.is_err(), "a version's handle is immutable");
+    drop(store);
+    let reopened = h.open().await;
+    assert_eq!(stored(&reopened, &record.id).await, rotated);
+
+    let mut pending = next(&rotated);
+    pending.state = KeyState::PendingDestruction;
+    pending.destroy_after = Some(OffsetDateTime::now_utc());
+    reopened.update(pending.clone()).await.unwrap();
+    let mut keeps_handle = tombstone(&pending);
+    keeps_handle.versions[1].external = pending.versions[1].external.clone();
+    assert!(reopened.purge(keeps_handle).await.is_err());
+    reopened.purge(tombstone(&pending)).await.unwrap();
+    let dead = stored(&reopened, &record.id).await;
+    assert!(dead.versions.iter().all(|v| v.external.is_none() && v.sealed.is_none()));
 }

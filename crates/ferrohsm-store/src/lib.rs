@@ -46,7 +46,7 @@ pub use error::{BoxError, Error, FileError, Result};
 pub use file::FileKeyStore;
 pub use memory::MemoryKeyStore;
 pub use query::{Cursor, DEFAULT_LIST_LIMIT, ListQuery, MAX_LIST_LIMIT, Page};
-pub use record::{KeyRecord, KeyVersion, Revocation, transition_allowed};
+pub use record::{ExternalMaterial, KeyRecord, KeyVersion, Revocation, transition_allowed};
 pub use tokens::{
     FileTokenRevocationStore, MAX_TOKEN_REVOCATIONS, MemoryTokenRevocationStore, TokenMatch,
     TokenRevocation, TokenRevocationStore,

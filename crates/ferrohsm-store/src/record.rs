@@ -48,6 +48,10 @@ pub struct KeyRecord {
     pub updated_at: OffsetDateTime,
     /// The actor who created the key (immutable).
     pub created_by: String,
+    /// The key vault holding every version's material (`pkcs11`), chosen at creation and
+    /// immutable; `None` for material sealed in the store. Left out of the JSON when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custody: Option<String>,
     /// Incremented by one on every change; the store refuses a change based on a stale read.
     pub revision: u64,
     /// Authenticates every other field (see [`KeyRecord::canonical_bytes`]); set by the core.
@@ -67,6 +71,16 @@ pub struct Revocation {
     pub at: OffsetDateTime,
 }
 
+/// Key material held by a key vault (a PKCS#11 token) rather than sealed in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalMaterial {
+    /// The vault's custody name (`pkcs11`).
+    pub custody: String,
+    /// The vault's handle for the key (not a secret).
+    pub handle: String,
+}
+
 /// One immutable key version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,8 +95,12 @@ pub struct KeyVersion {
     /// The SubjectPublicKeyInfo DER of asymmetric versions.
     #[serde(with = "option_b64")]
     pub public_key: Option<Vec<u8>>,
-    /// The sealed material; `None` once destroyed.
+    /// The sealed material; `None` once destroyed, and for material held in a key vault.
     pub sealed: Option<SealedMaterial>,
+    /// Where the material is when a key vault holds it (the version then has no sealed
+    /// material); `None` once destroyed. Left out of the JSON when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalMaterial>,
     /// How many AES-GCM encryptions (each with a random nonce) this version has used or
     /// reserved. Reserved in blocks ahead of use, so a crash loses at most a block of count
     /// (counted as used); it only ever grows. Zero for other algorithms.
@@ -137,6 +155,9 @@ struct Canonical<'a> {
     updated_at: &'a OffsetDateTime,
     created_by: &'a str,
     revision: u64,
+    /// Left out for sealed keys, so records written before the field existed keep their tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    custody: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -152,6 +173,9 @@ struct CanonicalVersion<'a> {
     /// Left out while zero, so records written before the field existed keep their tags.
     #[serde(skip_serializing_if = "is_zero")]
     encryptions_reserved: &'a u64,
+    /// Where a vault holds the material (left out for sealed material, as above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external: Option<&'a ExternalMaterial>,
 }
 
 impl KeyRecord {
@@ -175,6 +199,7 @@ impl KeyRecord {
             updated_at,
             created_by,
             revision,
+            custody,
             tag: _,
         } = self;
         let versions = versions
@@ -187,6 +212,7 @@ impl KeyRecord {
                     public_key,
                     sealed,
                     encryptions_reserved,
+                    external,
                 } = v;
                 CanonicalVersion {
                     version: *version,
@@ -195,6 +221,7 @@ impl KeyRecord {
                     public_key: public_key.as_deref().map(b64::encode),
                     sealed_hmac: sealed.as_ref().map(|s| b64::encode(&s.hmac)),
                     encryptions_reserved,
+                    external: external.as_ref(),
                 }
             })
             .collect();
@@ -216,6 +243,7 @@ impl KeyRecord {
             updated_at,
             created_by,
             revision: *revision,
+            custody: custody.as_deref(),
         };
         // Serializing plain data to a Vec cannot fail; an empty encoding would never verify.
         serde_json::to_vec(&canonical).unwrap_or_default()
@@ -255,13 +283,19 @@ impl KeyRecord {
                 return bad("versions are numbered from 1 without gaps");
             }
             match v.state {
-                VersionState::Active if v.sealed.is_none() => {
-                    return bad("an active version has sealed material");
+                VersionState::Active if v.sealed.is_none() == v.external.is_none() => {
+                    return bad("an active version has its material sealed or in a vault");
                 }
-                VersionState::Destroyed if v.sealed.is_some() => {
+                VersionState::Destroyed if v.sealed.is_some() || v.external.is_some() => {
                     return bad("a destroyed version has no material");
                 }
                 _ => {}
+            }
+            if v.external.as_ref().is_some_and(|e| Some(&e.custody) != self.custody.as_ref())
+                || (v.state == VersionState::Active
+                    && self.custody.is_some() != v.external.is_some())
+            {
+                return bad("a key's versions are all held by the key's custody");
             }
             if self.algorithm.is_symmetric() == v.public_key.is_some() {
                 return bad("asymmetric versions, and only those, carry a public key");
@@ -356,6 +390,7 @@ impl KeyRecord {
             });
         }
         let immutable = next.name == self.name
+            && next.custody == self.custody
             && next.algorithm == self.algorithm
             && next.created_at == self.created_at
             && next.created_by == self.created_by;

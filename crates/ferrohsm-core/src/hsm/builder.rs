@@ -26,9 +26,25 @@ pub struct HsmBuilder {
     cache_capacity: usize,
     backend: Option<BackendConfig>,
     retention: crate::retention::Retention,
+    vault: Option<Arc<dyn RemoteKeyVault>>,
+    default_custody: Option<String>,
 }
 
 impl HsmBuilder {
+    /// Keeps the material of keys created with this vault's custody (`"custody": "pkcs11"`)
+    /// in `vault` instead of sealing it in the store.
+    pub fn vault(mut self, vault: Arc<dyn RemoteKeyVault>) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// The custody of keys created without one: [`crate::SEALED`] (the default) or the
+    /// vault's custody name.
+    pub fn default_custody(mut self, custody: impl Into<String>) -> Self {
+        self.default_custody = Some(custody.into());
+        self
+    }
+
     /// Uses `provider` instead of the default aws-lc-rs provider.
     pub fn provider(mut self, provider: Arc<dyn CryptoProvider>) -> Self {
         self.provider = provider;
@@ -164,6 +180,13 @@ impl HsmBuilder {
             .take()
             .ok_or_else(|| Error::InvalidRequest("an Hsm needs a master key".into()))?;
         let audit_keys = Arc::new(derive_audit_keys(self.provider.as_ref(), &master_key)?);
+        let default_custody = self.default_custody.take().unwrap_or_else(|| crate::SEALED.into());
+        let vault_custody = self.vault.as_ref().map(|v| v.custody());
+        if default_custody != crate::SEALED && Some(default_custody.as_str()) != vault_custody {
+            return Err(Error::InvalidRequest(format!(
+                "the default custody {default_custody:?} names no configured key vault"
+            )));
+        }
         if let Some(config) = self.backend.take() {
             let opened = config
                 .open(self.provider.clone(), audit_keys.clone())
@@ -217,6 +240,8 @@ impl HsmBuilder {
                     reservations: Default::default(),
                     max_payload: self.max_payload,
                     destruction_grace: self.destruction_grace,
+                    vault: self.vault,
+                    default_custody,
                 },
                 audit: Audit {
                     sink: audit,
@@ -312,6 +337,8 @@ impl Hsm {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             backend: None,
             retention: Default::default(),
+            vault: None,
+            default_custody: None,
         }
     }
 }

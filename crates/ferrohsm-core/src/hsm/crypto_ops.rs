@@ -343,6 +343,7 @@ fn crypto_error(operation: Operation) -> impl Fn(ferrohsm_crypto::Error) -> Erro
         ferrohsm_crypto::Error::Unsupported { algorithm, .. } => {
             Error::Unsupported { operation, algorithm }
         }
+        ferrohsm_crypto::Error::Unavailable(msg) => Error::VaultUnavailable(msg),
         other => Error::Crypto(other),
     }
 }

@@ -68,7 +68,20 @@ impl Hsm {
                 bad(format!("the policy of {since} stays in force; the changed file failed: {e}"))
             }
         };
-        let healthy = [&store, &audit, &policy].iter().all(|c| c.status == "ok");
+        let vault = match self.inner.keys.vault.clone() {
+            None => None,
+            Some(vault) => {
+                let custody = vault.custody();
+                let checked = tokio::task::spawn_blocking(move || vault.check()).await;
+                Some(match checked {
+                    Ok(Ok(())) => ok(format!("{custody}: reachable")),
+                    Ok(Err(e)) => bad(format!("{custody}: {e}")),
+                    Err(e) => bad(format!("{custody}: the check failed: {e}")),
+                })
+            }
+        };
+        let healthy = [&store, &audit, &policy].iter().all(|c| c.status == "ok")
+            && vault.as_ref().is_none_or(|v| v.status == "ok");
         Health {
             status: if healthy { "ok" } else { "degraded" }.into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -78,6 +91,7 @@ impl Hsm {
             policy,
             keyset: None,
             jobs: None,
+            vault,
         }
     }
 

@@ -11,14 +11,19 @@ impl Hsm {
             let description = validate::description(request.description.as_deref())?;
             validate::tags(&request.tags)?;
             let usages = validate::usages(request.algorithm, request.usages.as_deref())?;
+            let vault = self.custody_for(request.custody.as_deref(), request.algorithm)?;
             let params = || {
                 let usages: Vec<&str> = usages.iter().map(|u| u.as_str()).collect();
-                vec![
+                let mut list = vec![
                     Parameter::new("algorithm", request.algorithm.to_string()),
                     params::optional("name", request.name.as_deref()),
                     Parameter::new("tags", params::tags(&request.tags)),
                     Parameter::new("usages", usages.join(", ")),
-                ]
+                ];
+                if let Some(vault) = &vault {
+                    list.push(Parameter::new("custody", vault.custody()));
+                }
+                list
             };
             self.authorize(ctx, Operation::CreateKey, None, Some(&request.tags), params).await?;
             if let Some(name) = &name
@@ -27,7 +32,8 @@ impl Hsm {
                 return Err(Error::Conflict(format!("the name {name} is already taken")));
             }
             let id = KeyId::generate();
-            let (material, public_key) = self.generate(request.algorithm).await?;
+            let label = name.as_ref().map_or_else(|| id.to_string(), |n| n.to_string());
+            let fresh = self.fresh(vault.as_ref(), request.algorithm, &label).await?;
             let now = OffsetDateTime::now_utc();
             let record = KeyRecord {
                 id,
@@ -41,15 +47,16 @@ impl Hsm {
                 destroy_after: None,
                 destroyed_at: None,
                 current_version: 1,
-                versions: vec![self.new_version(id, 1, &material, public_key, now)?],
+                versions: vec![self.new_version(id, 1, &fresh, now)?],
                 created_at: now,
                 updated_at: now,
                 created_by: ctx.actor.clone(),
+                custody: vault.as_ref().map(|v| v.custody().to_owned()),
                 revision: 1,
                 tag: None,
             };
             let record = self.tagged(record);
-            match &self.inner.keys.joint {
+            let created = match &self.inner.keys.joint {
                 // One commit for the key and its record: the success record is known now.
                 Some(joint) => {
                     let success: Result<KeyInfo> = Ok(KeyInfo::from(&record));
@@ -61,7 +68,11 @@ impl Hsm {
                     let stored = self.inner.keys.store.create(record).await?;
                     Ok(Recorded { value: KeyInfo::from(stored.as_ref()), recorded: false })
                 }
+            };
+            if created.is_err() {
+                self.discard(&fresh).await;
             }
+            created
         })
         .await
         .map(|r| r.value)
@@ -110,23 +121,32 @@ impl Hsm {
             let verified = self.load(key).await?;
             self.authorize(ctx, Operation::RotateKey, Some(&verified.record), None, Vec::new)
                 .await?;
-            let algorithm = verified.record.algorithm;
-            let (material, public_key) = self.generate(algorithm).await?;
-            self.modify(key, |old, next| {
-                require_state(old, Operation::RotateKey, &[KeyState::Active])?;
-                let version = u32::try_from(old.versions.len() + 1)
-                    .map_err(|_| Error::InvalidRequest("the key has too many versions".into()))?;
-                next.versions.push(self.new_version(
-                    old.id,
-                    version,
-                    &material,
-                    public_key.clone(),
-                    next.updated_at,
-                )?);
-                next.current_version = version;
-                Ok(())
-            })
-            .await
+            let record = &verified.record;
+            require_state(record, Operation::RotateKey, &[KeyState::Active])?;
+            let vault = self.vault_of(record)?;
+            let label =
+                record.name.as_ref().map_or_else(|| record.id.to_string(), |n| n.to_string());
+            let fresh = self.fresh(vault.as_ref(), record.algorithm, &label).await?;
+            let rotated = self
+                .modify(key, |old, next| {
+                    require_state(old, Operation::RotateKey, &[KeyState::Active])?;
+                    let version = u32::try_from(old.versions.len() + 1).map_err(|_| {
+                        Error::InvalidRequest("the key has too many versions".into())
+                    })?;
+                    next.versions.push(self.new_version(
+                        old.id,
+                        version,
+                        &fresh,
+                        next.updated_at,
+                    )?);
+                    next.current_version = version;
+                    Ok(())
+                })
+                .await;
+            if rotated.is_err() {
+                self.discard(&fresh).await;
+            }
+            rotated
         })
         .await
     }
@@ -293,6 +313,18 @@ impl Hsm {
         if old.destroy_after.is_none_or(|t| t > now) {
             return Err(invalid_state(old, Operation::PurgeKey));
         }
+        // Material a vault holds is destroyed there first: if the vault cannot be reached the
+        // purge fails and the scheduler tries again; a handle already gone is destroyed.
+        let vault = self.vault_of(old)?;
+        if let Some(vault) = &vault {
+            for external in old.versions.iter().filter_map(|v| v.external.clone()) {
+                let vault = vault.clone();
+                tokio::task::spawn_blocking(move || vault.destroy(&external.handle))
+                    .await
+                    .map_err(|e| Error::VaultUnavailable(format!("destroying: {e}")))?
+                    .map_err(vault_error)?;
+            }
+        }
         let mut next = successor(old);
         next.state = KeyState::Destroyed;
         next.destroy_after = None;
@@ -300,12 +332,13 @@ impl Hsm {
         for v in &mut next.versions {
             v.state = VersionState::Destroyed;
             v.sealed = None;
+            v.external = None;
         }
         let versions = u32::try_from(next.versions.len()).unwrap_or(u32::MAX);
         self.inner.keys.cache.remove(&id);
         self.inner.keys.store.purge(self.tagged(next)).await?;
         self.inner.keys.cache.remove(&id);
-        Ok(Purged { key_id: id, versions })
+        Ok(Purged { key_id: id, versions, custody: vault.map(|v| v.custody()) })
     }
 
     /// Generates material off the async runtime (RSA generation can take seconds) and returns
@@ -336,21 +369,113 @@ impl Hsm {
         &self,
         id: KeyId,
         version: u32,
-        material: &KeyMaterial,
-        public_key: Option<Vec<u8>>,
+        fresh: &Fresh,
         now: OffsetDateTime,
     ) -> Result<KeyVersion> {
-        let key_id = id.to_string();
-        let binding = Binding { key_id: &key_id, version, algorithm: material.algorithm() };
-        let sealed = self.inner.sealer.seal(&binding, material).map_err(Error::Setup)?;
+        let (public_key, sealed, external) = match fresh {
+            Fresh::Sealed(material, public_key) => {
+                let key_id = id.to_string();
+                let binding = Binding { key_id: &key_id, version, algorithm: material.algorithm() };
+                let sealed = self.inner.sealer.seal(&binding, material).map_err(Error::Setup)?;
+                (public_key.clone(), Some(sealed), None)
+            }
+            Fresh::Vault(custody, key) => (
+                key.public_key_der.clone(),
+                None,
+                Some(ExternalMaterial {
+                    custody: (*custody).to_owned(),
+                    handle: key.handle.clone(),
+                }),
+            ),
+        };
         Ok(KeyVersion {
             version,
             created_at: now,
             state: VersionState::Active,
             public_key,
-            sealed: Some(sealed),
+            sealed,
             encryptions_reserved: 0,
+            external,
         })
+    }
+
+    /// The vault a new key's material goes to (`None`: sealed): the requested custody, else
+    /// the configured default.
+    fn custody_for(
+        &self,
+        requested: Option<&str>,
+        algorithm: Algorithm,
+    ) -> Result<Option<Arc<dyn RemoteKeyVault>>> {
+        let custody = requested.unwrap_or(&self.inner.keys.default_custody);
+        if custody == crate::SEALED {
+            return Ok(None);
+        }
+        let vault = self.inner.keys.vault.as_ref().filter(|v| v.custody() == custody);
+        let Some(vault) = vault else {
+            let available = match &self.inner.keys.vault {
+                Some(v) => format!("{} or {}", crate::SEALED, v.custody()),
+                None => crate::SEALED.to_owned(),
+            };
+            return Err(Error::InvalidRequest(format!(
+                "custody {custody:?} is not available on this server (it offers {available})"
+            )));
+        };
+        if !vault.supports(algorithm) {
+            return Err(Error::Unsupported { operation: Operation::CreateKey, algorithm });
+        }
+        Ok(Some(vault.clone()))
+    }
+
+    /// The vault holding an existing key's material (`None`: sealed).
+    pub(super) fn vault_of(&self, record: &KeyRecord) -> Result<Option<Arc<dyn RemoteKeyVault>>> {
+        let Some(custody) = &record.custody else { return Ok(None) };
+        match self.inner.keys.vault.as_ref().filter(|v| v.custody() == custody) {
+            Some(vault) => Ok(Some(vault.clone())),
+            None => Err(Error::VaultUnavailable(format!(
+                "no {custody} key vault is configured for key {}",
+                record.id
+            ))),
+        }
+    }
+
+    /// New material for a version: generated here and sealed, or generated in `vault`.
+    async fn fresh(
+        &self,
+        vault: Option<&Arc<dyn RemoteKeyVault>>,
+        algorithm: Algorithm,
+        label: &str,
+    ) -> Result<Fresh> {
+        match vault {
+            None => {
+                let (material, public_key) = self.generate(algorithm).await?;
+                Ok(Fresh::Sealed(material, public_key))
+            }
+            Some(vault) => {
+                let (vault, label) = (vault.clone(), label.to_owned());
+                let custody = vault.custody();
+                let key = tokio::task::spawn_blocking(move || vault.generate(algorithm, &label))
+                    .await
+                    .map_err(|e| Error::VaultUnavailable(format!("generating: {e}")))?
+                    .map_err(vault_error)?;
+                Ok(Fresh::Vault(custody, key))
+            }
+        }
+    }
+
+    /// Destroys vault material that no record came to hold (a failed create or rotation).
+    async fn discard(&self, fresh: &Fresh) {
+        let (Fresh::Vault(custody, key), Some(vault)) = (fresh, self.inner.keys.vault.clone())
+        else {
+            return;
+        };
+        if vault.custody() != *custody {
+            return;
+        }
+        let handle = key.handle.clone();
+        let destroyed = tokio::task::spawn_blocking(move || vault.destroy(&handle)).await;
+        if !matches!(destroyed, Ok(Ok(()))) {
+            tracing::warn!(handle = %key.handle, "an unused key could not be destroyed in the vault");
+        }
     }
 
     pub(super) fn tagged(&self, mut record: KeyRecord) -> KeyRecord {
@@ -394,4 +519,21 @@ fn successor(record: &KeyRecord) -> KeyRecord {
 
 fn require_state(record: &KeyRecord, operation: Operation, allowed: &[KeyState]) -> Result<()> {
     if allowed.contains(&record.state) { Ok(()) } else { Err(invalid_state(record, operation)) }
+}
+
+/// New material for a version.
+pub(super) enum Fresh {
+    /// Generated here, to be sealed, with its public key.
+    Sealed(KeyMaterial, Option<Vec<u8>>),
+    /// Generated in the vault of this custody.
+    Vault(&'static str, VaultKey),
+}
+
+/// A vault's refusal as the core reports it.
+fn vault_error(e: ferrohsm_crypto::Error) -> Error {
+    match e {
+        ferrohsm_crypto::Error::Unavailable(m) => Error::VaultUnavailable(m),
+        ferrohsm_crypto::Error::InvalidInput(m) => Error::InvalidRequest(m),
+        other => Error::Crypto(other),
+    }
 }

@@ -10,13 +10,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ferrohsm_crypto::{
-    Algorithm, AwsLcProvider, CryptoProvider, KeyMaterial, SecretBytes, SignInput, SignatureScheme,
-    Usage, public_key_pem,
+    Algorithm, AwsLcProvider, CryptoProvider, KeyMaterial, RemoteKeyVault, SecretBytes, SignInput,
+    SignatureScheme, Usage, VaultKey, public_key_pem,
 };
 use ferrohsm_seal::{Binding, MasterKey, Sealer};
 use ferrohsm_store::{
-    KeyId, KeyRecord, KeyState, KeyStore, KeyVersion, ListQuery, Revocation, RevocationReason,
-    VersionState,
+    ExternalMaterial, KeyId, KeyRecord, KeyState, KeyStore, KeyVersion, ListQuery, Revocation,
+    RevocationReason, VersionState,
 };
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument as _;
@@ -106,6 +106,10 @@ struct Keys {
     reservations: std::sync::Mutex<ReservationSlots>,
     max_payload: usize,
     destruction_grace: Duration,
+    /// The key vault holding the material of keys whose custody is its name.
+    vault: Option<Arc<dyn RemoteKeyVault>>,
+    /// The custody of keys created without one (`sealed` or the vault's name).
+    default_custody: String,
 }
 
 /// The audit log: its sink, the keys auditors verify with, counters, refusal aggregation and
@@ -370,7 +374,12 @@ impl Hsm {
         verified: &VerifiedKey,
         version: u32,
     ) -> Result<Arc<dyn ferrohsm_crypto::SecretKey>> {
-        verified.secret(self.inner.provider.as_ref(), &self.inner.sealer, version)
+        verified.secret(
+            self.inner.provider.as_ref(),
+            &self.inner.sealer,
+            self.inner.keys.vault.as_deref(),
+            version,
+        )
     }
 
     fn limit(&self, what: &'static str, actual: usize) -> Result<()> {

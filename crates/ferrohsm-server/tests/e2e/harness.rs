@@ -75,6 +75,8 @@ pub struct Options {
     pub limits: ConnectionLimits,
     /// Audit records written into the data directory before the server starts.
     pub audit_records: usize,
+    /// A PKCS#11 token for key material.
+    pub vault: Option<ferrohsm_core::VaultConfig>,
 }
 
 impl Default for Options {
@@ -85,6 +87,7 @@ impl Default for Options {
             refusal_interval: Duration::from_secs(60),
             limits: ConnectionLimits::default(),
             audit_records: 0,
+            vault: None,
         }
     }
 }
@@ -226,6 +229,8 @@ impl TestServer {
             drain_timeout: Duration::from_secs(5),
             max_token_lifetime: Duration::from_secs(86_400),
             refusal_interval: options.refusal_interval,
+            vault: options.vault,
+            default_custody: None,
             limits: options.limits,
         };
         let server =

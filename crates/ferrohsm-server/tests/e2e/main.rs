@@ -9,6 +9,7 @@ mod availability;
 mod client;
 mod dual_control;
 mod ops;
+mod pkcs11;
 mod reload;
 mod roles;
 mod routes;

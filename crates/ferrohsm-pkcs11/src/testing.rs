@@ -1,0 +1,107 @@
+//! SoftHSM2 tokens for tests (feature `testing`): a configuration file and an initialised
+//! token in a directory the test owns.
+//!
+//! SoftHSM2 reads `SOFTHSM2_CONF` when the module initialises, and a test may not change its
+//! own environment (no `unsafe`), so a test using a token runs itself again as a child
+//! process with the variable set ([`rerun_with_token`]).
+#![allow(clippy::panic, reason = "test support: a failure here is the failed test's report")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where Debian's `softhsm2` package puts the module.
+pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// The variable a child process finds its token directory in.
+const CHILD: &str = "FERROHSM_SOFTHSM_TEST_DIR";
+
+/// Writes a SoftHSM2 configuration for `dir/tokens` and initialises a token `label` with the
+/// user PIN `pin` there; returns the configuration file (the value of `SOFTHSM2_CONF`).
+pub fn init_token(dir: &Path, label: &str, pin: &str) -> Result<PathBuf, String> {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).map_err(|e| e.to_string())?;
+    let conf = dir.join("softhsm2.conf");
+    let text = format!(
+        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+        tokens.display()
+    );
+    std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label, "--so-pin", "12345678", "--pin", pin])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .map_err(|e| format!("running softhsm2-util (is softhsm2 installed?): {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(conf)
+}
+
+/// In the test process: makes a token `label`/`pin` in a new temporary directory and runs
+/// the test `name` of the current test binary again in a child with `SOFTHSM2_CONF` set,
+/// returning `None` once the child passed (it panics with the child's output if not). In the
+/// child: returns the token's directory, for the test body to run.
+pub fn rerun_with_token(
+    name: &str,
+    label: &str,
+    pin: &str,
+    env: &[(&str, &str)],
+) -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var(CHILD) {
+        return Some(PathBuf::from(dir));
+    }
+    assert!(
+        Path::new(SOFTHSM2_MODULE).exists(),
+        "SoftHSM2 is not installed (cargo xtask test installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+    let conf = init_token(dir.path(), label, pin).unwrap_or_else(|e| panic!("{e}"));
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("the test binary: {e}"));
+    let out = Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SOFTHSM2_CONF", &conf)
+        .env(CHILD, dir.path())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("running the child test: {e}"));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name} failed in its child:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+    None
+}
+
+/// How many objects of the token `token_label` carry `CKA_LABEL` = `label` (a key's name is
+/// its objects' label), seen from a separate session of this process.
+pub fn objects_labelled(token_label: &str, pin: &str, label: &str) -> Result<usize, String> {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::object::Attribute;
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    let pkcs11 = Pkcs11::new(SOFTHSM2_MODULE).map_err(|e| e.to_string())?;
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::CryptokiAlreadyInitialized,
+            _,
+        )) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let slot = pkcs11
+        .get_slots_with_initialized_token()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|s| pkcs11.get_token_info(*s).is_ok_and(|t| t.label() == token_label))
+        .ok_or_else(|| format!("no token {token_label}"))?;
+    let session = pkcs11.open_ro_session(slot).map_err(|e| e.to_string())?;
+    match session.login(UserType::User, Some(&AuthPin::new(pin.into()))) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    let found = session
+        .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+        .map_err(|e| e.to_string())?;
+    Ok(found.len())
+}
