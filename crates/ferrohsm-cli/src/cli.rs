@@ -133,6 +133,10 @@ pub enum KeysCommand {
         /// A usage (repeatable): encrypt, decrypt, sign, verify, wrap, unwrap.
         #[arg(long = "usage")]
         usages: Vec<String>,
+        /// Where the material is kept: sealed, or pkcs11 (the server's token); the server's
+        /// default when omitted.
+        #[arg(long)]
+        custody: Option<String>,
     },
     /// List keys (all pages unless --limit).
     List {

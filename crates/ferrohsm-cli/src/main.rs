@@ -288,10 +288,11 @@ fn keys(out: Output, client: &Client, command: KeysCommand) -> Result<ExitCode> 
         Ok(ExitCode::SUCCESS)
     };
     match command {
-        KeysCommand::Create { algorithm, name, description, tags, usages } => {
+        KeysCommand::Create { algorithm, name, description, tags, usages, custody } => {
             let mut request = CreateKey::new(Algorithm::from_wire(&algorithm));
             request.name = name;
             request.description = description;
+            request.custody = custody.as_deref().map(ferrohsm_api::Custody::from_wire);
             if !usages.is_empty() {
                 request.usages = Some(usages.iter().map(|u| Usage::from_wire(u)).collect());
             }
@@ -634,6 +635,7 @@ fn print_key(k: &KeyInfo) {
         ("id", k.id.to_string()),
         ("name", name),
         ("algorithm", k.algorithm.to_string()),
+        ("custody", k.custody.to_string()),
         ("state", k.state.to_string()),
         ("current version", k.current_version.to_string()),
         ("usages", k.usages.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),

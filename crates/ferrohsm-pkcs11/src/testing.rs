@@ -105,3 +105,10 @@ pub fn objects_labelled(token_label: &str, pin: &str, label: &str) -> Result<usi
         .map_err(|e| e.to_string())?;
     Ok(found.len())
 }
+
+/// Shuts the SoftHSM2 module down under everyone in this process (`C_Finalize`), as a device
+/// reset would: open sessions become invalid and the next user must initialise it again.
+pub fn reset_module() -> Result<(), String> {
+    let pkcs11 = cryptoki::context::Pkcs11::new(SOFTHSM2_MODULE).map_err(|e| e.to_string())?;
+    pkcs11.finalize().map_err(|e| e.to_string())
+}

@@ -221,7 +221,7 @@ fn the_vault_recovers_when_the_token_comes_back() {
         let away = dir.join("away");
         std::fs::rename(&tokens, &away).unwrap();
         std::fs::create_dir_all(&tokens).unwrap();
-        cryptoki::context::Pkcs11::new(MODULE).unwrap().finalize().unwrap();
+        testing::reset_module().unwrap();
         let gone = key.decrypt(&sealed, b"");
         assert!(matches!(&gone, Err(Error::Unavailable(m)) if m.contains(LABEL)), "{gone:?}");
         assert!(matches!(vault.check(), Err(Error::Unavailable(_))));

@@ -184,6 +184,7 @@ pub(crate) async fn detail(
                 dt { "Name" } dd { (display_name(&key)) }
                 @if !key.description.is_empty() { dt { "Description" } dd { (key.description) } }
                 dt { "Algorithm" } dd { (key.algorithm) }
+                dt { "Custody" } dd { (key.custody) }
                 dt { "State" } dd { (state_badge(key.state)) }
                 dt { "Usages" } dd { (key.usages.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")) }
                 dt { "Tags" } dd { (layout::tags(&key.tags)) }

@@ -153,3 +153,53 @@ async fn token_held_keys_work_through_rest_and_are_destroyed_in_the_token() {
     let left = testing::objects_labelled(LABEL, PIN, "in-token").unwrap();
     assert_eq!(left, 0, "both versions' keys are gone from the token");
 }
+
+#[tokio::test]
+async fn a_missing_token_is_a_clear_error_at_start_up_and_a_degraded_server_mid_run() {
+    let test = "pkcs11::a_missing_token_is_a_clear_error_at_start_up_and_a_degraded_server_mid_run";
+    let env = [("FERROHSM_TEST_PKCS11_PIN", PIN)];
+    let Some(dir) = testing::rerun_with_token(test, LABEL, PIN, &env) else { return };
+    // At start-up: what the server would open fails with a message naming the token.
+    let mut wrong = vault_options().vault.unwrap();
+    wrong.token_label = "not-plugged-in".into();
+    let message = wrong.open().map(|_| ()).unwrap_err().to_string();
+    assert!(message.contains("not-plugged-in"), "{message}");
+    let mut no_pin = vault_options().vault.unwrap();
+    no_pin.pin = PinSource::Env("FERROHSM_TEST_NO_SUCH_PIN".into());
+    assert!(no_pin.open().is_err());
+
+    let server = TestServer::start_with(vault_options()).await;
+    let olive = server.api(&server.token("olive", &["operator"]));
+    let held =
+        olive.post("/v1/keys", json!({"algorithm": "aes-256-gcm", "custody": "pkcs11"})).await;
+    let held = held.body["id"].as_str().unwrap().to_owned();
+    let sealed = olive.create(json!({"algorithm": "aes-256-gcm"})).await;
+    let encrypt = |key: String| {
+        let olive = olive.clone();
+        async move {
+            olive.post(&format!("/v1/keys/{key}/encrypt"), json!({"plaintext": b64(b"x")})).await
+        }
+    };
+    assert_eq!(encrypt(held.clone()).await.status, 200);
+
+    // Mid-run the token goes away (its module is reset and the token is gone when it starts).
+    let (tokens, away) = (dir.join("tokens"), dir.join("away"));
+    std::fs::rename(&tokens, &away).unwrap();
+    std::fs::create_dir_all(&tokens).unwrap();
+    testing::reset_module().unwrap();
+    let r = encrypt(held.clone()).await;
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{}", r.body);
+    assert_eq!(encrypt(sealed.clone()).await.status, 200, "sealed keys keep working");
+    let health = olive.get("/healthz").await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(health.body["status"], "degraded");
+    assert_ne!(health.body["vault"]["status"], "ok", "{}", health.body);
+
+    // It comes back: the server recovers without a restart.
+    std::fs::remove_dir_all(&tokens).unwrap();
+    std::fs::rename(&away, &tokens).unwrap();
+    assert_eq!(encrypt(held.clone()).await.status, 200);
+    let health = olive.get("/healthz").await;
+    assert_eq!(health.body["vault"]["status"], "ok", "{}", health.body);
+    assert_eq!(health.status, 200, "{}", health.body);
+}
