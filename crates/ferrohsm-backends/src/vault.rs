@@ -1,11 +1,14 @@
 //! The key vault a server may keep key material in: the one place that turns its settings
 //! into a [`RemoteKeyVault`] (today a PKCS#11 token, `ferrohsm-pkcs11`).
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferrohsm_crypto::RemoteKeyVault;
+use ferrohsm_crypto::{AwsLcProvider, CryptoProvider, RemoteKeyVault, b64};
 use ferrohsm_pkcs11::{Pkcs11Config, Pkcs11Vault};
+use zeroize::Zeroizing;
 
 use crate::{Error, Result};
 
@@ -33,6 +36,62 @@ impl VaultConfig {
     /// Reads the PIN, loads the module, finds the token and logs in: a missing module or token
     /// or a wrong PIN is reported here, at start-up.
     pub fn open(&self) -> Result<Arc<dyn RemoteKeyVault>> {
+        Ok(Arc::new(self.pkcs11()?))
+    }
+
+    /// The master key of a data directory whose only copy is `file`, wrapped (AES-256-GCM)
+    /// by the token's root key labelled `object`. The first time (no `file`), a new random
+    /// master key is made, wrapped and written (mode 0600), and the root key is generated in
+    /// the token if it has none; after that, without that token the file opens nothing.
+    pub fn master_key(&self, object: &str, file: &Path) -> Result<Zeroizing<[u8; 32]>> {
+        let vault = self.pkcs11()?;
+        let config = |what: String| Error::Config(format!("the master key in the token: {what}"));
+        let aad = format!("{MASTER_FORMAT}\n{object}");
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => Zeroizing::new(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let root = vault.root_key(object, true).map_err(|e| config(e.to_string()))?;
+                let mut key = Zeroizing::new([0u8; 32]);
+                AwsLcProvider.fill_random(key.as_mut()).map_err(|e| config(e.to_string()))?;
+                let wrapped = root
+                    .encrypt(key.as_ref(), aad.as_bytes())
+                    .map_err(|e| config(e.to_string()))?;
+                let body = format!("{MASTER_FORMAT}\n{object}\n{}\n", b64::encode(&wrapped));
+                write_new(file, body.as_bytes())
+                    .map_err(|e| config(format!("writing {}: {e}", file.display())))?;
+                return Ok(key);
+            }
+            Err(e) => return Err(config(format!("reading {}: {e}", file.display()))),
+        };
+        let mut lines = text.lines();
+        let (Some(MASTER_FORMAT), Some(label), Some(wrapped), None) =
+            (lines.next(), lines.next(), lines.next(), lines.next())
+        else {
+            return Err(config(format!("{} is not a wrapped master key", file.display())));
+        };
+        if label != object {
+            return Err(config(format!(
+                "{} was wrapped by the token key {label:?}, not {object:?}",
+                file.display()
+            )));
+        }
+        let wrapped =
+            b64::decode(wrapped).map_err(|_| config(format!("{} is damaged", file.display())))?;
+        let root = vault.root_key(object, false).map_err(|e| config(e.to_string()))?;
+        let key = root.decrypt(&wrapped, aad.as_bytes()).map_err(|_| {
+            config(format!(
+                "the token's key {object:?} does not open {} (another token, or a damaged file)",
+                file.display()
+            ))
+        })?;
+        let key: [u8; 32] = key
+            .expose()
+            .try_into()
+            .map_err(|_| config(format!("{} holds no 32-byte key", file.display())))?;
+        Ok(Zeroizing::new(key))
+    }
+
+    fn pkcs11(&self) -> Result<Pkcs11Vault> {
         let config_error = |e: ferrohsm_crypto::Error| Error::Config(format!("PKCS#11: {e}"));
         let pin = match &self.pin {
             PinSource::File(path) => Pkcs11Config::pin_from_file(path),
@@ -46,6 +105,21 @@ impl VaultConfig {
             max_idle_sessions: 16,
         })
         .map_err(config_error)?;
-        Ok(Arc::new(vault))
+        Ok(vault)
     }
+}
+
+/// The first line of a wrapped master key file.
+const MASTER_FORMAT: &str = "ferrohsm-master-key-pkcs11-v1";
+
+/// Writes a new file readable by its owner only, durably; never replaces one.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

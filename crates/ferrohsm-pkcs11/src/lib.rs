@@ -298,6 +298,65 @@ impl Pkcs11Vault {
     }
 }
 
+impl Pkcs11Vault {
+    /// The token's AES-256 key labelled `label`, used to wrap FerroHSM's master key (which is
+    /// then kept only wrapped on disk). With `create`, a missing key is generated (sensitive,
+    /// non-extractable, for encryption only); without it, a missing key is an error.
+    pub fn root_key(&self, label: &str, create: bool) -> Result<Arc<dyn SecretKey>> {
+        let by_label = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let found = self.with_session(
+            |s| {
+                let found = s.find_objects(&by_label)?;
+                match found.first() {
+                    Some(h) => s.get_attributes(*h, &[AttributeType::Id]).map(Some),
+                    None => Ok(None),
+                }
+            },
+            |e| unavailable("finding the root key", &e),
+        )?;
+        let id = found.and_then(|attributes| {
+            attributes.into_iter().find_map(|a| match a {
+                Attribute::Id(id) => Some(id),
+                _ => None,
+            })
+        });
+        let id = match (id, create) {
+            (Some(id), _) => id,
+            (None, false) => {
+                return Err(Error::InvalidInput(format!(
+                    "the token holds no key labelled {label:?} (the root key of this data directory)"
+                )));
+            }
+            (None, true) => {
+                let mut id = [0u8; 16];
+                self.inner.provider.fill_random(&mut id)?;
+                let template = [
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32u64.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Id(id.to_vec()),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ];
+                self.with_session(
+                    |s| s.generate_key(&Mechanism::AesKeyGen, &template),
+                    |e| unavailable("generating the root key", &e),
+                )?;
+                id.to_vec()
+            }
+        };
+        self.load(Algorithm::Aes256Gcm, &hex(&id))
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     ferrohsm_crypto::hex::encode(bytes)
 }

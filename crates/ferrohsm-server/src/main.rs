@@ -251,18 +251,21 @@ struct Pkcs11Args {
     /// The custody of keys created without one: sealed or pkcs11 [default: sealed].
     #[arg(long, env = "FERROHSM_DEFAULT_CUSTODY")]
     default_custody: Option<String>,
+    /// Keep the master key in the token: `pkcs11:LABEL` names the token's AES key that wraps
+    /// it (made on first start); the data directory then holds it only wrapped
+    /// (`master.key.pkcs11`) and is useless without the token.
+    #[arg(long, env = "FERROHSM_MASTER_KEY_SOURCE")]
+    master_key: Option<String>,
 }
 
 impl Pkcs11Args {
     /// The settings, with the configuration file's where a flag is absent.
-    fn merged(
-        self,
-        file: &FileConfig,
-    ) -> anyhow::Result<(Option<ferrohsm_core::VaultConfig>, Option<String>)> {
+    fn merged(self, file: &FileConfig) -> anyhow::Result<Pkcs11Settings> {
         let module = self.pkcs11_module.or_else(|| file.pkcs11_module.clone());
         let label = self.pkcs11_token_label.or_else(|| file.pkcs11_token_label.clone());
         let pin_file = self.pkcs11_pin_file.or_else(|| file.pkcs11_pin_file.clone());
         let custody = self.default_custody.or_else(|| file.default_custody.clone());
+        let master = self.master_key.or_else(|| file.master_key.clone());
         let vault = match (module, label) {
             (None, None) => None,
             (Some(module), Some(token_label)) => Some(ferrohsm_core::VaultConfig {
@@ -275,7 +278,42 @@ impl Pkcs11Args {
             }),
             _ => bail!("--pkcs11-module and --pkcs11-token-label go together"),
         };
-        Ok((vault, custody))
+        let master_key = match master {
+            None => None,
+            Some(spec) => match (spec.strip_prefix("pkcs11:"), &vault) {
+                (Some(label), Some(_)) if !label.trim().is_empty() => Some(label.trim().to_owned()),
+                (Some(_), None) => bail!(
+                    "--master-key {spec} needs the token: --pkcs11-module and --pkcs11-token-label"
+                ),
+                _ => bail!("--master-key {spec:?}: expected pkcs11:LABEL"),
+            },
+        };
+        Ok(Pkcs11Settings { vault, default_custody: custody, master_key })
+    }
+}
+
+/// The PKCS#11 settings, merged.
+struct Pkcs11Settings {
+    vault: Option<ferrohsm_core::VaultConfig>,
+    default_custody: Option<String>,
+    /// The label of the token key that wraps the master key, when it does.
+    master_key: Option<String>,
+}
+
+impl Pkcs11Settings {
+    /// The master key from the token when the settings say so, else from `otherwise`.
+    fn master_key(
+        &self,
+        data_dir: &Path,
+        otherwise: impl FnOnce() -> anyhow::Result<MasterKey>,
+    ) -> anyhow::Result<MasterKey> {
+        let (Some(label), Some(vault)) = (&self.master_key, &self.vault) else {
+            return otherwise();
+        };
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let bytes = vault.master_key(label, &data_dir.join("master.key.pkcs11"))?;
+        Ok(MasterKey::from_bytes(bytes.as_ref())?)
     }
 }
 
@@ -332,6 +370,7 @@ struct FileConfig {
     pkcs11_token_label: Option<String>,
     pkcs11_pin_file: Option<PathBuf>,
     default_custody: Option<String>,
+    master_key: Option<String>,
 }
 
 #[derive(Args)]
@@ -486,7 +525,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => FileConfig::default(),
     };
-    let (vault, default_custody) = args.pkcs11.merged(&file)?;
+    let pkcs11 = args.pkcs11.merged(&file)?;
     let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| "./ferrohsm-data".into());
     let store = args.key_store.or(file.key_store).unwrap_or(StoreKind::Filesystem);
     let (Some(tls_cert), Some(tls_key)) =
@@ -500,7 +539,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         ClientAuth::None
     });
-    let master = load_master_key(args.master_key_file.or(file.master_key_file).as_deref())?;
+    let master_key_file = args.master_key_file.or(file.master_key_file);
+    let master = pkcs11.master_key(&data_dir, || load_master_key(master_key_file.as_deref()))?;
     let app = AppConfig {
         issuer: args.issuer.or(file.issuer).unwrap_or_else(|| "ferrohsm".into()),
         max_body: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(2 << 20),
@@ -561,8 +601,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .or(file.max_connections_per_address)
                 .unwrap_or(256),
         },
-        vault,
-        default_custody,
+        vault: pkcs11.vault,
+        default_custody: pkcs11.default_custody,
     };
     // Signal handlers first: a SIGTERM right after the start-up lines still shuts down cleanly.
     let stop = ShutdownSignal::install();
@@ -577,15 +617,17 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let pkcs11 = args.pkcs11.clone().merged(&FileConfig::default())?;
     let key_file = args.data_dir.join("master.key");
-    let master = if key_file.exists() {
-        MasterKey::from_file(&key_file).context("reading the master key")?
-    } else {
-        MasterKey::generate_file(ferrohsm_core::default_provider().as_ref(), &key_file)
-            .context("creating the master key")?
-    };
+    let master = pkcs11.master_key(&args.data_dir, || {
+        Ok(if key_file.exists() {
+            MasterKey::from_file(&key_file).context("reading the master key")?
+        } else {
+            MasterKey::generate_file(ferrohsm_core::default_provider().as_ref(), &key_file)
+                .context("creating the master key")?
+        })
+    })?;
     let config_backend = args.key_store.config(&args.data_dir);
-    let (vault, default_custody) = args.pkcs11.clone().merged(&FileConfig::default())?;
     let certs = ferrohsm_server::dev_certificates(&args.data_dir.join("tls"))?;
     let token_key = TokenKey::derive(ferrohsm_core::default_provider().as_ref(), &master)?;
     let admin = mint(
@@ -618,8 +660,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         max_token_lifetime: Duration::from_secs(ferrohsm_server::MAX_TOKEN_TTL_SECONDS),
         refusal_interval: Duration::from_secs(60),
         limits: ConnectionLimits::default(),
-        vault,
-        default_custody,
+        vault: pkcs11.vault,
+        default_custody: pkcs11.default_custody,
     };
     // Signal handlers first: a SIGTERM right after the start-up lines still shuts down cleanly.
     let stop = ShutdownSignal::install();

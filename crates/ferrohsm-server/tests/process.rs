@@ -618,3 +618,69 @@ async fn check_migrated(dev: &Dev, ciphertext: String) -> u64 {
     assert_eq!(verify["first_seq"], 1, "{verify}");
     verify["records"].as_u64().unwrap()
 }
+
+/// `dev` with its master key wrapped by a SoftHSM2 token's key: the data directory holds it
+/// only wrapped, a restart opens it again, and without the token the server does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_key_kept_in_a_token_makes_the_data_directory_useless_without_it() {
+    let hsm = tempfile::tempdir().unwrap();
+    let conf = ferrohsm_pkcs11::testing::init_token(hsm.path(), "dev-token", "9753").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let token_args = [
+        "--pkcs11-module",
+        ferrohsm_pkcs11::testing::SOFTHSM2_MODULE,
+        "--pkcs11-token-label",
+        "dev-token",
+        "--master-key",
+        "pkcs11:ferrohsm-master",
+    ];
+    let with_token = || {
+        let mut command = Command::new(BIN);
+        command
+            .env("SOFTHSM2_CONF", &conf)
+            .env("FERROHSM_PKCS11_PIN", "9753")
+            .arg("dev")
+            .args(token_args);
+        command
+    };
+    let dev = spawn_dev_command(with_token(), data.path());
+    assert!(!data.path().join("master.key").exists(), "no master key in the clear");
+    let wrapped = std::fs::read_to_string(data.path().join("master.key.pkcs11")).unwrap();
+    assert!(wrapped.starts_with("ferrohsm-master-key-pkcs11-v1\n"), "{wrapped}");
+    let client = dev.client();
+    let post = |dev: &Dev, path: &str, body: serde_json::Value| {
+        let request = client.post(format!("{}{path}", dev.url)).bearer_auth(&dev.token).json(&body);
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let key =
+        post(&dev, "/v1/keys", serde_json::json!({"algorithm": "aes-256-gcm", "name": "kept"}))
+            .await;
+    assert_eq!(key["custody"], "sealed", "sealed under the token-held master key: {key}");
+    let sealed =
+        post(&dev, "/v1/keys/kept/encrypt", serde_json::json!({"plaintext": "c2VjcmV0"})).await;
+    dev.terminate();
+
+    // A restart with the token opens the same master key: the key still decrypts.
+    let dev = spawn_dev_command(with_token(), data.path());
+    let opened = post(
+        &dev,
+        "/v1/keys/kept/decrypt",
+        serde_json::json!({"ciphertext": sealed["ciphertext"]}),
+    )
+    .await;
+    assert_eq!(opened["plaintext"], "c2VjcmV0", "{opened}");
+    dev.terminate();
+
+    // Without the token the server refuses to start, saying why.
+    std::fs::rename(hsm.path().join("tokens"), hsm.path().join("away")).unwrap();
+    std::fs::create_dir_all(hsm.path().join("tokens")).unwrap();
+    let out = with_token()
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dev-token"), "{stderr}");
+}
