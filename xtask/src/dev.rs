@@ -19,10 +19,22 @@ pub(crate) struct DevServer {
 impl DevServer {
     /// Runs `binary dev --listen 127.0.0.1:PORT ARGS…` in `cwd`, logging to `stderr`.
     pub(crate) fn start(binary: &Path, cwd: &Path, args: &[&str], stderr: Stdio) -> Result<Self> {
+        Self::start_with_env(binary, cwd, args, &[], stderr)
+    }
+
+    /// The same, with `env` added to the server's environment.
+    pub(crate) fn start_with_env(
+        binary: &Path,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        stderr: Stdio,
+    ) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut child = Command::new(binary)
             .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(cwd)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

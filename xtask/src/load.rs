@@ -1,7 +1,9 @@
 //! The loopback load test of SPEC §10: a release `ferrohsm-server dev` (durable store and
 //! audit log, TLS) and the `loadgen` example: encrypt 1 KiB, ECDSA P-256 sign and RSA-2048 sign
 //! at 64 connections on the filesystem backend, and durable key creation at 32 connections on
-//! the filesystem and SQLite backends (issue 12's targets).
+//! the filesystem and SQLite backends (issue 12's targets); then the same encrypt and sign
+//! scenarios with every key held by a SoftHSM2 token (`--default-custody pkcs11`, issue 15:
+//! reported beside the sealed figures, no target).
 
 use std::path::Path;
 use std::process::Command;
@@ -62,7 +64,35 @@ pub(crate) const TARGETS: &[LoadTarget] = &[
         min_ops: 5_000.0,
         max_p99_ms: None,
     },
+    LoadTarget {
+        scenario: "encrypt-1k",
+        key_store: "pkcs11",
+        connections: "64",
+        what: "REST encrypt 1 KiB, key in SoftHSM2 (no target)",
+        min_ops: 0.0,
+        max_p99_ms: None,
+    },
+    LoadTarget {
+        scenario: "sign-p256",
+        key_store: "pkcs11",
+        connections: "64",
+        what: "REST P-256 sign, key in SoftHSM2 (no target)",
+        min_ops: 0.0,
+        max_p99_ms: None,
+    },
+    LoadTarget {
+        scenario: "sign-rsa2048",
+        key_store: "pkcs11",
+        connections: "64",
+        what: "REST RSA-2048 sign, key in SoftHSM2 (no target)",
+        min_ops: 0.0,
+        max_p99_ms: None,
+    },
 ];
+
+/// The SoftHSM2 token the `pkcs11` runs keep their keys in.
+const TOKEN: &str = "ferrohsm-bench";
+const PIN: &str = "1234";
 
 const SECONDS: &str = "10";
 
@@ -96,27 +126,47 @@ pub(crate) fn run(root: &Path) -> Result<Vec<Value>> {
     )?;
     let loadgen = root.join("target/release/examples/loadgen");
     let mut results = Vec::new();
-    for key_store in ["filesystem", "sqlite"] {
+    for key_store in ["filesystem", "sqlite", "pkcs11"] {
         let run_dir = dir.join(key_store);
         std::fs::create_dir_all(&run_dir)?;
         let stderr = std::fs::File::create(run_dir.join("server.log"))?;
         let data = run_dir.join("data");
-        let args = [
+        let store = if key_store == "sqlite" { "sqlite" } else { "filesystem" };
+        let mut args = [
             "--data-dir",
             &*data.to_string_lossy(),
             "--key-store",
-            key_store,
+            store,
             "--token-ttl",
             "1h",
             "--policy-file",
             &*policy.to_string_lossy(),
         ]
-        .map(str::to_owned);
+        .map(str::to_owned)
+        .to_vec();
+        let mut env = Vec::new();
+        if key_store == "pkcs11" {
+            crate::debian::ensure(SOFTHSM2_MODULE, &["softhsm2"])?;
+            let conf = softhsm_token(&run_dir)?;
+            env.push(("SOFTHSM2_CONF".to_owned(), conf));
+            env.push(("FERROHSM_PKCS11_PIN".to_owned(), PIN.to_owned()));
+            for a in [
+                "--pkcs11-module",
+                SOFTHSM2_MODULE,
+                "--pkcs11-token-label",
+                TOKEN,
+                "--default-custody",
+                "pkcs11",
+            ] {
+                args.push(a.to_owned());
+            }
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = DevServer::start(
+        let server = DevServer::start_with_env(
             &root.join("target/release/ferrohsm-server"),
             &run_dir,
             &args,
+            &env,
             stderr.into(),
         )
         .with_context(|| format!("see target/bench/load/{key_store}/server.log"))?;
@@ -152,4 +202,31 @@ pub(crate) fn run(root: &Path) -> Result<Vec<Value>> {
         }
     }
     Ok(results)
+}
+
+const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 configuration and a fresh token `TOKEN` under `dir`; returns the configuration
+/// file's path (the value of `SOFTHSM2_CONF`).
+fn softhsm_token(dir: &Path) -> Result<String> {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens)?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )?;
+    let status = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", TOKEN, "--so-pin", "12345678", "--pin", PIN])
+        .env("SOFTHSM2_CONF", &conf)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running softhsm2-util")?;
+    if !status.success() {
+        bail!("softhsm2-util --init-token failed ({status})");
+    }
+    Ok(conf.to_string_lossy().into_owned())
 }
