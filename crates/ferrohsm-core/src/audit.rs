@@ -181,12 +181,14 @@ impl Audited for Vec<ferrohsm_policy::Approval> {
 }
 
 /// A key purged by the destruction scheduler: the record is the purge attestation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Purged {
     pub(crate) key_id: KeyId,
     pub(crate) versions: u32,
     /// The key vault that destroyed the material, for vault-held keys.
     pub(crate) custody: Option<&'static str>,
+    /// Vault handles that could not be destroyed (the vault was unreachable).
+    pub(crate) left: Vec<String>,
 }
 
 impl Audited for Purged {
@@ -198,9 +200,14 @@ impl Audited for Purged {
             None => {
                 format!("purge attestation: sealed material of versions 1-{} wiped", self.versions)
             }
-            Some(custody) => format!(
+            Some(custody) if self.left.is_empty() => format!(
                 "purge attestation: material of versions 1-{} destroyed in the {custody} key vault",
                 self.versions
+            ),
+            Some(custody) => format!(
+                "purge attestation: versions 1-{} destroyed; the {custody} key vault could not destroy handles {} (remove them with the vendor's tools)",
+                self.versions,
+                self.left.join(", ")
             ),
         })
     }

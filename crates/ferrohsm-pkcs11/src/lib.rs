@@ -27,7 +27,8 @@ pub mod testing;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as P11Error, RvError};
@@ -90,6 +91,9 @@ impl Pkcs11Config {
     }
 }
 
+/// What the label of every key FerroHSM generates starts with (then the key's name or id).
+pub const KEY_LABEL_PREFIX: &str = "ferrohsm:";
+
 /// A connection: the loaded module and the token's slot.
 struct Connection {
     pkcs11: Pkcs11,
@@ -99,7 +103,16 @@ struct Connection {
 struct Inner {
     config: Pkcs11Config,
     connection: Mutex<Option<Connection>>,
-    idle: Mutex<Vec<Session>>,
+    /// Idle sessions, each with the generation of the connection that opened it.
+    idle: Mutex<Vec<(u64, Session)>>,
+    /// Held (shared) around every call into the module, and exclusively by a reset, so the
+    /// module is never finalized while another thread is inside it.
+    calls: RwLock<()>,
+    /// Bumped by every reset; sessions of an older generation are never used or returned.
+    generation: AtomicU64,
+    /// Set when the token refused the PIN: it is not tried again (tokens lock after a few
+    /// wrong PINs) until the vault is opened anew.
+    pin_refused: AtomicBool,
     provider: AwsLcProvider,
 }
 
@@ -147,6 +160,9 @@ impl Pkcs11Vault {
                 config,
                 connection: Mutex::new(None),
                 idle: Mutex::new(Vec::new()),
+                calls: RwLock::new(()),
+                generation: AtomicU64::new(0),
+                pin_refused: AtomicBool::new(false),
                 provider: AwsLcProvider,
             }),
         };
@@ -154,8 +170,15 @@ impl Pkcs11Vault {
         Ok(vault)
     }
 
-    fn connect(&self) -> Result<Session> {
+    /// A new logged-in session (connecting first if needed), with its generation. Runs under
+    /// the shared `calls` lock.
+    fn connect(&self) -> Result<(u64, Session)> {
         let config = &self.inner.config;
+        if self.inner.pin_refused.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable(
+                "the token refused the PIN; fix the PIN and restart (it is not tried again)".into(),
+            ));
+        }
         let mut connection = self.inner.connection.lock().unwrap_or_else(|p| p.into_inner());
         if connection.is_none() {
             let pkcs11 = Pkcs11::new(&config.module).map_err(|e| {
@@ -165,47 +188,58 @@ impl Pkcs11Vault {
                 Ok(()) | Err(P11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
                 Err(e) => return Err(unavailable("initializing the module", &e)),
             }
-            let slots = pkcs11
+            let slot = pkcs11
                 .get_slots_with_initialized_token()
-                .map_err(|e| unavailable("listing slots", &e))?;
-            let slot = slots
+                .map_err(|e| unavailable("listing slots", &e))?
                 .into_iter()
-                .find(|s| pkcs11.get_token_info(*s).is_ok_and(|t| t.label() == config.token_label))
-                .ok_or_else(|| {
-                    Error::Unavailable(format!("no token labelled {:?}", config.token_label))
-                })?;
+                .find(|s| pkcs11.get_token_info(*s).is_ok_and(|t| t.label() == config.token_label));
+            let Some(slot) = slot else {
+                // Unloaded again, so the next attempt sees the token if it comes back.
+                let _ = pkcs11.finalize();
+                return Err(Error::Unavailable(format!(
+                    "no token labelled {:?}",
+                    config.token_label
+                )));
+            };
             *connection = Some(Connection { pkcs11, slot });
         }
         let Some(c) = connection.as_ref() else {
             return Err(Error::Unavailable("not connected".into()));
         };
-        let session = c.pkcs11.open_rw_session(c.slot).map_err(|e| {
-            let error = unavailable("opening a session", &e);
-            if gone(&e) {
-                *connection = None;
-            }
-            error
-        })?;
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        let session =
+            c.pkcs11.open_rw_session(c.slot).map_err(|e| unavailable("opening a session", &e))?;
         let pin = AuthPin::new(config.pin.as_str().into());
         match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                Ok((generation, session))
+            }
             Err(P11Error::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid, _)) => {
+                self.inner.pin_refused.store(true, Ordering::SeqCst);
                 Err(Error::Unavailable("the token refused the PIN".into()))
             }
             Err(P11Error::Pkcs11(RvError::PinLocked, _)) => {
+                self.inner.pin_refused.store(true, Ordering::SeqCst);
                 Err(Error::Unavailable("the token's PIN is locked".into()))
             }
             Err(e) => Err(unavailable("logging in", &e)),
         }
     }
 
-    /// Forgets the connection and every pooled session (after the token went away).
-    fn reset(&self) {
+    /// After the token or a session of generation `failed` went away: once, and only when no
+    /// other thread is inside the module, closes the pooled sessions, unloads the module and
+    /// starts a new generation (a later failure of an older generation resets nothing).
+    fn reset(&self, failed: u64) {
+        let _exclusive = self.inner.calls.write().unwrap_or_else(|p| p.into_inner());
+        if self.inner.generation.load(Ordering::SeqCst) != failed {
+            return;
+        }
         self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
         if let Some(c) = self.inner.connection.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            // Unload cleanly so the next connection sees the token's current slots.
+            // Unloaded so the next connection sees the token's current slots.
             let _ = c.pkcs11.finalize();
         }
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Runs `work` on a pooled session; if the token or session went away, once more on a
@@ -215,38 +249,56 @@ impl Pkcs11Vault {
         work: impl Fn(&Session) -> std::result::Result<T, P11Error>,
         fail: impl Fn(P11Error) -> Error,
     ) -> Result<T> {
+        self.run(false, work, fail)
+    }
+
+    /// [`Self::with_session`], or with `once` never a second time (work that must not run
+    /// twice, like generating a key under a chosen id).
+    fn run<T>(
+        &self,
+        once: bool,
+        work: impl Fn(&Session) -> std::result::Result<T, P11Error>,
+        fail: impl Fn(P11Error) -> Error,
+    ) -> Result<T> {
         for attempt in 0..2 {
-            let pooled = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let session = match pooled {
-                Some(s) => s,
-                None => self.connect()?,
-            };
-            match work(&session) {
-                Ok(value) => {
-                    self.give_back(session);
-                    return Ok(value);
-                }
-                Err(e) if gone(&e) => {
-                    drop(session);
-                    tracing::warn!(error = %e, "the PKCS#11 token or session went away; reconnecting");
-                    self.reset();
-                    if attempt == 1 {
-                        return Err(unavailable("the token", &e));
+            let (failed, error) = {
+                let _shared = self.inner.calls.read().unwrap_or_else(|p| p.into_inner());
+                let pooled = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let (generation, session) = match pooled {
+                    Some(s) => s,
+                    None => self.connect()?,
+                };
+                match work(&session) {
+                    Ok(value) => {
+                        self.give_back(generation, session);
+                        return Ok(value);
+                    }
+                    Err(e) if gone(&e) => {
+                        tracing::warn!(error = %e, "the PKCS#11 token or session went away; reconnecting");
+                        drop(session);
+                        (generation, e)
+                    }
+                    Err(e) => {
+                        self.give_back(generation, session);
+                        return Err(fail(e));
                     }
                 }
-                Err(e) => {
-                    self.give_back(session);
-                    return Err(fail(e));
-                }
+            };
+            // Outside the shared lock: the reset waits for every other call to leave.
+            self.reset(failed);
+            if once || attempt == 1 {
+                return Err(unavailable("the token", &error));
             }
         }
         Err(Error::Unavailable("the token".into()))
     }
 
-    fn give_back(&self, session: Session) {
+    fn give_back(&self, generation: u64, session: Session) {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.inner.config.max_idle_sessions.max(1) {
-            idle.push(session);
+        if idle.len() < self.inner.config.max_idle_sessions.max(1)
+            && generation == self.inner.generation.load(Ordering::SeqCst)
+        {
+            idle.push((generation, session));
         }
     }
 
@@ -310,13 +362,19 @@ impl Pkcs11Vault {
         let found = self.with_session(
             |s| {
                 let found = s.find_objects(&by_label)?;
-                match found.first() {
-                    Some(h) => s.get_attributes(*h, &[AttributeType::Id]).map(Some),
-                    None => Ok(None),
+                match found.as_slice() {
+                    [h] => s.get_attributes(*h, &[AttributeType::Id]).map(|a| Some(Some(a))),
+                    [] => Ok(Some(None)),
+                    _ => Ok(None),
                 }
             },
             |e| unavailable("finding the root key", &e),
         )?;
+        let Some(found) = found else {
+            return Err(Error::InvalidInput(format!(
+                "the token holds several keys labelled {label:?}; the root key must be unique"
+            )));
+        };
         let id = found.and_then(|attributes| {
             attributes.into_iter().find_map(|a| match a {
                 Attribute::Id(id) => Some(id),
@@ -390,7 +448,8 @@ impl RemoteKeyVault for Pkcs11Vault {
         }
         let mut id = [0u8; 16];
         self.inner.provider.fill_random(&mut id)?;
-        let label: Vec<u8> = label.bytes().take(64).collect();
+        // Prefixed, so no key's label can be taken for the root key's (`root_key`).
+        let label: Vec<u8> = format!("{KEY_LABEL_PREFIX}{label}").bytes().take(64).collect();
         let private = |id: &[u8]| {
             vec![
                 Attribute::Token(true),
@@ -424,7 +483,7 @@ impl RemoteKeyVault for Pkcs11Vault {
                     Attribute::Wrap(true),
                     Attribute::Unwrap(true),
                 ]);
-                self.with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template), failed)?;
+                self.run(true, |s| s.generate_key(&Mechanism::AesKeyGen, &template), failed)?;
                 Ok(VaultKey { handle: hex(&id), public_key_der: None })
             }
             _ => {
@@ -446,12 +505,19 @@ impl RemoteKeyVault for Pkcs11Vault {
                 let mut private_template = private(&id);
                 private_template.push(Attribute::Class(ObjectClass::PRIVATE_KEY));
                 private_template.push(Attribute::Sign(true));
-                self.with_session(
+                self.run(
+                    true,
                     |s| s.generate_key_pair(&mechanism, &public_template, &private_template),
                     failed,
                 )?;
-                let spki = self.public_spki(algorithm, &id)?;
-                Ok(VaultKey { handle: hex(&id), public_key_der: Some(spki) })
+                match self.public_spki(algorithm, &id) {
+                    Ok(spki) => Ok(VaultKey { handle: hex(&id), public_key_der: Some(spki) }),
+                    Err(e) => {
+                        // A pair whose public key cannot be read is of no use: not left behind.
+                        let _ = self.destroy(&hex(&id));
+                        Err(e)
+                    }
+                }
             }
         }
     }

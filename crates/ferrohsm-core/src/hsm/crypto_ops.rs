@@ -61,8 +61,11 @@ impl Hsm {
                 .usable(ctx, key, Operation::Decrypt, Usage::Decrypt, Some(version), &params)
                 .await?;
             let secret = self.secret(&verified, version)?;
-            let plaintext = secret.decrypt(&body, aad).map_err(|_| {
-                Error::InvalidCiphertext("it does not decrypt under this key and associated data")
+            let plaintext = secret.decrypt(&body, aad).map_err(|e| match e {
+                ferrohsm_crypto::Error::Unavailable(m) => Error::VaultUnavailable(m),
+                _ => Error::InvalidCiphertext(
+                    "it does not decrypt under this key and associated data",
+                ),
             })?;
             Ok(Decrypted { key_id: verified.record.id, key_version: version, plaintext })
         })
@@ -180,9 +183,10 @@ impl Hsm {
                 .usable(ctx, key, Operation::Unwrap, Usage::Unwrap, Some(version), &params)
                 .await?;
             let secret = self.secret(&verified, version)?;
-            let key_material = secret
-                .unwrap(&body)
-                .map_err(|_| Error::InvalidCiphertext("it does not unwrap under this key"))?;
+            let key_material = secret.unwrap(&body).map_err(|e| match e {
+                ferrohsm_crypto::Error::Unavailable(m) => Error::VaultUnavailable(m),
+                _ => Error::InvalidCiphertext("it does not unwrap under this key"),
+            })?;
             Ok(Unwrapped { key_id: verified.record.id, key_version: version, key_material })
         })
         .await

@@ -61,18 +61,24 @@ impl Hsm {
                 Some(joint) => {
                     let success: Result<KeyInfo> = Ok(KeyInfo::from(&record));
                     let entry = super::audit_entry(ctx, Operation::CreateKey, None, &success);
-                    let (stored, _) = joint.create_audited(record, entry).await?;
-                    Ok(Recorded { value: KeyInfo::from(stored.as_ref()), recorded: true })
+                    joint.create_audited(record, entry).await.map(|(stored, _)| Recorded {
+                        value: KeyInfo::from(stored.as_ref()),
+                        recorded: true,
+                    })
                 }
-                None => {
-                    let stored = self.inner.keys.store.create(record).await?;
-                    Ok(Recorded { value: KeyInfo::from(stored.as_ref()), recorded: false })
-                }
+                None => self.inner.keys.store.create(record).await.map(|stored| Recorded {
+                    value: KeyInfo::from(stored.as_ref()),
+                    recorded: false,
+                }),
             };
-            if created.is_err() {
+            // A create the store refused holds nothing; its token objects go. (An error whose
+            // outcome is unknown keeps them: the record may have been written.)
+            if let Err(e) = &created
+                && refused(e.code())
+            {
                 self.discard(&fresh).await;
             }
-            created
+            Ok(created?)
         })
         .await
         .map(|r| r.value)
@@ -143,7 +149,9 @@ impl Hsm {
                     Ok(())
                 })
                 .await;
-            if rotated.is_err() {
+            if let Err(e) = &rotated
+                && refused(e.code())
+            {
                 self.discard(&fresh).await;
             }
             rotated
@@ -313,18 +321,7 @@ impl Hsm {
         if old.destroy_after.is_none_or(|t| t > now) {
             return Err(invalid_state(old, Operation::PurgeKey));
         }
-        // Material a vault holds is destroyed there first: if the vault cannot be reached the
-        // purge fails and the scheduler tries again; a handle already gone is destroyed.
         let vault = self.vault_of(old)?;
-        if let Some(vault) = &vault {
-            for external in old.versions.iter().filter_map(|v| v.external.clone()) {
-                let vault = vault.clone();
-                tokio::task::spawn_blocking(move || vault.destroy(&external.handle))
-                    .await
-                    .map_err(|e| Error::VaultUnavailable(format!("destroying: {e}")))?
-                    .map_err(vault_error)?;
-            }
-        }
         let mut next = successor(old);
         next.state = KeyState::Destroyed;
         next.destroy_after = None;
@@ -338,7 +335,31 @@ impl Hsm {
         self.inner.keys.cache.remove(&id);
         self.inner.keys.store.purge(self.tagged(next)).await?;
         self.inner.keys.cache.remove(&id);
-        Ok(Purged { key_id: id, versions, custody: vault.map(|v| v.custody()) })
+        // Material a vault holds is destroyed once the tombstone is committed (before it, a
+        // concurrent cancellation could win and keep a key whose material was gone). A handle
+        // the vault cannot destroy now is named in the purge record for the operator.
+        let mut left = Vec::new();
+        if let Some(vault) = &vault {
+            for external in old.versions.iter().filter_map(|v| v.external.clone()) {
+                let mut destroyed = false;
+                for attempt in 0..3u64 {
+                    let (vault, handle) = (vault.clone(), external.handle.clone());
+                    if matches!(
+                        tokio::task::spawn_blocking(move || vault.destroy(&handle)).await,
+                        Ok(Ok(()))
+                    ) {
+                        destroyed = true;
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * (attempt + 1))).await;
+                }
+                if !destroyed {
+                    tracing::error!(key = %id, handle = %external.handle, "a purged key's material could not be destroyed in the key vault");
+                    left.push(external.handle);
+                }
+            }
+        }
+        Ok(Purged { key_id: id, versions, custody: vault.map(|v| v.custody()), left })
     }
 
     /// Generates material off the async runtime (RSA generation can take seconds) and returns
@@ -536,4 +557,10 @@ fn vault_error(e: ferrohsm_crypto::Error) -> Error {
         ferrohsm_crypto::Error::InvalidInput(m) => Error::InvalidRequest(m),
         other => Error::Crypto(other),
     }
+}
+
+/// Whether a write was refused outright (nothing was written), as opposed to failing in a
+/// way that may have written it (a failed fsync after the rename, a lost connection).
+fn refused(code: &str) -> bool {
+    matches!(code, "conflict" | "invalid_state" | "invalid_request" | "not_found")
 }

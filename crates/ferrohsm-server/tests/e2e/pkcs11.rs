@@ -134,7 +134,11 @@ async fn token_held_keys_work_through_rest_and_are_destroyed_in_the_token() {
     assert!(message.contains("custody pkcs11"), "{}", records.body);
 
     // Destruction: the purge destroys both versions' handles in the token.
-    assert_eq!(testing::objects_labelled(LABEL, PIN, "in-token").unwrap(), 2, "two versions");
+    assert_eq!(
+        testing::objects_labelled(LABEL, PIN, "ferrohsm:in-token").unwrap(),
+        2,
+        "two versions"
+    );
     let scheduled =
         olive.post(&format!("/v1/keys/{aes}/destroy"), json!({"grace_seconds": 0})).await;
     assert_eq!(scheduled.status, 200, "{}", scheduled.body);
@@ -150,7 +154,7 @@ async fn token_held_keys_work_through_rest_and_are_destroyed_in_the_token() {
     let records = auditor.get(&format!("/v1/audit?action=purge_key&key_id={aes}")).await;
     let attestation = records.body["records"][0]["message"].as_str().unwrap_or("").to_owned();
     assert!(attestation.contains("destroyed in the pkcs11 key vault"), "{}", records.body);
-    let left = testing::objects_labelled(LABEL, PIN, "in-token").unwrap();
+    let left = testing::objects_labelled(LABEL, PIN, "ferrohsm:in-token").unwrap();
     assert_eq!(left, 0, "both versions' keys are gone from the token");
 }
 
