@@ -710,13 +710,17 @@ func TestHealth(t *testing.T) {
 	status := 200
 	f := newFake(t, func(w http.ResponseWriter, r *http.Request, n int) {
 		st := map[int]string{200: "ok", 503: "degraded"}[status]
-		writeJSON(w, status, map[string]any{"status": st, "version": "0.1.0",
+		body := map[string]any{"status": st, "version": "0.1.0",
 			"store": map[string]string{"status": "ok", "detail": "filesystem"}, "audit": map[string]string{"status": "ok", "detail": "file"},
-			"seal": map[string]string{"status": "ok", "detail": "k"}, "policy": map[string]string{"status": "error", "detail": "line 3"}})
+			"seal": map[string]string{"status": "ok", "detail": "k"}, "policy": map[string]string{"status": "error", "detail": "line 3"}}
+		if status == 503 {
+			body["vault"] = map[string]string{"status": "failing", "detail": "token unreachable"}
+		}
+		writeJSON(w, status, body)
 	})
 	c := newClient(t, f.URL)
 	h, err := c.Health(context.Background())
-	if err != nil || h.Status != "ok" || h.Store.Detail != "filesystem" {
+	if err != nil || h.Status != "ok" || h.Store.Detail != "filesystem" || h.Vault != nil {
 		t.Fatalf("%+v %v", h, err)
 	}
 	status = 503
@@ -724,8 +728,34 @@ func TestHealth(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) || h == nil || h.Status != "degraded" || h.Policy.Detail != "line 3" {
 		t.Fatalf("%+v %v", h, err)
 	}
+	if h.Vault == nil || *h.Vault != (ComponentHealth{Status: "failing", Detail: "token unreachable"}) {
+		t.Fatalf("vault %+v", h.Vault)
+	}
 	if f.count() != 2 {
 		t.Fatalf("health was retried: %d requests", f.count())
+	}
+}
+
+func TestHealthVault(t *testing.T) {
+	component := `{"status":"ok","detail":"x"}`
+	base := `"status":"ok","version":"1","store":` + component + `,"audit":` + component +
+		`,"seal":` + component + `,"policy":` + component
+	for _, tc := range []struct {
+		name, body string
+		want       *ComponentHealth
+	}{
+		{"absent", `{` + base + `}`, nil},
+		{"null", `{` + base + `,"vault":null}`, nil},
+		{"ok", `{` + base + `,"vault":{"status":"ok","detail":"pkcs11: token FerroHSM"}}`,
+			&ComponentHealth{Status: "ok", Detail: "pkcs11: token FerroHSM"}},
+	} {
+		var h Health
+		if err := json.Unmarshal([]byte(tc.body), &h); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if (h.Vault == nil) != (tc.want == nil) || (h.Vault != nil && *h.Vault != *tc.want) {
+			t.Errorf("%s: vault %+v, want %+v", tc.name, h.Vault, tc.want)
+		}
 	}
 }
 

@@ -49,6 +49,18 @@ const (
 	KeyStateDestroyed          KeyState = "destroyed"
 )
 
+// Custody is where a key's material is kept.
+type Custody string
+
+// Custodies. A newer server may answer with others; they parse as their string. A KeyInfo
+// from a server that does not say reads as [CustodySealed].
+const (
+	// CustodySealed is sealed under the master key in the server's own store.
+	CustodySealed Custody = "sealed"
+	// CustodyPKCS11 is generated and used inside the server's PKCS#11 token, never exported.
+	CustodyPKCS11 Custody = "pkcs11"
+)
+
 // VersionState says whether a key version's material exists.
 type VersionState string
 
@@ -136,6 +148,9 @@ type CreateKeyRequest struct {
 	Usages []Usage `json:"usages,omitempty"`
 	// Tags are the policy tags.
 	Tags map[string]string `json:"tags,omitempty"`
+	// Custody is where the material is kept ([CustodyPKCS11] needs a server with a PKCS#11
+	// token); the server's default when empty.
+	Custody Custody `json:"custody,omitempty"`
 }
 
 // KeyInfo is a key's metadata (never its material).
@@ -156,6 +171,19 @@ type KeyInfo struct {
 	CreatedAt      time.Time         `json:"created_at"`
 	UpdatedAt      time.Time         `json:"updated_at"`
 	CreatedBy      string            `json:"created_by"`
+	// Custody is where the material is kept; [CustodySealed] when the server does not say.
+	Custody Custody `json:"custody"`
+}
+
+// UnmarshalJSON reads a KeyInfo, with Custody [CustodySealed] when the server sends none.
+func (k *KeyInfo) UnmarshalJSON(data []byte) error {
+	type plain KeyInfo
+	v := plain{Custody: CustodySealed}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	*k = KeyInfo(v)
+	return nil
 }
 
 // Revocation records why and when a key was revoked.
@@ -562,7 +590,8 @@ type TokenRevocation struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// Health is GET /healthz.
+// Health is GET /healthz. Vault, the key vault (a PKCS#11 token), is nil unless the server has
+// one configured; while it is failing, Status is degraded.
 type Health struct {
 	// Status is ok or degraded.
 	Status  string           `json:"status"`
@@ -573,6 +602,7 @@ type Health struct {
 	Policy  ComponentHealth  `json:"policy"`
 	Keyset  *ComponentHealth `json:"keyset,omitempty"`
 	Jobs    *ComponentHealth `json:"jobs,omitempty"`
+	Vault   *ComponentHealth `json:"vault,omitempty"`
 }
 
 // ComponentHealth is one component's health.

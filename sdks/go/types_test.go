@@ -17,9 +17,9 @@ var serverAnswers = map[string]struct {
 	body string
 	into func() any
 }{
-	"revoked key": {`{"id":"01a232d7-7f42-7210-9722-19bdd0126137","name":"r1-rev","description":"","algorithm":"aes-256-gcm","usages":["encrypt","decrypt","wrap","unwrap"],"tags":{"team":"r1"},"state":"revoked","revocation":{"reason":"compromised","comment":null,"at":"2026-12-01T18:21:53.689649558Z"},"destroy_after":null,"destroyed_at":null,"current_version":1,"versions":[{"version":1,"created_at":"2026-12-01T18:21:53.346786685Z","state":"active","encryptions":1048577}],"created_at":"2026-12-01T18:21:53.346786685Z","updated_at":"2026-12-01T18:21:53.689649558Z","created_by":"scn-operator"}`,
+	"revoked key": {`{"id":"01a232d7-7f42-7210-9722-19bdd0126137","name":"r1-rev","description":"","algorithm":"aes-256-gcm","usages":["encrypt","decrypt","wrap","unwrap"],"tags":{"team":"r1"},"state":"revoked","revocation":{"reason":"compromised","comment":null,"at":"2026-12-01T18:21:53.689649558Z"},"destroy_after":null,"destroyed_at":null,"current_version":1,"versions":[{"version":1,"created_at":"2026-12-01T18:21:53.346786685Z","state":"active","encryptions":1048577}],"created_at":"2026-12-01T18:21:53.346786685Z","updated_at":"2026-12-01T18:21:53.689649558Z","created_by":"scn-operator","custody":"sealed"}`,
 		func() any { return new(KeyInfo) }},
-	"pending destruction": {`{"id":"01a232d7-8dd6-74ad-b71a-3e30a416c7d1","name":"r1-gone","description":"","algorithm":"ec-p256","usages":["sign","verify"],"tags":{"team":"r1"},"state":"pending_destruction","revocation":null,"destroy_after":"2026-12-01T19:21:57.108448424Z","destroyed_at":null,"current_version":1,"versions":[{"version":1,"created_at":"2026-12-01T18:21:57.07852914Z","state":"active","encryptions":0}],"created_at":"2026-12-01T18:21:57.07852914Z","updated_at":"2026-12-01T18:21:57.108448424Z","created_by":"scn-operator"}`,
+	"pending destruction": {`{"id":"01a232d7-8dd6-74ad-b71a-3e30a416c7d1","name":"r1-gone","description":"","algorithm":"ec-p256","usages":["sign","verify"],"tags":{"team":"r1"},"state":"pending_destruction","revocation":null,"destroy_after":"2026-12-01T19:21:57.108448424Z","destroyed_at":null,"current_version":1,"versions":[{"version":1,"created_at":"2026-12-01T18:21:57.07852914Z","state":"active","encryptions":0}],"created_at":"2026-12-01T18:21:57.07852914Z","updated_at":"2026-12-01T18:21:57.108448424Z","created_by":"scn-operator","custody":"pkcs11"}`,
 		func() any { return new(KeyInfo) }},
 	"public key": {`{"key_id":"01a232e6-8a1b-720f-a2b2-a550b26a83bd","key_version":1,"algorithm":"ec-p256","pem":"-----BEGIN PUBLIC KEY-----\r\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6T9GVA6ceP7K8D6o5CxyYITlzYlF\r\nSEvMKPYIy4CL757ndMJ8jQoFMeIS5MdoiZVPknLaK+8AkiUsowW7L2SpnA==\r\n-----END PUBLIC KEY-----\r\n","der":"MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6T9GVA6ceP7K8D6o5CxyYITlzYlFSEvMKPYIy4CL757ndMJ8jQoFMeIS5MdoiZVPknLaK+8AkiUsowW7L2SpnA==","jwk":{"kty":"EC","crv":"P-256","x":"6T9GVA6ceP7K8D6o5CxyYITlzYlFSEvMKPYIy4CL754","y":"53TCfI0KBTHiEuTHaImVT5Jy2ivvAJIlLKMFuy9kqZw"}}`,
 		func() any { return new(PublicKeyInfo) }},
@@ -65,11 +65,12 @@ func TestTypedFieldsDecode(t *testing.T) {
 	_ = json.Unmarshal([]byte(serverAnswers["revoked key"].body), &k)
 	if k.State != KeyStateRevoked || k.Revocation.Reason != RevocationCompromised || k.Revocation.Comment != "" ||
 		k.Revocation.At.IsZero() || k.Usages[3] != UsageUnwrap || k.Versions[0].State != VersionStateActive ||
-		k.Algorithm != AlgorithmAES256GCM || k.Versions[0].Encryptions != 1048577 {
+		k.Algorithm != AlgorithmAES256GCM || k.Versions[0].Encryptions != 1048577 || k.Custody != CustodySealed {
 		t.Fatalf("%+v", k)
 	}
 	_ = json.Unmarshal([]byte(serverAnswers["pending destruction"].body), &k)
-	if k.DestroyAfter == nil || !k.DestroyAfter.Equal(time.Date(2026, 12, 1, 19, 21, 57, 108448424, time.UTC)) || k.Revocation != nil {
+	if k.DestroyAfter == nil || !k.DestroyAfter.Equal(time.Date(2026, 12, 1, 19, 21, 57, 108448424, time.UTC)) || k.Revocation != nil ||
+		k.Custody != CustodyPKCS11 {
 		t.Fatalf("%+v", k)
 	}
 	// The PEM (CRLF line ends) and the DER are the same P-256 key.
@@ -94,6 +95,37 @@ func TestTypedFieldsDecode(t *testing.T) {
 	_ = json.Unmarshal([]byte(serverAnswers["signed"].body), &s)
 	if len(s.Signature) != 71 || s.Signature[0] != 0x30 || s.Algorithm != SchemeECDSAP256SHA256 {
 		t.Fatalf("%+v", s)
+	}
+}
+
+func TestCustodyDecodes(t *testing.T) {
+	// keyJSON is an answer from a server without custody: it reads as sealed.
+	base := keyJSON[:len(keyJSON)-1]
+	for body, want := range map[string]Custody{
+		base + `,"custody":"pkcs11"}`:      CustodyPKCS11,
+		base + `,"custody":"sealed"}`:      CustodySealed,
+		base + `,"custody":"hsm-cluster"}`: Custody("hsm-cluster"), // a newer server's: kept as its string
+		base + `,"custody":null}`:          CustodySealed,
+		keyJSON:                            CustodySealed,
+	} {
+		// Decoding into a used KeyInfo must not keep its earlier custody.
+		k := KeyInfo{Custody: "stale"}
+		if err := json.Unmarshal([]byte(body), &k); err != nil || k.Custody != want || k.Algorithm != AlgorithmAES256GCM {
+			t.Errorf("%s: custody %q, want %q (%v)", body, k.Custody, want, err)
+		}
+	}
+	var page KeyPage
+	if err := json.Unmarshal([]byte(`{"keys":[`+keyJSON+`,`+base+`,"custody":"pkcs11"}]}`), &page); err != nil ||
+		page.Keys[0].Custody != CustodySealed || page.Keys[1].Custody != CustodyPKCS11 {
+		t.Fatalf("%+v %v", page, err)
+	}
+	for req, want := range map[*CreateKeyRequest]string{
+		{Algorithm: AlgorithmECP256}:                         `{"algorithm":"ec-p256"}`,
+		{Algorithm: AlgorithmECP256, Custody: CustodyPKCS11}: `{"algorithm":"ec-p256","custody":"pkcs11"}`,
+	} {
+		if data, err := json.Marshal(req); err != nil || string(data) != want {
+			t.Errorf("%s, want %s (%v)", data, want, err)
+		}
 	}
 }
 

@@ -1,4 +1,5 @@
 //! Key storage for FerroHSM: the [`KeyStore`] trait, the in-memory and filesystem backends,
+//! [`RemoteKeyStore`] (any store paired with the key vault holding its vault-held material),
 //! and (feature `conformance`) the suite every backend must pass.
 //!
 //! A store keeps [`KeyRecord`]s: metadata plus immutable versions whose material is already
@@ -37,6 +38,7 @@ mod index;
 mod memory;
 mod query;
 mod record;
+mod remote;
 mod tokens;
 mod types;
 
@@ -47,6 +49,7 @@ pub use file::FileKeyStore;
 pub use memory::MemoryKeyStore;
 pub use query::{Cursor, DEFAULT_LIST_LIMIT, ListQuery, MAX_LIST_LIMIT, Page};
 pub use record::{ExternalMaterial, KeyRecord, KeyVersion, Revocation, transition_allowed};
+pub use remote::{PurgedMaterial, RemoteKeyStore};
 pub use tokens::{
     FileTokenRevocationStore, MAX_TOKEN_REVOCATIONS, MemoryTokenRevocationStore, TokenMatch,
     TokenRevocation, TokenRevocationStore,

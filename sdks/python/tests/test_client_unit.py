@@ -28,6 +28,7 @@ from ferrohsm import (
     AsyncClient,
     AuditFilter,
     Client,
+    ComponentHealth,
     ConflictError,
     ErrorCode,
     ForbiddenError,
@@ -82,6 +83,17 @@ async def test_create_key_sends_the_rest_body_and_parses_the_answer(flavour: Fla
     assert info.algorithm is ferrohsm.Algorithm.AES_256_GCM
     assert info.state is ferrohsm.KeyState.ACTIVE
     assert info.versions[0].created_at == datetime(2026, 12, 1, 18, 23, 15, 180959, timezone.utc)
+    assert info.custody is ferrohsm.Custody.SEALED
+    await flavour.close(client)
+
+
+async def test_create_key_sends_custody_when_given(flavour: Flavour) -> None:
+    mock = Mock([reply(201, key(custody="pkcs11")), reply(201, key(custody="pkcs11"))])
+    client = flavour.client(mock)
+    info = await flavour.run(client.create_key("ec-p256", custody=ferrohsm.Custody.PKCS11))
+    await flavour.run(client.create_key("ec-p256", custody="pkcs11"))
+    assert mock.body(0) == mock.body(1) == {"algorithm": "ec-p256", "custody": "pkcs11"}
+    assert info.custody is ferrohsm.Custody.PKCS11
     await flavour.close(client)
 
 
@@ -214,7 +226,29 @@ async def test_a_degraded_health_is_an_answer(flavour: Flavour) -> None:
     client = flavour.client(mock)
     health = await flavour.run(client.health())
     assert health.status == "degraded" and health.policy.detail == "bad file"
+    assert health.vault is None
     assert len(mock.requests) == 1
+    await flavour.close(client)
+
+
+async def test_health_reads_the_vault_when_present(flavour: Flavour) -> None:
+    component = {"status": "ok", "detail": "x"}
+    base = {"version": "1", "store": component, "audit": component, "seal": component,
+            "policy": component}
+    failing = {"status": "failing", "detail": "token unreachable"}
+    mock = Mock([
+        reply(503, {**base, "status": "degraded", "vault": failing}),
+        reply(200, {**base, "status": "ok", "vault": {"status": "ok", "detail": "pkcs11"}}),
+        reply(200, {**base, "status": "ok", "vault": None}),
+    ])
+    client = flavour.client(mock)
+    health = await flavour.run(client.health())
+    assert health.status == "degraded"
+    assert health.vault == ComponentHealth(status="failing", detail="token unreachable")
+    health = await flavour.run(client.health())
+    assert health.vault == ComponentHealth(status="ok", detail="pkcs11")
+    health = await flavour.run(client.health())
+    assert health.vault is None
     await flavour.close(client)
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import ferrohsm
-from ferrohsm import Algorithm, ApprovalInfo, ErrorCode, KeyInfo, KeyState, Signed
+from ferrohsm import Algorithm, ApprovalInfo, Custody, ErrorCode, KeyInfo, KeyState, Signed
 from ferrohsm.models import ResponseFormatError, format_time, parse_time
 from samples import KEY_ID, approval, key
 
@@ -38,6 +38,27 @@ def test_known_members_are_the_enum_members_and_equal_their_strings() -> None:
     assert KeyState.ACTIVE.is_known
     assert str(Algorithm.EC_P256) == "ec-p256"
     assert ErrorCode("brand_new") != ErrorCode.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("custody", "expected", "known"),
+    [
+        ("pkcs11", Custody.PKCS11, True),
+        ("sealed", Custody.SEALED, True),
+        ("hsm-cluster", "hsm-cluster", False),
+        (None, Custody.SEALED, True),
+    ],
+)
+def test_custody_parses_and_defaults_to_sealed(
+    custody: str | None, expected: str, known: bool
+) -> None:
+    body = key() if custody is None else key(custody=custody)
+    info = KeyInfo.from_json(body)
+    assert isinstance(info.custody, Custody)
+    assert info.custody == expected and info.custody.is_known is known
+    assert info.to_json()["custody"] == expected
+    # A server that sends null says no more than one that sends nothing.
+    assert KeyInfo.from_json(key(custody=None)).custody is Custody.SEALED
 
 
 def test_to_json_gives_back_the_rest_form() -> None:

@@ -160,6 +160,7 @@ CALLS: dict[str, Invoke] = {
         description=i.opt_string("description"),
         usages=i.opt_strings("usages"),
         tags=i.opt_map("tags"),
+        custody=i.opt_string("custody"),
     ),
     "list_keys": lambda c, i: c.list_keys(
         limit=i.opt_int("limit"),

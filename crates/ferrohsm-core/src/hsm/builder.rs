@@ -200,8 +200,14 @@ impl HsmBuilder {
             self.revocations.get_or_insert(opened.revocations);
             self.audit.get_or_insert(opened.audit);
         }
-        let store =
+        let mut store =
             self.store.ok_or_else(|| Error::InvalidRequest("an Hsm needs a key store".into()))?;
+        // Records stay in the store; material of vault-held versions lives in the vault.
+        let remote =
+            self.vault.as_ref().map(|vault| RemoteKeyStore::new(store.clone(), vault.clone()));
+        if let Some(remote) = &remote {
+            store = Arc::new(remote.clone());
+        }
         let sealer = Sealer::new(self.provider.clone(), &master_key).map_err(Error::Setup)?;
         let audit_hmac_key = derive_audit_hmac_key(self.provider.as_ref(), &master_key)?;
         let token_key = TokenKey::derive(self.provider.as_ref(), &master_key)?;
@@ -241,6 +247,7 @@ impl HsmBuilder {
                     max_payload: self.max_payload,
                     destruction_grace: self.destruction_grace,
                     vault: self.vault,
+                    remote,
                     default_custody,
                 },
                 audit: Audit {

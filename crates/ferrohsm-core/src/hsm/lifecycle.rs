@@ -61,7 +61,16 @@ impl Hsm {
                 Some(joint) => {
                     let success: Result<KeyInfo> = Ok(KeyInfo::from(&record));
                     let entry = super::audit_entry(ctx, Operation::CreateKey, None, &success);
-                    joint.create_audited(record, entry).await.map(|(stored, _)| Recorded {
+                    // The joint write bypasses the remote store's own check of the vault.
+                    let admitted = match &self.inner.keys.remote {
+                        Some(remote) => remote.admit(&record, 0).await,
+                        None => Ok(()),
+                    };
+                    match admitted {
+                        Ok(()) => joint.create_audited(record, entry).await,
+                        Err(e) => Err(e),
+                    }
+                    .map(|(stored, _)| Recorded {
                         value: KeyInfo::from(stored.as_ref()),
                         recorded: true,
                     })
@@ -333,32 +342,17 @@ impl Hsm {
         }
         let versions = u32::try_from(next.versions.len()).unwrap_or(u32::MAX);
         self.inner.keys.cache.remove(&id);
-        self.inner.keys.store.purge(self.tagged(next)).await?;
-        self.inner.keys.cache.remove(&id);
-        // Material a vault holds is destroyed once the tombstone is committed (before it, a
-        // concurrent cancellation could win and keep a key whose material was gone). A handle
-        // the vault cannot destroy now is named in the purge record for the operator.
-        let mut left = Vec::new();
-        if let Some(vault) = &vault {
-            for external in old.versions.iter().filter_map(|v| v.external.clone()) {
-                let mut destroyed = false;
-                for attempt in 0..3u64 {
-                    let (vault, handle) = (vault.clone(), external.handle.clone());
-                    if matches!(
-                        tokio::task::spawn_blocking(move || vault.destroy(&handle)).await,
-                        Ok(Ok(()))
-                    ) {
-                        destroyed = true;
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * (attempt + 1))).await;
-                }
-                if !destroyed {
-                    tracing::error!(key = %id, handle = %external.handle, "a purged key's material could not be destroyed in the key vault");
-                    left.push(external.handle);
-                }
+        // With a vault, the remote store destroys the material once the tombstone is committed
+        // (before it, a concurrent cancellation could win and keep a key whose material was
+        // gone); a handle the vault cannot destroy now is named in the purge record.
+        let left = match &self.inner.keys.remote {
+            Some(remote) => remote.purge_material(self.tagged(next)).await?.left,
+            None => {
+                self.inner.keys.store.purge(self.tagged(next)).await?;
+                Vec::new()
             }
-        }
+        };
+        self.inner.keys.cache.remove(&id);
         Ok(Purged { key_id: id, versions, custody: vault.map(|v| v.custody()), left })
     }
 

@@ -15,8 +15,8 @@ use ferrohsm_crypto::{
 };
 use ferrohsm_seal::{Binding, MasterKey, Sealer};
 use ferrohsm_store::{
-    ExternalMaterial, KeyId, KeyRecord, KeyState, KeyStore, KeyVersion, ListQuery, Revocation,
-    RevocationReason, VersionState,
+    ExternalMaterial, KeyId, KeyRecord, KeyState, KeyStore, KeyVersion, ListQuery, RemoteKeyStore,
+    Revocation, RevocationReason, VersionState,
 };
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument as _;
@@ -108,6 +108,9 @@ struct Keys {
     destruction_grace: Duration,
     /// The key vault holding the material of keys whose custody is its name.
     vault: Option<Arc<dyn RemoteKeyVault>>,
+    /// With a vault, `store` is this: the store paired with the vault, which refuses records
+    /// naming material the vault lacks and destroys material once a purge is stored.
+    remote: Option<RemoteKeyStore>,
     /// The custody of keys created without one (`sealed` or the vault's name).
     default_custody: String,
 }

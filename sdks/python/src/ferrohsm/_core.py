@@ -47,6 +47,7 @@ from .models import (
     AuditPage,
     AuditVerification,
     CheckpointInfo,
+    Custody,
     Encrypted,
     ErrorCode,
     Health,
@@ -413,6 +414,7 @@ def create_key(
     description: str | None,
     usages: Iterable[Usage | str] | None,
     tags: Mapping[str, str] | None,
+    custody: Custody | str | None,
     request_id: str | None,
 ) -> Call[KeyInfo]:
     body = _body(
@@ -421,6 +423,7 @@ def create_key(
         algorithm=str(algorithm),
         usages=None if usages is None else [str(u) for u in usages],
         tags=None if tags is None else dict(tags),
+        custody=None if custody is None else str(custody),
     )
     call = _post("/v1/keys", KeyInfo.from_json, body, retryable=False, request_id=request_id)
     return dataclasses.replace(call, ok_statuses=frozenset({201}))

@@ -25,6 +25,7 @@ from .models import (
     AuditRecord,
     AuditVerification,
     CheckpointInfo,
+    Custody,
     Encrypted,
     Health,
     JwkSet,
@@ -165,10 +166,13 @@ class AsyncClient:
         description: str | None = None,
         usages: Iterable[Usage | str] | None = None,
         tags: Mapping[str, str] | None = None,
+        custody: Custody | str | None = None,
         request_id: str | None = None,
     ) -> KeyInfo:
-        """Creates a key (``POST /v1/keys``). Never retried."""
-        call = _core.create_key(algorithm, name, description, usages, tags, request_id)
+        """Creates a key (``POST /v1/keys``). Never retried. ``custody`` is where the material
+        is kept (``PKCS11`` needs a server with a PKCS#11 token); the server's default when
+        omitted."""
+        call = _core.create_key(algorithm, name, description, usages, tags, custody, request_id)
         return await self._run(call)
 
     async def list_keys(

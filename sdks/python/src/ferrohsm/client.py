@@ -23,6 +23,7 @@ from .models import (
     AuditRecord,
     AuditVerification,
     CheckpointInfo,
+    Custody,
     Encrypted,
     Health,
     JwkSet,
@@ -161,10 +162,13 @@ class Client:
         description: str | None = None,
         usages: Iterable[Usage | str] | None = None,
         tags: Mapping[str, str] | None = None,
+        custody: Custody | str | None = None,
         request_id: str | None = None,
     ) -> KeyInfo:
-        """Creates a key (``POST /v1/keys``). Never retried."""
-        call = _core.create_key(algorithm, name, description, usages, tags, request_id)
+        """Creates a key (``POST /v1/keys``). Never retried. ``custody`` is where the material
+        is kept (``PKCS11`` needs a server with a PKCS#11 token); the server's default when
+        omitted."""
+        call = _core.create_key(algorithm, name, description, usages, tags, custody, request_id)
         return self._run(call)
 
     def list_keys(

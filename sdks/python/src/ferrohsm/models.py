@@ -35,6 +35,7 @@ __all__ = [
     "AuditVerification",
     "CheckpointInfo",
     "ComponentHealth",
+    "Custody",
     "Encrypted",
     "ErrorCode",
     "Health",
@@ -119,6 +120,15 @@ class KeyState(OpenEnum):
     REVOKED = "revoked"
     PENDING_DESTRUCTION = "pending_destruction"
     DESTROYED = "destroyed"
+
+
+class Custody(OpenEnum):
+    """Where a key's material is kept."""
+
+    SEALED = "sealed"
+    """Sealed under the master key in the server's own store."""
+    PKCS11 = "pkcs11"
+    """Generated and used inside the server's PKCS#11 token; never exported."""
 
 
 class VersionState(OpenEnum):
@@ -318,8 +328,8 @@ class _Reader:
         except (binascii.Error, ValueError):
             raise ResponseFormatError(f"{self._path}.{name}: not standard base64") from None
 
-    def enum(self, name: str, kind: type[_E]) -> _E:
-        return kind(self.string(name))
+    def enum(self, name: str, kind: type[_E], default: _E | None = None) -> _E:
+        return kind(self.string(name, None if default is None else default.value))
 
     def enums(self, name: str, kind: type[_E]) -> tuple[_E, ...]:
         return tuple(kind(v) for v in self.strings(name))
@@ -468,6 +478,8 @@ class KeyInfo(_Model):
     created_at: datetime
     updated_at: datetime
     created_by: str
+    custody: Custody = Custody.SEALED
+    """Where the material is kept; ``SEALED`` when the server does not say."""
 
     @classmethod
     def _read(cls, r: _Reader) -> Self:
@@ -487,6 +499,7 @@ class KeyInfo(_Model):
             created_at=r.timestamp("created_at"),
             updated_at=r.timestamp("updated_at"),
             created_by=r.string("created_by", ""),
+            custody=r.enum("custody", Custody, Custody.SEALED),
         )
 
 
@@ -981,7 +994,11 @@ class ComponentHealth(_Model):
 
 @dataclass(frozen=True)
 class Health(_Model):
-    """``GET /healthz``: ``status`` is ``ok`` or ``degraded``."""
+    """``GET /healthz``: ``status`` is ``ok`` or ``degraded``.
+
+    ``vault``, the key vault (a PKCS#11 token), is ``None`` unless the server has one
+    configured; while it is failing, ``status`` is ``degraded``.
+    """
 
     status: str
     version: str
@@ -991,6 +1008,7 @@ class Health(_Model):
     policy: ComponentHealth
     keyset: ComponentHealth | None = None
     jobs: ComponentHealth | None = None
+    vault: ComponentHealth | None = None
 
     @classmethod
     def _read(cls, r: _Reader) -> Self:
@@ -1003,4 +1021,5 @@ class Health(_Model):
             policy=r.obj("policy", ComponentHealth._read),
             keyset=r.opt_obj("keyset", ComponentHealth._read),
             jobs=r.opt_obj("jobs", ComponentHealth._read),
+            vault=r.opt_obj("vault", ComponentHealth._read),
         )
