@@ -93,7 +93,25 @@ macro_rules! audited_key_version {
         })+
     };
 }
-audited_key_version!(Encrypted, Decrypted, Wrapped, Unwrapped, PublicKeyInfo);
+audited_key_version!(PublicKeyInfo);
+
+/// Results of operations a vault may have performed: their records name its custody.
+macro_rules! audited_custody {
+    ($($ty:ty),+) => {
+        $(impl Audited for $ty {
+            fn key(&self) -> Option<KeyId> {
+                Some(self.key_id)
+            }
+            fn version(&self) -> Option<u32> {
+                Some(self.key_version)
+            }
+            fn note(&self) -> Option<String> {
+                self.custody.as_ref().map(|c| format!("custody {c}"))
+            }
+        })+
+    };
+}
+audited_custody!(Encrypted, Decrypted, Wrapped, Unwrapped);
 
 impl Audited for Signed {
     fn key(&self) -> Option<KeyId> {
@@ -103,7 +121,10 @@ impl Audited for Signed {
         Some(self.key_version)
     }
     fn note(&self) -> Option<String> {
-        Some(format!("scheme {}", self.algorithm))
+        Some(match &self.custody {
+            Some(custody) => format!("scheme {}, custody {custody}", self.algorithm),
+            None => format!("scheme {}", self.algorithm),
+        })
     }
 }
 

@@ -189,6 +189,10 @@ pub struct Encrypted {
     pub key_version: u32,
     /// `fhsm:v<version>:<base64(nonce || ciphertext || tag)>`.
     pub ciphertext: String,
+    /// The vault that performed it, for a vault-held key (named in the audit record; not
+    /// part of the response).
+    #[serde(skip)]
+    pub custody: Option<String>,
 }
 
 /// The result of a decryption. Holds the plaintext in a zeroizing buffer.
@@ -200,6 +204,8 @@ pub struct Decrypted {
     pub key_version: u32,
     /// The plaintext.
     pub plaintext: SecretBytes,
+    /// The vault that performed it, for a vault-held key (named in the audit record).
+    pub custody: Option<String>,
 }
 
 /// The result of signing.
@@ -215,6 +221,10 @@ pub struct Signed {
     /// The signature: DER for ECDSA, raw for RSA, Ed25519 and ML-DSA.
     #[serde(with = "b64")]
     pub signature: Vec<u8>,
+    /// The vault that performed it, for a vault-held key (named in the audit record; not
+    /// part of the response).
+    #[serde(skip)]
+    pub custody: Option<String>,
 }
 
 /// The result of a verification.
@@ -241,6 +251,10 @@ pub struct Wrapped {
     pub key_version: u32,
     /// `fhsm:v<version>:<base64(RFC 5649 wrapping)>`.
     pub wrapped: String,
+    /// The vault that performed it, for a vault-held key (named in the audit record; not
+    /// part of the response).
+    #[serde(skip)]
+    pub custody: Option<String>,
 }
 
 /// The result of unwrapping. Holds the material in a zeroizing buffer.
@@ -252,6 +266,8 @@ pub struct Unwrapped {
     pub key_version: u32,
     /// The unwrapped key material.
     pub key_material: SecretBytes,
+    /// The vault that performed it, for a vault-held key (named in the audit record).
+    pub custody: Option<String>,
 }
 
 /// A version's public key.

@@ -29,6 +29,10 @@ pub enum Error {
     /// A key vault holding the key cannot be reached now (retry later).
     #[error("the key vault is unavailable: {0}")]
     Unavailable(String),
+    /// The key vault answers but no longer holds the key a record names (deleted behind
+    /// FerroHSM's back, or another token): an integrity failure, not bad input.
+    #[error("the key vault holds no key {0}")]
+    KeyMissing(String),
 }
 
 impl Error {
@@ -40,6 +44,7 @@ impl Error {
             Error::KeyRejected(_) => "invalid_request",
             Error::Crypto => "crypto_failed",
             Error::Unavailable(_) => "unavailable",
+            Error::KeyMissing(_) => "integrity",
         }
     }
 }

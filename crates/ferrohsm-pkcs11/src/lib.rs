@@ -249,15 +249,16 @@ impl Pkcs11Vault {
         work: impl Fn(&Session) -> std::result::Result<T, P11Error>,
         fail: impl Fn(P11Error) -> Error,
     ) -> Result<T> {
-        self.run(false, work, fail)
+        self.run(false, |s, _| work(s), fail)
     }
 
     /// [`Self::with_session`], or with `once` never a second time (work that must not run
-    /// twice, like generating a key under a chosen id).
+    /// twice, like generating a key under a chosen id). `work` also gets the generation of the
+    /// connection its session belongs to (object handles are valid within one).
     fn run<T>(
         &self,
         once: bool,
-        work: impl Fn(&Session) -> std::result::Result<T, P11Error>,
+        work: impl Fn(&Session, u64) -> std::result::Result<T, P11Error>,
         fail: impl Fn(P11Error) -> Error,
     ) -> Result<T> {
         for attempt in 0..2 {
@@ -268,7 +269,7 @@ impl Pkcs11Vault {
                     Some(s) => s,
                     None => self.connect()?,
                 };
-                match work(&session) {
+                match work(&session, generation) {
                     Ok(value) => {
                         self.give_back(generation, session);
                         return Ok(value);
@@ -325,9 +326,7 @@ impl Pkcs11Vault {
             },
             |_| Error::KeyRejected(algorithm),
         )?;
-        let attributes = attributes.ok_or_else(|| {
-            Error::InvalidInput(format!("the token holds no public key {}", hex(id)))
-        })?;
+        let attributes = attributes.ok_or_else(|| Error::KeyMissing(hex(id)))?;
         let (mut modulus, mut exponent, mut point) = (None, None, None);
         for a in attributes {
             match a {
@@ -467,6 +466,8 @@ impl RemoteKeyVault for Pkcs11Vault {
                 Attribute::Id(id.to_vec()),
                 Attribute::Label(label.clone()),
                 Attribute::Verify(true),
+                Attribute::Encrypt(false),
+                Attribute::Wrap(false),
             ]
         };
         let failed =
@@ -482,8 +483,11 @@ impl RemoteKeyVault for Pkcs11Vault {
                     Attribute::Decrypt(true),
                     Attribute::Wrap(true),
                     Attribute::Unwrap(true),
+                    Attribute::Sign(false),
+                    Attribute::Verify(false),
+                    Attribute::Derive(false),
                 ]);
-                self.run(true, |s| s.generate_key(&Mechanism::AesKeyGen, &template), failed)?;
+                self.run(true, |s, _| s.generate_key(&Mechanism::AesKeyGen, &template), failed)?;
                 Ok(VaultKey { handle: hex(&id), public_key_der: None })
             }
             _ => {
@@ -504,10 +508,16 @@ impl RemoteKeyVault for Pkcs11Vault {
                 public_template.push(Attribute::Class(ObjectClass::PUBLIC_KEY));
                 let mut private_template = private(&id);
                 private_template.push(Attribute::Class(ObjectClass::PRIVATE_KEY));
-                private_template.push(Attribute::Sign(true));
+                // Signing only: a signing key never decrypts or unwraps (no oracle for RSA).
+                private_template.extend([
+                    Attribute::Sign(true),
+                    Attribute::Decrypt(false),
+                    Attribute::Unwrap(false),
+                    Attribute::Derive(false),
+                ]);
                 self.run(
                     true,
-                    |s| s.generate_key_pair(&mechanism, &public_template, &private_template),
+                    |s, _| s.generate_key_pair(&mechanism, &public_template, &private_template),
                     failed,
                 )?;
                 match self.public_spki(algorithm, &id) {
@@ -530,7 +540,7 @@ impl RemoteKeyVault for Pkcs11Vault {
                 |_| Error::KeyRejected(algorithm),
             )?;
             if found.is_none() {
-                return Err(Error::InvalidInput(format!("the token holds no key {handle}")));
+                return Err(Error::KeyMissing(handle.to_owned()));
             }
             (None, None)
         } else {
@@ -538,7 +548,14 @@ impl RemoteKeyVault for Pkcs11Vault {
             let public = self.inner.provider.load_public(algorithm, &spki)?;
             (Some(spki), Some(public))
         };
-        Ok(Arc::new(TokenKey { vault: self.clone(), algorithm, id, spki, public }))
+        Ok(Arc::new(TokenKey {
+            vault: self.clone(),
+            algorithm,
+            id,
+            spki,
+            public,
+            object: Mutex::new(None),
+        }))
     }
 
     fn destroy(&self, handle: &str) -> Result<()> {
@@ -566,6 +583,9 @@ struct TokenKey {
     id: Vec<u8>,
     spki: Option<Vec<u8>>,
     public: Option<Arc<dyn PublicKey>>,
+    /// The object handle found last, with the connection generation it belongs to: looked
+    /// up once per connection instead of once per operation.
+    object: Mutex<Option<(u64, ObjectHandle)>>,
 }
 
 impl fmt::Debug for TokenKey {
@@ -582,23 +602,41 @@ impl TokenKey {
         Error::Unsupported { operation, algorithm: self.algorithm }
     }
 
-    /// Runs `work` with the token object of `class` this key names.
+    /// Runs `work` with the token object of `class` this key names. The object's handle is
+    /// cached for the connection it was found on; a handle the token no longer knows (the
+    /// object was destroyed or the token renumbered it) is looked up once more.
     fn with_object<T>(
         &self,
         class: ObjectClass,
         work: impl Fn(&Session, ObjectHandle) -> std::result::Result<T, P11Error>,
         fail: impl Fn(P11Error) -> Error,
     ) -> Result<T> {
-        let missing = || Error::InvalidInput(format!("the token holds no key {}", hex(&self.id)));
+        let cache = || self.object.lock().unwrap_or_else(|p| p.into_inner());
         self.vault
-            .with_session(
-                |s| match Pkcs11Vault::find(s, &self.id, class)? {
-                    Some(object) => work(s, object).map(Some),
-                    None => Ok(None),
+            .run(
+                false,
+                |s, generation| {
+                    let cached = cache().filter(|(g, _)| *g == generation).map(|(_, h)| h);
+                    if let Some(object) = cached {
+                        match work(s, object) {
+                            Err(P11Error::Pkcs11(
+                                RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid,
+                                _,
+                            )) => *cache() = None,
+                            done => return done.map(Some),
+                        }
+                    }
+                    match Pkcs11Vault::find(s, &self.id, class)? {
+                        Some(object) => {
+                            *cache() = Some((generation, object));
+                            work(s, object).map(Some)
+                        }
+                        None => Ok(None),
+                    }
                 },
                 fail,
             )?
-            .ok_or_else(missing)
+            .ok_or_else(|| Error::KeyMissing(hex(&self.id)))
     }
 
     fn digest(

@@ -74,8 +74,76 @@ pub fn rerun_with_token(
 /// How many objects of the token `token_label` carry `CKA_LABEL` = `label` (a key's name is
 /// its objects' label), seen from a separate session of this process.
 pub fn objects_labelled(token_label: &str, pin: &str, label: &str) -> Result<usize, String> {
+    let session = user_session(token_label, pin)?;
+    let found = session
+        .find_objects(&[cryptoki::object::Attribute::Label(label.as_bytes().to_vec())])
+        .map_err(|e| e.to_string())?;
+    Ok(found.len())
+}
+
+/// Destroys every object labelled `label` behind the vault's back (as an operator with the
+/// vendor's tools might); returns how many there were.
+pub fn destroy_labelled(token_label: &str, pin: &str, label: &str) -> Result<usize, String> {
+    let session = user_session(token_label, pin)?;
+    let found = session
+        .find_objects(&[cryptoki::object::Attribute::Label(label.as_bytes().to_vec())])
+        .map_err(|e| e.to_string())?;
+    for object in &found {
+        session.destroy_object(*object).map_err(|e| e.to_string())?;
+    }
+    Ok(found.len())
+}
+
+/// For each object labelled `label`: its class and the operations its attributes allow
+/// (`"private: sign"`, `"secret: decrypt, encrypt, unwrap, wrap"`), sorted.
+pub fn operations_allowed(
+    token_label: &str,
+    pin: &str,
+    label: &str,
+) -> Result<Vec<String>, String> {
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    let session = user_session(token_label, pin)?;
+    let found = session
+        .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+        .map_err(|e| e.to_string())?;
+    let mut described = Vec::new();
+    for object in found {
+        let wanted = [
+            AttributeType::Class,
+            AttributeType::Decrypt,
+            AttributeType::Derive,
+            AttributeType::Encrypt,
+            AttributeType::Sign,
+            AttributeType::Unwrap,
+            AttributeType::Verify,
+            AttributeType::Wrap,
+        ];
+        let mut class = "other";
+        let mut allowed = Vec::new();
+        for attribute in session.get_attributes(object, &wanted).map_err(|e| e.to_string())? {
+            match attribute {
+                Attribute::Class(c) if c == ObjectClass::PRIVATE_KEY => class = "private",
+                Attribute::Class(c) if c == ObjectClass::PUBLIC_KEY => class = "public",
+                Attribute::Class(c) if c == ObjectClass::SECRET_KEY => class = "secret",
+                Attribute::Decrypt(true) => allowed.push("decrypt"),
+                Attribute::Derive(true) => allowed.push("derive"),
+                Attribute::Encrypt(true) => allowed.push("encrypt"),
+                Attribute::Sign(true) => allowed.push("sign"),
+                Attribute::Unwrap(true) => allowed.push("unwrap"),
+                Attribute::Verify(true) => allowed.push("verify"),
+                Attribute::Wrap(true) => allowed.push("wrap"),
+                _ => {}
+            }
+        }
+        described.push(format!("{class}: {}", allowed.join(", ")));
+    }
+    described.sort();
+    Ok(described)
+}
+
+/// A logged-in session on the token `token_label`, separate from any vault's.
+fn user_session(token_label: &str, pin: &str) -> Result<cryptoki::session::Session, String> {
     use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-    use cryptoki::object::Attribute;
     use cryptoki::session::UserType;
     use cryptoki::types::AuthPin;
     let pkcs11 = Pkcs11::new(SOFTHSM2_MODULE).map_err(|e| e.to_string())?;
@@ -93,17 +161,14 @@ pub fn objects_labelled(token_label: &str, pin: &str, label: &str) -> Result<usi
         .into_iter()
         .find(|s| pkcs11.get_token_info(*s).is_ok_and(|t| t.label() == token_label))
         .ok_or_else(|| format!("no token {token_label}"))?;
-    let session = pkcs11.open_ro_session(slot).map_err(|e| e.to_string())?;
+    let session = pkcs11.open_rw_session(slot).map_err(|e| e.to_string())?;
     match session.login(UserType::User, Some(&AuthPin::new(pin.into()))) {
         Ok(())
         | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
         }
         Err(e) => return Err(e.to_string()),
     }
-    let found = session
-        .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
-        .map_err(|e| e.to_string())?;
-    Ok(found.len())
+    Ok(session)
 }
 
 /// Shuts the SoftHSM2 module down under everyone in this process (`C_Finalize`), as a device

@@ -178,16 +178,58 @@ fn destroy_removes_keys_and_a_record_cannot_name_another_algorithm() {
         vault.destroy(&aes.handle).unwrap();
         vault.destroy(&ec.handle).unwrap();
         vault.destroy(&ec.handle).unwrap();
-        assert!(matches!(
-            vault.load(Algorithm::Aes256Gcm, &aes.handle),
-            Err(Error::InvalidInput(_))
-        ));
-        assert!(matches!(vault.load(Algorithm::EcP256, &ec.handle), Err(Error::InvalidInput(_))));
+        assert!(matches!(vault.load(Algorithm::Aes256Gcm, &aes.handle), Err(Error::KeyMissing(_))));
+        assert!(matches!(vault.load(Algorithm::EcP256, &ec.handle), Err(Error::KeyMissing(_))));
         assert!(matches!(vault.load(Algorithm::EcP256, "not hex"), Err(Error::InvalidInput(_))));
         // The record's algorithm must match the token's key.
         let p384 = vault.generate(Algorithm::EcP384, "p").unwrap();
         assert!(vault.load(Algorithm::EcP256, &p384.handle).is_err());
         assert!(matches!(vault.generate(Algorithm::Ed25519, "x"), Err(Error::Unsupported { .. })));
+    });
+}
+
+#[test]
+fn a_key_destroyed_behind_a_loaded_key_answers_key_missing() {
+    with_token("a_key_destroyed_behind_a_loaded_key_answers_key_missing", |_| {
+        let vault = vault();
+        let aes = vault.generate(Algorithm::Aes256Gcm, "gone-aes").unwrap();
+        let ec = vault.generate(Algorithm::EcP256, "gone-ec").unwrap();
+        let (aes_key, ec_key) = (
+            vault.load(Algorithm::Aes256Gcm, &aes.handle).unwrap(),
+            vault.load(Algorithm::EcP256, &ec.handle).unwrap(),
+        );
+        // Used once, so their object handles are cached.
+        let sealed = aes_key.encrypt(b"x", b"").unwrap();
+        let message = SignInput::Message(b"m");
+        ec_key.sign(SignatureScheme::EcdsaP256Sha256, message).unwrap();
+        vault.destroy(&aes.handle).unwrap();
+        vault.destroy(&ec.handle).unwrap();
+        let missing = |r: Result<Vec<u8>, Error>| {
+            assert!(matches!(&r, Err(Error::KeyMissing(h)) if h.len() == 32), "{r:?}");
+        };
+        missing(aes_key.encrypt(b"x", b""));
+        missing(aes_key.decrypt(&sealed, b"").map(|p| p.expose().to_vec()));
+        missing(ec_key.sign(SignatureScheme::EcdsaP256Sha256, message));
+        // A new key made afterwards is not reached through the stale handles.
+        let other = vault.generate(Algorithm::Aes256Gcm, "after").unwrap();
+        assert_ne!(other.handle, aes.handle);
+        missing(aes_key.encrypt(b"x", b""));
+    });
+}
+
+#[test]
+fn keys_allow_only_the_operations_of_their_algorithm() {
+    with_token("keys_allow_only_the_operations_of_their_algorithm", |_| {
+        let vault = vault();
+        vault.generate(Algorithm::Aes256Gcm, "flags-aes").unwrap();
+        vault.generate(Algorithm::EcP256, "flags-ec").unwrap();
+        vault.generate(Algorithm::Rsa2048, "flags-rsa").unwrap();
+        let allowed = |name: &str| {
+            testing::operations_allowed(LABEL, PIN, &format!("ferrohsm:{name}")).unwrap()
+        };
+        assert_eq!(allowed("flags-aes"), ["secret: decrypt, encrypt, unwrap, wrap"]);
+        assert_eq!(allowed("flags-ec"), ["private: sign", "public: verify"]);
+        assert_eq!(allowed("flags-rsa"), ["private: sign", "public: verify"]);
     });
 }
 

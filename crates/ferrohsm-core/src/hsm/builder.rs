@@ -27,6 +27,8 @@ pub struct HsmBuilder {
     backend: Option<BackendConfig>,
     retention: crate::retention::Retention,
     vault: Option<Arc<dyn RemoteKeyVault>>,
+    vault_calls: usize,
+    vault_wait: std::time::Duration,
     default_custody: Option<String>,
 }
 
@@ -35,6 +37,15 @@ impl HsmBuilder {
     /// in `vault` instead of sealing it in the store.
     pub fn vault(mut self, vault: Arc<dyn RemoteKeyVault>) -> Self {
         self.vault = Some(vault);
+        self
+    }
+
+    /// How many operations on vault-held keys may run at once (default 64), and how long one
+    /// waits for a turn before it answers that the vault is unavailable (default 5 s). A vault
+    /// that hangs holds at most `calls` threads.
+    pub fn vault_limits(mut self, calls: usize, wait: std::time::Duration) -> Self {
+        self.vault_calls = calls.max(1);
+        self.vault_wait = wait;
         self
     }
 
@@ -248,6 +259,9 @@ impl HsmBuilder {
                     destruction_grace: self.destruction_grace,
                     vault: self.vault,
                     remote,
+                    vault_calls: tokio::sync::Semaphore::new(self.vault_calls),
+                    vault_wait: self.vault_wait,
+                    vault_check: Default::default(),
                     default_custody,
                 },
                 audit: Audit {
@@ -345,6 +359,8 @@ impl Hsm {
             backend: None,
             retention: Default::default(),
             vault: None,
+            vault_calls: 64,
+            vault_wait: std::time::Duration::from_secs(5),
             default_custody: None,
         }
     }

@@ -27,12 +27,17 @@ impl Hsm {
             if let Some(count) = self.take_nonce(&verified.record, version)? {
                 self.reserve_nonces(verified.record.id, version, count).await?;
             }
-            let secret = self.secret(&verified, version)?;
-            let body = secret.encrypt(plaintext, aad).map_err(crypto_error(Operation::Encrypt))?;
+            let failed = crypto_error(Operation::Encrypt, verified.record.id);
+            let body = self
+                .with_secret(&verified, version, |secret| {
+                    secret.encrypt(plaintext, aad).map_err(failed)
+                })
+                .await?;
             Ok(Encrypted {
                 key_id: verified.record.id,
                 key_version: version,
                 ciphertext: format::format(version, &body),
+                custody: verified.record.custody.clone(),
             })
         })
         .await
@@ -60,14 +65,24 @@ impl Hsm {
             let (verified, version) = self
                 .usable(ctx, key, Operation::Decrypt, Usage::Decrypt, Some(version), &params)
                 .await?;
-            let secret = self.secret(&verified, version)?;
-            let plaintext = secret.decrypt(&body, aad).map_err(|e| match e {
-                ferrohsm_crypto::Error::Unavailable(m) => Error::VaultUnavailable(m),
-                _ => Error::InvalidCiphertext(
-                    "it does not decrypt under this key and associated data",
-                ),
-            })?;
-            Ok(Decrypted { key_id: verified.record.id, key_version: version, plaintext })
+            let id = verified.record.id;
+            let plaintext = self
+                .with_secret(&verified, version, |secret| {
+                    secret.decrypt(&body, aad).map_err(|e| match e {
+                        ferrohsm_crypto::Error::Unavailable(m) => Error::VaultUnavailable(m),
+                        ferrohsm_crypto::Error::KeyMissing(_) => Error::Integrity(id),
+                        _ => Error::InvalidCiphertext(
+                            "it does not decrypt under this key and associated data",
+                        ),
+                    })
+                })
+                .await?;
+            Ok(Decrypted {
+                key_id: verified.record.id,
+                key_version: version,
+                plaintext,
+                custody: verified.record.custody.clone(),
+            })
         })
         .await
     }
@@ -87,13 +102,18 @@ impl Hsm {
             let (verified, version) =
                 self.usable(ctx, key, Operation::Sign, Usage::Sign, None, params).await?;
             let scheme = scheme_for(&verified.record, scheme)?;
-            let secret = self.secret(&verified, version)?;
-            let signature = secret.sign(scheme, input).map_err(crypto_error(Operation::Sign))?;
+            let failed = crypto_error(Operation::Sign, verified.record.id);
+            let signature = self
+                .with_secret(&verified, version, |secret| {
+                    secret.sign(scheme, input).map_err(failed)
+                })
+                .await?;
             Ok(Signed {
                 key_id: verified.record.id,
                 key_version: version,
                 algorithm: scheme,
                 signature,
+                custody: verified.record.custody.clone(),
             })
         })
         .await
@@ -127,8 +147,9 @@ impl Hsm {
                 self.usable(ctx, key, Operation::Verify, Usage::Verify, version, params).await?;
             let scheme = scheme_for(&verified.record, scheme)?;
             let public = verified.public(self.inner.provider.as_ref(), version)?;
-            let valid =
-                public.verify(scheme, input, signature).map_err(crypto_error(Operation::Verify))?;
+            let valid = public
+                .verify(scheme, input, signature)
+                .map_err(crypto_error(Operation::Verify, verified.record.id))?;
             Ok(Verified {
                 key_id: verified.record.id,
                 key_version: version,
@@ -155,12 +176,15 @@ impl Hsm {
                 || params::secret(&self.inner.sealer, "key_material", key_material).to_vec();
             let (verified, version) =
                 self.usable(ctx, key, Operation::Wrap, Usage::Wrap, None, params).await?;
-            let secret = self.secret(&verified, version)?;
-            let body = secret.wrap(key_material).map_err(crypto_error(Operation::Wrap))?;
+            let failed = crypto_error(Operation::Wrap, verified.record.id);
+            let body = self
+                .with_secret(&verified, version, |secret| secret.wrap(key_material).map_err(failed))
+                .await?;
             Ok(Wrapped {
                 key_id: verified.record.id,
                 key_version: version,
                 wrapped: format::format(version, &body),
+                custody: verified.record.custody.clone(),
             })
         })
         .await
@@ -182,12 +206,22 @@ impl Hsm {
             let (verified, version) = self
                 .usable(ctx, key, Operation::Unwrap, Usage::Unwrap, Some(version), &params)
                 .await?;
-            let secret = self.secret(&verified, version)?;
-            let key_material = secret.unwrap(&body).map_err(|e| match e {
-                ferrohsm_crypto::Error::Unavailable(m) => Error::VaultUnavailable(m),
-                _ => Error::InvalidCiphertext("it does not unwrap under this key"),
-            })?;
-            Ok(Unwrapped { key_id: verified.record.id, key_version: version, key_material })
+            let id = verified.record.id;
+            let key_material = self
+                .with_secret(&verified, version, |secret| {
+                    secret.unwrap(&body).map_err(|e| match e {
+                        ferrohsm_crypto::Error::Unavailable(m) => Error::VaultUnavailable(m),
+                        ferrohsm_crypto::Error::KeyMissing(_) => Error::Integrity(id),
+                        _ => Error::InvalidCiphertext("it does not unwrap under this key"),
+                    })
+                })
+                .await?;
+            Ok(Unwrapped {
+                key_id: verified.record.id,
+                key_version: version,
+                key_material,
+                custody: verified.record.custody.clone(),
+            })
         })
         .await
     }
@@ -339,15 +373,63 @@ fn scheme_for(record: &KeyRecord, scheme: Option<SignatureScheme>) -> Result<Sig
     Ok(scheme)
 }
 
-/// Maps a provider error during `operation`: caller mistakes keep their meaning, anything
-/// else is an internal failure.
-fn crypto_error(operation: Operation) -> impl Fn(ferrohsm_crypto::Error) -> Error {
+/// Maps a provider error during `operation` on `key`: caller mistakes keep their meaning, a
+/// vault that lost the key is an integrity failure, anything else is an internal failure.
+fn crypto_error(operation: Operation, key: KeyId) -> impl Fn(ferrohsm_crypto::Error) -> Error {
     move |e| match e {
         ferrohsm_crypto::Error::InvalidInput(msg) => Error::InvalidRequest(msg),
         ferrohsm_crypto::Error::Unsupported { algorithm, .. } => {
             Error::Unsupported { operation, algorithm }
         }
         ferrohsm_crypto::Error::Unavailable(msg) => Error::VaultUnavailable(msg),
+        ferrohsm_crypto::Error::KeyMissing(_) => Error::Integrity(key),
         other => Error::Crypto(other),
+    }
+}
+
+impl Hsm {
+    /// Runs `op` with the key of `version`. Sealed material is used in place. A vault-held
+    /// key's calls go to the vault, which may wait on a device or a network, so they run where
+    /// blocking is allowed (never stalling the async workers) and a bounded number at once
+    /// ([`HsmBuilder::vault_limits`]): a vault that hangs holds that many threads, and later
+    /// calls answer 503 after the wait instead of queueing without bound.
+    async fn with_secret<T>(
+        &self,
+        verified: &VerifiedKey,
+        version: u32,
+        op: impl FnOnce(&dyn ferrohsm_crypto::SecretKey) -> Result<T>,
+    ) -> Result<T> {
+        let held = verified.record.version(version).is_some_and(|v| v.external.is_some());
+        if !held {
+            let secret = self.secret(verified, version)?;
+            return op(secret.as_ref());
+        }
+        let wait = self.inner.keys.vault_wait;
+        let busy = || {
+            Error::VaultUnavailable(format!(
+                "the key vault is busy: no operation finished within {} ms",
+                wait.as_millis()
+            ))
+        };
+        let _turn = tokio::time::timeout(wait, self.inner.keys.vault_calls.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        blocking(|| {
+            let secret = self.secret(verified, version)?;
+            op(secret.as_ref())
+        })
+    }
+}
+
+/// Runs `f`, which may block, without stalling the other tasks of a multi-threaded runtime
+/// (its worker hands them to another thread first). On a single-threaded runtime, where
+/// that is impossible, `f` runs in place.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }

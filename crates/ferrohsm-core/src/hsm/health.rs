@@ -3,6 +3,9 @@
 #[allow(clippy::wildcard_imports, reason = "the parent module's shared state and helpers")]
 use super::*;
 
+/// How long a health check waits for the key vault to answer.
+const VAULT_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Hsm {
     /// The store backend's name, for health output.
     pub fn store_kind(&self) -> &'static str {
@@ -72,11 +75,23 @@ impl Hsm {
             None => None,
             Some(vault) => {
                 let custody = vault.custody();
-                let checked = tokio::task::spawn_blocking(move || vault.check()).await;
-                Some(match checked {
-                    Ok(Ok(())) => ok(format!("{custody}: reachable")),
-                    Ok(Err(e)) => bad(format!("{custody}: {e}")),
-                    Err(e) => bad(format!("{custody}: the check failed: {e}")),
+                // One check at a time: a vault that hangs holds one thread, not one per probe.
+                let mut pending = self.inner.keys.vault_check.lock().await;
+                let mut check = match pending.take() {
+                    Some(running) if !running.is_finished() => running,
+                    _ => tokio::task::spawn_blocking(move || vault.check()),
+                };
+                Some(match tokio::time::timeout(VAULT_CHECK_WAIT, &mut check).await {
+                    Ok(Ok(Ok(()))) => ok(format!("{custody}: reachable")),
+                    Ok(Ok(Err(e))) => bad(format!("{custody}: {e}")),
+                    Ok(Err(e)) => bad(format!("{custody}: the check failed: {e}")),
+                    Err(_) => {
+                        *pending = Some(check);
+                        bad(format!(
+                            "{custody}: the vault did not answer within {} s",
+                            VAULT_CHECK_WAIT.as_secs()
+                        ))
+                    }
                 })
             }
         };

@@ -111,6 +111,12 @@ struct Keys {
     /// With a vault, `store` is this: the store paired with the vault, which refuses records
     /// naming material the vault lacks and destroys material once a purge is stored.
     remote: Option<RemoteKeyStore>,
+    /// Turns for operations on vault-held keys (see `Hsm::with_secret`), and how long an
+    /// operation waits for one.
+    vault_calls: tokio::sync::Semaphore,
+    vault_wait: std::time::Duration,
+    /// A vault health check that has not answered yet (awaited again by the next probe).
+    vault_check: tokio::sync::Mutex<Option<tokio::task::JoinHandle<ferrohsm_crypto::Result<()>>>>,
     /// The custody of keys created without one (`sealed` or the vault's name).
     default_custody: String,
 }

@@ -132,6 +132,28 @@ async fn token_held_keys_work_through_rest_and_are_destroyed_in_the_token() {
     let records = auditor.get(&format!("/v1/audit?action=create_key&key_id={aes}")).await;
     let message = records.body["records"][0]["message"].as_str().unwrap_or("").to_owned();
     assert!(message.contains("custody pkcs11"), "{}", records.body);
+    // So do the records of the operations the token performed.
+    for action in ["encrypt", "decrypt", "wrap", "unwrap", "sign"] {
+        let query = format!("/v1/audit?action={action}&outcome=success&limit=1");
+        let records = auditor.get(&query).await;
+        let message = records.body["records"][0]["message"].as_str().unwrap_or("").to_owned();
+        assert!(message.contains("custody pkcs11"), "{action}: {}", records.body);
+    }
+
+    // A key whose token objects were deleted behind FerroHSM's back answers an integrity
+    // failure (the record names material that is gone), not a bad request.
+    let r = olive
+        .post(
+            "/v1/keys",
+            json!({"algorithm": "aes-256-gcm", "name": "vanishing", "custody": "pkcs11"}),
+        )
+        .await;
+    let vanishing = r.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/keys/{vanishing}/encrypt");
+    assert_eq!(olive.post(&path, json!({"plaintext": b64(b"x")})).await.status, 200);
+    assert_eq!(testing::destroy_labelled(LABEL, PIN, "ferrohsm:vanishing").unwrap(), 1);
+    let gone = olive.post(&path, json!({"plaintext": b64(b"x")})).await;
+    assert_eq!((gone.status, gone.code()), (500, "integrity"), "{}", gone.body);
 
     // Destruction: the purge destroys both versions' handles in the token.
     assert_eq!(
