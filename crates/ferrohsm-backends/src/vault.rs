@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ferrohsm_crypto::{AwsLcProvider, CryptoProvider, RemoteKeyVault, b64};
 use ferrohsm_pkcs11::{Pkcs11Config, Pkcs11Vault};
+use ferrohsm_seal::MasterKey;
 use zeroize::Zeroizing;
 
 use crate::{Error, Result};
@@ -50,15 +51,11 @@ impl VaultConfig {
         let text = match std::fs::read_to_string(file) {
             Ok(text) => Zeroizing::new(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let root = vault.root_key(object, true).map_err(|e| config(e.to_string()))?;
                 let mut key = Zeroizing::new([0u8; 32]);
                 AwsLcProvider.fill_random(key.as_mut()).map_err(|e| config(e.to_string()))?;
-                let wrapped = root
-                    .encrypt(key.as_ref(), aad.as_bytes())
-                    .map_err(|e| config(e.to_string()))?;
-                let body = format!("{MASTER_FORMAT}\n{object}\n{}\n", b64::encode(&wrapped));
-                write_new(file, body.as_bytes())
-                    .map_err(|e| config(format!("writing {}: {e}", file.display())))?;
+                let master =
+                    MasterKey::from_bytes(key.as_ref()).map_err(|e| config(e.to_string()))?;
+                Self::write_wrapped(&vault, object, file, &master)?;
                 return Ok(key);
             }
             Err(e) => return Err(config(format!("reading {}: {e}", file.display()))),
@@ -89,6 +86,48 @@ impl VaultConfig {
             .try_into()
             .map_err(|_| config(format!("{} holds no 32-byte key", file.display())))?;
         Ok(Zeroizing::new(key))
+    }
+
+    /// Moves an existing master key into the token: wraps `master` with the token's root key
+    /// labelled `object` (generated if the token has none) and writes it to `file`, which must
+    /// not exist, then opens the file through the token again and checks that it yields the
+    /// same key (removing the file if not). The caller then wipes the key's clear copy.
+    pub fn adopt_master_key(&self, object: &str, file: &Path, master: &MasterKey) -> Result<()> {
+        let vault = self.pkcs11()?;
+        Self::write_wrapped(&vault, object, file, master)?;
+        let check = |key: &MasterKey| key.derive(&AwsLcProvider, "ferrohsm/master-key-migration");
+        let same = match self.master_key(object, file) {
+            Ok(opened) => match (MasterKey::from_bytes(opened.as_ref()), check(master)) {
+                (Ok(opened), Ok(expected)) => check(&opened).is_ok_and(|got| got == expected),
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        if !same {
+            let _ = std::fs::remove_file(file);
+            return Err(Error::Config(format!(
+                "the master key in the token: {} did not open to the same key; nothing was changed",
+                file.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Wraps `master` with the token key `object` (made if missing) into a new `file`.
+    fn write_wrapped(
+        vault: &Pkcs11Vault,
+        object: &str,
+        file: &Path,
+        master: &MasterKey,
+    ) -> Result<()> {
+        let config = |what: String| Error::Config(format!("the master key in the token: {what}"));
+        let aad = format!("{MASTER_FORMAT}\n{object}");
+        let root = vault.root_key(object, true).map_err(|e| config(e.to_string()))?;
+        let wrapped =
+            master.wrap_with(root.as_ref(), aad.as_bytes()).map_err(|e| config(e.to_string()))?;
+        let body = format!("{MASTER_FORMAT}\n{object}\n{}\n", b64::encode(&wrapped));
+        write_new(file, body.as_bytes())
+            .map_err(|e| config(format!("writing {}: {e}", file.display())))
     }
 
     fn pkcs11(&self) -> Result<Pkcs11Vault> {

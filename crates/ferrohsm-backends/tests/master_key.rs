@@ -63,3 +63,25 @@ fn the_master_key_is_wrapped_by_the_token_and_useless_without_it() {
     testing::reset_module().unwrap();
     assert_eq!(*config().master_key("ferrohsm-master", &file).unwrap(), *first);
 }
+
+#[test]
+fn an_existing_master_key_is_adopted_by_the_token_without_replacing_a_wrapped_one() {
+    let name = "an_existing_master_key_is_adopted_by_the_token_without_replacing_a_wrapped_one";
+    let env = [("FERROHSM_TEST_PKCS11_PIN", PIN)];
+    if testing::rerun_with_token(name, LABEL, PIN, &env).is_none() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("master.key.pkcs11");
+    let bytes = [42u8; 32];
+    let master = ferrohsm_seal::MasterKey::from_bytes(&bytes).unwrap();
+    config().adopt_master_key("adopted", &file, &master).unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains(&ferrohsm_crypto::b64::encode(&bytes)), "never in the clear");
+    assert_eq!(*config().master_key("adopted", &file).unwrap(), bytes, "the same key opens");
+    // A wrapped key already there is never replaced.
+    let other = ferrohsm_seal::MasterKey::from_bytes(&[7u8; 32]).unwrap();
+    let err = config().adopt_master_key("adopted", &file, &other).unwrap_err().to_string();
+    assert!(err.contains("writing"), "{err}");
+    assert_eq!(*config().master_key("adopted", &file).unwrap(), bytes);
+}

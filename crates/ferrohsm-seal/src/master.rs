@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
-use ferrohsm_crypto::{CryptoProvider, b64};
+use ferrohsm_crypto::{CryptoProvider, SecretKey, b64};
 use zeroize::Zeroizing;
 
 use crate::{Error, Result};
@@ -89,6 +89,23 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
+    /// Overwrites a master key file with zeros, durably, then removes it (after the key was
+    /// moved elsewhere: its clear copy must not survive on disk).
+    pub fn wipe_file(path: &Path) -> Result<()> {
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(io)?;
+        let zeros = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        file.write_all(&zeros).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        std::fs::remove_file(path).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Ok(())
+    }
+
     /// Derives an independent 32-byte key for `purpose` (HKDF-SHA256 with its own salt, so no
     /// derived key equals a sealing key). Used for the audit HMAC key and checkpoint seed.
     pub fn derive(
@@ -104,6 +121,12 @@ impl MasterKey {
             out.as_mut(),
         )?;
         Ok(out)
+    }
+
+    /// Encrypts this key under `wrapping` (a key held elsewhere, such as a token's), binding
+    /// `aad`: the only way its bytes leave this crate, and then only as ciphertext.
+    pub fn wrap_with(&self, wrapping: &dyn SecretKey, aad: &[u8]) -> Result<Vec<u8>> {
+        Ok(wrapping.encrypt(self.expose(), aad)?)
     }
 
     pub(crate) fn expose(&self) -> &[u8] {

@@ -256,6 +256,11 @@ struct Pkcs11Args {
     /// (`master.key.pkcs11`) and is useless without the token.
     #[arg(long, env = "FERROHSM_MASTER_KEY_SOURCE")]
     master_key: Option<String>,
+    /// With --master-key pkcs11:LABEL on a data directory whose master key is still in the
+    /// clear: wrap that key with the token key, write DIR/master.key.pkcs11 and wipe the clear
+    /// file (once; later starts need only --master-key).
+    #[arg(long)]
+    migrate_master_key: bool,
 }
 
 impl Pkcs11Args {
@@ -278,6 +283,11 @@ impl Pkcs11Args {
             }),
             _ => bail!("--pkcs11-module and --pkcs11-token-label go together"),
         };
+        if self.migrate_master_key && master.is_none() {
+            bail!(
+                "--migrate-master-key moves the master key into a token: give --master-key pkcs11:LABEL too"
+            );
+        }
         let master_key = match master {
             None => None,
             Some(spec) => match (spec.strip_prefix("pkcs11:"), &vault) {
@@ -288,7 +298,12 @@ impl Pkcs11Args {
                 _ => bail!("--master-key {spec:?}: expected pkcs11:LABEL"),
             },
         };
-        Ok(Pkcs11Settings { vault, default_custody: custody, master_key })
+        Ok(Pkcs11Settings {
+            vault,
+            default_custody: custody,
+            master_key,
+            migrate: self.migrate_master_key,
+        })
     }
 }
 
@@ -298,13 +313,18 @@ struct Pkcs11Settings {
     default_custody: Option<String>,
     /// The label of the token key that wraps the master key, when it does.
     master_key: Option<String>,
+    /// Move a master key kept in the clear into the token first.
+    migrate: bool,
 }
 
 impl Pkcs11Settings {
-    /// The master key from the token when the settings say so, else from `otherwise`.
+    /// The master key from the token when the settings say so, else from `otherwise` (which
+    /// reads the clear key, from the file `clear` when there is one). A clear key file beside a
+    /// token-held key is refused: it would open the data directory without the token.
     fn master_key(
         &self,
         data_dir: &Path,
+        clear: Option<&Path>,
         otherwise: impl FnOnce() -> anyhow::Result<MasterKey>,
     ) -> anyhow::Result<MasterKey> {
         let (Some(label), Some(vault)) = (&self.master_key, &self.vault) else {
@@ -312,7 +332,37 @@ impl Pkcs11Settings {
         };
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
-        let bytes = vault.master_key(label, &data_dir.join("master.key.pkcs11"))?;
+        let wrapped = data_dir.join("master.key.pkcs11");
+        let clear = clear.filter(|path| path.exists());
+        match (wrapped.exists(), clear) {
+            (true, Some(clear)) => bail!(
+                "{} holds a master key in the clear beside the token-held {}: it opens this data \
+                 directory without the token; remove it",
+                clear.display(),
+                wrapped.display()
+            ),
+            (false, _) if self.migrate => {
+                let master = otherwise()?;
+                vault.adopt_master_key(label, &wrapped, &master)?;
+                if let Some(clear) = clear {
+                    MasterKey::wipe_file(clear)?;
+                }
+                eprintln!(
+                    "the master key is now kept wrapped by the token key {label:?} in {}{}",
+                    wrapped.display(),
+                    clear.map(|c| format!("; {} was wiped", c.display())).unwrap_or_default()
+                );
+            }
+            (false, Some(clear)) => bail!(
+                "{} holds this data directory's master key in the clear; to keep it in the token \
+                 instead, start once with --migrate-master-key (it is wrapped by the token key \
+                 {label:?} into {} and the clear file is wiped)",
+                clear.display(),
+                wrapped.display()
+            ),
+            _ => {}
+        }
+        let bytes = vault.master_key(label, &wrapped)?;
         Ok(MasterKey::from_bytes(bytes.as_ref())?)
     }
 }
@@ -540,7 +590,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ClientAuth::None
     });
     let master_key_file = args.master_key_file.or(file.master_key_file);
-    let master = pkcs11.master_key(&data_dir, || load_master_key(master_key_file.as_deref()))?;
+    let master = pkcs11.master_key(&data_dir, master_key_file.as_deref(), || {
+        load_master_key(master_key_file.as_deref())
+    })?;
     let app = AppConfig {
         issuer: args.issuer.or(file.issuer).unwrap_or_else(|| "ferrohsm".into()),
         max_body: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(2 << 20),
@@ -619,7 +671,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let pkcs11 = args.pkcs11.clone().merged(&FileConfig::default())?;
     let key_file = args.data_dir.join("master.key");
-    let master = pkcs11.master_key(&args.data_dir, || {
+    let master = pkcs11.master_key(&args.data_dir, Some(&key_file), || {
         Ok(if key_file.exists() {
             MasterKey::from_file(&key_file).context("reading the master key")?
         } else {

@@ -684,3 +684,73 @@ async fn the_master_key_kept_in_a_token_makes_the_data_directory_useless_without
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("dev-token"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_key_kept_in_the_clear_moves_into_the_token_only_when_asked() {
+    let hsm = tempfile::tempdir().unwrap();
+    let conf = ferrohsm_pkcs11::testing::init_token(hsm.path(), "move-token", "8642").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // A data directory made the ordinary way: its master key in DIR/master.key.
+    let dev = start_dev(data.path(), &[]);
+    let client = dev.client();
+    let post = |dev: &Dev, path: &str, body: serde_json::Value| {
+        let request = client.post(format!("{}{path}", dev.url)).bearer_auth(&dev.token).json(&body);
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    post(&dev, "/v1/keys", serde_json::json!({"algorithm": "aes-256-gcm", "name": "old"})).await;
+    let sealed =
+        post(&dev, "/v1/keys/old/encrypt", serde_json::json!({"plaintext": "bW92ZWQ="})).await;
+    dev.terminate();
+    let clear = data.path().join("master.key");
+    assert!(clear.exists());
+
+    let with_token = |extra: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .env("SOFTHSM2_CONF", &conf)
+            .env("FERROHSM_PKCS11_PIN", "8642")
+            .arg("dev")
+            .args([
+                "--pkcs11-module",
+                ferrohsm_pkcs11::testing::SOFTHSM2_MODULE,
+                "--pkcs11-token-label",
+                "move-token",
+                "--master-key",
+                "pkcs11:moved-root",
+            ])
+            .args(extra);
+        command
+    };
+    let refused = |extra: &[&str]| {
+        let out = with_token(extra)
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the start should have been refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Asked for the token without saying to move the key: refused, nothing changed.
+    let stderr = refused(&[]);
+    assert!(stderr.contains("--migrate-master-key"), "{stderr}");
+    assert!(clear.exists() && !data.path().join("master.key.pkcs11").exists());
+
+    // Moved when asked: the clear file is wiped and the old key still decrypts.
+    let dev = spawn_dev_command(with_token(&["--migrate-master-key"]), data.path());
+    assert!(!clear.exists(), "the clear master key was wiped");
+    let wrapped = std::fs::read_to_string(data.path().join("master.key.pkcs11")).unwrap();
+    assert!(wrapped.starts_with("ferrohsm-master-key-pkcs11-v1\nmoved-root\n"), "{wrapped}");
+    let decrypt = serde_json::json!({"ciphertext": sealed["ciphertext"]});
+    let opened = post(&dev, "/v1/keys/old/decrypt", decrypt.clone()).await;
+    assert_eq!(opened["plaintext"], "bW92ZWQ=", "{opened}");
+    dev.terminate();
+
+    // Later starts need only the token; a clear key file reappearing beside it is refused.
+    let dev = spawn_dev_command(with_token(&[]), data.path());
+    assert_eq!(post(&dev, "/v1/keys/old/decrypt", decrypt).await["plaintext"], "bW92ZWQ=");
+    dev.terminate();
+    std::fs::write(&clear, "not to be trusted").unwrap();
+    let stderr = refused(&[]);
+    assert!(stderr.contains("in the clear beside"), "{stderr}");
+}
