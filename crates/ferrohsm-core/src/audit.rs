@@ -81,21 +81,8 @@ impl<T: Audited> Audited for Recorded<T> {
     }
 }
 
-macro_rules! audited_key_version {
-    ($($ty:ty),+) => {
-        $(impl Audited for $ty {
-            fn key(&self) -> Option<KeyId> {
-                Some(self.key_id)
-            }
-            fn version(&self) -> Option<u32> {
-                Some(self.key_version)
-            }
-        })+
-    };
-}
-audited_key_version!(PublicKeyInfo);
-
-/// Results of operations a vault may have performed: their records name its custody.
+/// Results of operations on one key version, which a vault may have performed: their records
+/// name its custody.
 macro_rules! audited_custody {
     ($($ty:ty),+) => {
         $(impl Audited for $ty {
@@ -111,7 +98,7 @@ macro_rules! audited_custody {
         })+
     };
 }
-audited_custody!(Encrypted, Decrypted, Wrapped, Unwrapped);
+audited_custody!(Encrypted, Decrypted, Wrapped, Unwrapped, PublicKeyInfo);
 
 impl Audited for Signed {
     fn key(&self) -> Option<KeyId> {

@@ -288,6 +288,10 @@ pub struct PublicKeyInfo {
     /// The key as a JSON Web Key (RFC 7517), for algorithms JOSE defines (RSA, EC, Ed25519).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwk: Option<Jwk>,
+    /// Where the key's private half is held, for a vault-held key (named in the audit
+    /// record; not part of the response).
+    #[serde(skip)]
+    pub custody: Option<String>,
 }
 
 /// A public key as a JSON Web Key (RFC 7517/7518/8037): base64url members without padding.

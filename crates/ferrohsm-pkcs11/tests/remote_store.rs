@@ -119,6 +119,24 @@ async fn remote(dir: &Path, vault: &Arc<Pkcs11Vault>) -> RemoteKeyStore {
     RemoteKeyStore::new(Arc::new(FileKeyStore::open(dir).await.unwrap()), vault.clone())
 }
 
+/// A token-held key created in `store` and then scheduled for destruction: the created
+/// record, the pending one, and its handle.
+async fn pending(
+    store: &RemoteKeyStore,
+    vault: &Pkcs11Vault,
+    name: &str,
+    algorithm: Algorithm,
+) -> (KeyRecord, KeyRecord, String) {
+    let record = held(vault, name, algorithm);
+    let handle = record.versions[0].external.clone().unwrap().handle;
+    store.create(record.clone()).await.unwrap();
+    let mut pending = next(&record);
+    pending.state = KeyState::PendingDestruction;
+    pending.destroy_after = Some(OffsetDateTime::now_utc());
+    store.update(pending.clone()).await.unwrap();
+    (record, pending, handle)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_store_never_records_material_its_vault_does_not_hold() {
     if !in_token("a_remote_store_never_records_material_its_vault_does_not_hold") {
@@ -177,13 +195,7 @@ async fn a_purge_destroys_token_material_only_after_its_tombstone_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let vault = vault();
     let store = remote(dir.path(), &vault).await;
-    let record = held(&vault, "doomed", Algorithm::EcP384);
-    let handle = record.versions[0].external.clone().unwrap().handle;
-    store.create(record.clone()).await.unwrap();
-    let mut pending = next(&record);
-    pending.state = KeyState::PendingDestruction;
-    pending.destroy_after = Some(OffsetDateTime::now_utc());
-    store.update(pending.clone()).await.unwrap();
+    let (record, pending, handle) = pending(&store, &vault, "doomed", Algorithm::EcP384).await;
 
     // A purge that loses to a concurrent change (a stale revision) destroys nothing.
     let stale = tombstone(&record);
@@ -210,13 +222,7 @@ async fn a_purge_names_the_handles_a_lost_token_could_not_destroy() {
     let dir = tempfile::tempdir().unwrap();
     let vault = vault();
     let store = remote(dir.path(), &vault).await;
-    let record = held(&vault, "stranded", Algorithm::Aes256Gcm);
-    let handle = record.versions[0].external.clone().unwrap().handle;
-    store.create(record.clone()).await.unwrap();
-    let mut pending = next(&record);
-    pending.state = KeyState::PendingDestruction;
-    pending.destroy_after = Some(OffsetDateTime::now_utc());
-    store.update(pending.clone()).await.unwrap();
+    let (record, pending, handle) = pending(&store, &vault, "stranded", Algorithm::Aes256Gcm).await;
 
     // The token goes away (a device reset, and it is not there when the module restarts).
     let tokens = token_dir.join("tokens");

@@ -258,6 +258,7 @@ impl Hsm {
                 pem: public_key_pem(&der),
                 jwk: crate::jwk::from_spki(record.algorithm, &der),
                 der,
+                custody: record.custody.clone(),
             })
         })
         .await
