@@ -64,6 +64,7 @@ impl Env {
                 },
                 client_ca,
                 allow_tls12: false,
+                ocsp_response: None,
             },
             reload_interval: Duration::from_secs(1),
             scheduler_interval: Duration::from_secs(3600),

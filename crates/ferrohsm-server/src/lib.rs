@@ -42,7 +42,8 @@ pub use auth::{
 pub use error::ApiError;
 pub use serve::{ConnectionLimits, Jobs, Server, ServerConfig, ShutdownSignal};
 pub use tls::{
-    ClientAuth, DevCertificates, TlsError, TlsFiles, TlsState, dev_certificates, write_private,
+    ClientAuth, DevCertificates, TlsError, TlsFiles, TlsState, dev_certificates, ocsp,
+    write_private,
 };
 
 /// Why the server could not start.

@@ -199,6 +199,10 @@ struct ServeArgs {
     /// Also accept TLS 1.2.
     #[arg(long, env = "FERROHSM_TLS12")]
     tls12: Option<bool>,
+    /// An OCSP response (DER) for the certificate, stapled while it is fresh and reloaded when
+    /// it changes (docs/tls.md).
+    #[arg(long, env = "FERROHSM_OCSP_RESPONSE")]
+    ocsp_response: Option<PathBuf>,
     /// Largest request body in bytes [default: 2097152].
     #[arg(long, env = "FERROHSM_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
@@ -406,6 +410,7 @@ struct FileConfig {
     client_ca: Option<PathBuf>,
     client_auth: Option<ClientAuth>,
     tls12: Option<bool>,
+    ocsp_response: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     request_timeout: Option<String>,
     reload_interval: Option<String>,
@@ -625,6 +630,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             client_ca,
             client_auth,
             allow_tls12: args.tls12.or(file.tls12).unwrap_or(false),
+            ocsp_response: args.ocsp_response.or(file.ocsp_response),
         },
         reload_interval: duration(
             args.reload_interval.or(file.reload_interval).as_deref().unwrap_or("2s"),
@@ -705,6 +711,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             client_ca: None,
             client_auth: ClientAuth::None,
             allow_tls12: false,
+            ocsp_response: None,
         },
         reload_interval: Duration::from_secs(2),
         scheduler_interval: Duration::from_secs(60),

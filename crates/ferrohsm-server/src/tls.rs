@@ -1,6 +1,8 @@
 //! TLS (SPEC §9): rustls with TLS 1.3 by default, optional or required client certificates
-//! against a CA bundle, and hot reload of the certificate, key and CA files (new connections
-//! use the new files; open connections keep theirs).
+//! against a CA bundle, OCSP stapling of a response file, and hot reload of the certificate,
+//! key, CA and OCSP files (new connections use the new files; open connections keep theirs).
+
+pub mod ocsp;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -37,6 +39,9 @@ pub struct TlsFiles {
     pub client_auth: ClientAuth,
     /// Also accept TLS 1.2 (off by default).
     pub allow_tls12: bool,
+    /// An OCSP response (DER) for the certificate, stapled to handshakes while it is fresh
+    /// and names the certificate (see `docs/tls.md`).
+    pub ocsp_response: Option<PathBuf>,
 }
 
 /// Why TLS could not be configured.
@@ -49,15 +54,22 @@ pub struct TlsError(String);
 pub struct TlsState {
     files: TlsFiles,
     current: RwLock<Arc<ServerConfig>>,
-    stamps: Mutex<Vec<Option<SystemTime>>>,
+    /// The files' modification times, and when the stapled OCSP response (if any) goes stale.
+    seen: Mutex<(Vec<Option<SystemTime>>, Option<time::OffsetDateTime>)>,
 }
 
 impl TlsState {
     /// Loads the files. Refuses an inconsistent configuration (client auth without a CA).
+    /// An OCSP response that cannot be stapled is not an error: the server serves without it
+    /// and says why (log line, `ferrohsm_tls_ocsp_refused_total`).
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let config = build(&files)?;
+        let (config, stale_at) = build(&files)?;
         let stamps = stamps(&files);
-        Ok(TlsState { files, current: RwLock::new(Arc::new(config)), stamps: Mutex::new(stamps) })
+        Ok(TlsState {
+            files,
+            current: RwLock::new(Arc::new(config)),
+            seen: Mutex::new((stamps, stale_at)),
+        })
     }
 
     /// The configuration for the next connection.
@@ -65,22 +77,24 @@ impl TlsState {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Rebuilds the configuration if a file changed. On error the previous one stays.
+    /// Rebuilds the configuration if a file changed, or if the stapled OCSP response went
+    /// stale (it is then no longer stapled). On error the previous configuration stays.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let now = stamps(&self.files);
-        let mut seen = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
-        if *seen == now {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = seen.1.is_some_and(|at| at <= time::OffsetDateTime::now_utc());
+        if seen.0 == now && !stale {
             return Ok(false);
         }
-        let config = build(&self.files)?;
+        let (config, stale_at) = build(&self.files)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-        *seen = now;
+        *seen = (now, stale_at);
         Ok(true)
     }
 }
 
 fn stamps(files: &TlsFiles) -> Vec<Option<SystemTime>> {
-    [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()]
+    [Some(&files.cert), Some(&files.key), files.client_ca.as_ref(), files.ocsp_response.as_ref()]
         .into_iter()
         .flatten()
         .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
@@ -97,7 +111,36 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+/// The OCSP response in `path` if it may be stapled to `certs`, with when it goes stale;
+/// otherwise `None`, after saying why (log and metric).
+fn staple(path: &Path, certs: &[CertificateDer<'_>]) -> Option<(Vec<u8>, time::OffsetDateTime)> {
+    let checked = std::fs::read(path)
+        .map_err(|e| ocsp::Refusal { reason: "unreadable", detail: e.to_string() })
+        .and_then(|der| {
+            let leaf = certs.first().map(|c| c.as_ref()).unwrap_or_default();
+            let issuer = certs.get(1).map(|c| c.as_ref());
+            let fresh = ocsp::check(&der, leaf, issuer, time::OffsetDateTime::now_utc())?;
+            Ok((der, fresh))
+        });
+    match checked {
+        Ok((der, fresh)) => {
+            metrics::gauge!("ferrohsm_tls_ocsp_stapled").set(1.0);
+            metrics::gauge!("ferrohsm_tls_ocsp_next_update_timestamp_seconds")
+                .set(fresh.next_update.unix_timestamp() as f64);
+            tracing::info!(file = %path.display(), next_update = %fresh.next_update, "stapling the OCSP response");
+            Some((der, fresh.next_update))
+        }
+        Err(refusal) => {
+            metrics::gauge!("ferrohsm_tls_ocsp_stapled").set(0.0);
+            metrics::counter!("ferrohsm_tls_ocsp_refused_total", "reason" => refusal.reason)
+                .increment(1);
+            tracing::warn!(file = %path.display(), reason = refusal.reason, "the OCSP response is refused and not stapled: {refusal}");
+            None
+        }
+    }
+}
+
+fn build(files: &TlsFiles) -> Result<(ServerConfig, Option<time::OffsetDateTime>), TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = if files.allow_tls12 {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
@@ -130,9 +173,16 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let certs = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| TlsError(format!("{}: {e}", files.key.display())))?;
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| TlsError(e.to_string()))?;
+    let stapled = files.ocsp_response.as_deref().and_then(|path| staple(path, &certs));
+    let (config, stale_at) = match stapled {
+        Some((der, stale_at)) => {
+            (builder.with_single_cert_with_ocsp(certs, key, der), Some(stale_at))
+        }
+        None => (builder.with_single_cert(certs, key), None),
+    };
+    let mut config = config.map_err(|e| TlsError(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, stale_at))
 }
 
 /// The files of a development PKI: a CA, and a server certificate it issued for

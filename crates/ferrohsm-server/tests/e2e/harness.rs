@@ -77,6 +77,8 @@ pub struct Options {
     pub audit_records: usize,
     /// A PKCS#11 token for key material.
     pub vault: Option<ferrohsm_core::VaultConfig>,
+    /// Staple the OCSP response in `DIR/ocsp.der` (absent at start).
+    pub ocsp: bool,
 }
 
 impl Default for Options {
@@ -88,6 +90,7 @@ impl Default for Options {
             limits: ConnectionLimits::default(),
             audit_records: 0,
             vault: None,
+            ocsp: false,
         }
     }
 }
@@ -223,6 +226,7 @@ impl TestServer {
                 client_ca: Some(client_ca),
                 client_auth: options.client_auth,
                 allow_tls12: false,
+                ocsp_response: options.ocsp.then(|| dir.path().join("ocsp.der")),
             },
             reload_interval: Duration::from_millis(100),
             scheduler_interval: Duration::from_secs(3600),

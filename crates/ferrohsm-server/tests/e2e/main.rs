@@ -8,6 +8,7 @@ mod auth;
 mod availability;
 mod client;
 mod dual_control;
+mod ocsp;
 mod ops;
 mod pkcs11;
 mod reload;
