@@ -93,24 +93,29 @@ impl VaultConfig {
     /// not exist, then opens the file through the token again and checks that it yields the
     /// same key (removing the file if not). The caller then wipes the key's clear copy.
     pub fn adopt_master_key(&self, object: &str, file: &Path, master: &MasterKey) -> Result<()> {
+        let config = |what: String| Error::Config(format!("the master key in the token: {what}"));
+        if file.exists() {
+            return Err(config(format!("writing {}: it already exists", file.display())));
+        }
+        // Written and checked under another name, then renamed: a crash leaves either no
+        // wrapped key or a checked one, never an unchecked one under the real name.
+        let staged = file.with_extension("pkcs11.new");
+        let _ = std::fs::remove_file(&staged);
         let vault = self.pkcs11()?;
-        Self::write_wrapped(&vault, object, file, master)?;
-        let check = |key: &MasterKey| key.derive(&AwsLcProvider, "ferrohsm/master-key-migration");
-        let same = match self.master_key(object, file) {
-            Ok(opened) => match (MasterKey::from_bytes(opened.as_ref()), check(master)) {
-                (Ok(opened), Ok(expected)) => check(&opened).is_ok_and(|got| got == expected),
-                _ => false,
-            },
-            Err(_) => false,
-        };
+        Self::write_wrapped(&vault, object, &staged, master)?;
+        let same = self.master_key(object, &staged).is_ok_and(|opened| {
+            MasterKey::from_bytes(opened.as_ref()).is_ok_and(|opened| opened.same_as(master))
+        });
         if !same {
-            let _ = std::fs::remove_file(file);
-            return Err(Error::Config(format!(
-                "the master key in the token: {} did not open to the same key; nothing was changed",
-                file.display()
+            let _ = std::fs::remove_file(&staged);
+            return Err(config(format!(
+                "{} did not open to the same key; nothing was changed",
+                staged.display()
             )));
         }
-        Ok(())
+        std::fs::rename(&staged, file)
+            .and_then(|()| sync_parent(file))
+            .map_err(|e| config(format!("renaming {} into place: {e}", staged.display())))
     }
 
     /// Wraps `master` with the token key `object` (made if missing) into a new `file`.
@@ -157,6 +162,11 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(bytes)?;
     file.sync_all()?;
+    sync_parent(path)
+}
+
+/// Makes a change to `path`'s directory entry durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)?.sync_all()?;
     }

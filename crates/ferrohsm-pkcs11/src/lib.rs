@@ -94,6 +94,55 @@ impl Pkcs11Config {
 /// What the label of every key FerroHSM generates starts with (then the key's name or id).
 pub const KEY_LABEL_PREFIX: &str = "ferrohsm:";
 
+/// A logged-in session, the generation of the connection that opened it, and the handles of
+/// the key objects it has found. PKCS#11 promises a handle only to the session that found it,
+/// so handles are cached per session, and forgotten after any destruction by this vault.
+struct Pooled {
+    generation: u64,
+    session: Session,
+    objects: Objects,
+}
+
+/// The object handles a session found, by class and `CKA_ID`.
+#[derive(Default)]
+struct Objects {
+    found: std::collections::HashMap<(u8, Vec<u8>), ObjectHandle>,
+    /// The vault's destruction count when these were found.
+    epoch: u64,
+}
+
+/// The most handles one session remembers (it forgets them all when full).
+const MAX_CACHED_OBJECTS: usize = 4096;
+
+impl Objects {
+    fn class_code(class: ObjectClass) -> u8 {
+        if class == ObjectClass::SECRET_KEY {
+            0
+        } else if class == ObjectClass::PRIVATE_KEY {
+            1
+        } else if class == ObjectClass::PUBLIC_KEY {
+            2
+        } else {
+            3
+        }
+    }
+
+    fn get(&self, class: ObjectClass, id: &[u8]) -> Option<ObjectHandle> {
+        self.found.get(&(Self::class_code(class), id.to_vec())).copied()
+    }
+
+    fn insert(&mut self, class: ObjectClass, id: &[u8], object: ObjectHandle) {
+        if self.found.len() >= MAX_CACHED_OBJECTS {
+            self.found.clear();
+        }
+        self.found.insert((Self::class_code(class), id.to_vec()), object);
+    }
+
+    fn forget(&mut self, class: ObjectClass, id: &[u8]) {
+        self.found.remove(&(Self::class_code(class), id.to_vec()));
+    }
+}
+
 /// A connection: the loaded module and the token's slot.
 struct Connection {
     pkcs11: Pkcs11,
@@ -104,7 +153,10 @@ struct Inner {
     config: Pkcs11Config,
     connection: Mutex<Option<Connection>>,
     /// Idle sessions, each with the generation of the connection that opened it.
-    idle: Mutex<Vec<(u64, Session)>>,
+    idle: Mutex<Vec<Pooled>>,
+    /// Bumped whenever this vault destroys a key, so no session reuses a handle found before
+    /// (a token may give a destroyed object's handle to a new object).
+    destroyed: AtomicU64,
     /// Held (shared) around every call into the module, and exclusively by a reset, so the
     /// module is never finalized while another thread is inside it.
     calls: RwLock<()>,
@@ -160,6 +212,7 @@ impl Pkcs11Vault {
                 config,
                 connection: Mutex::new(None),
                 idle: Mutex::new(Vec::new()),
+                destroyed: AtomicU64::new(0),
                 calls: RwLock::new(()),
                 generation: AtomicU64::new(0),
                 pin_refused: AtomicBool::new(false),
@@ -252,35 +305,48 @@ impl Pkcs11Vault {
         self.run(false, |s, _| work(s), fail)
     }
 
+    /// A pooled session (or a new one), its cached handles forgotten if this vault destroyed a
+    /// key since they were found.
+    fn checkout(&self) -> Result<Pooled> {
+        let pooled = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut pooled = match pooled {
+            Some(pooled) => pooled,
+            None => {
+                let (generation, session) = self.connect()?;
+                Pooled { generation, session, objects: Objects::default() }
+            }
+        };
+        let epoch = self.inner.destroyed.load(Ordering::SeqCst);
+        if pooled.objects.epoch != epoch {
+            pooled.objects = Objects { found: Default::default(), epoch };
+        }
+        Ok(pooled)
+    }
+
     /// [`Self::with_session`], or with `once` never a second time (work that must not run
-    /// twice, like generating a key under a chosen id). `work` also gets the generation of the
-    /// connection its session belongs to (object handles are valid within one).
+    /// twice, like generating a key under a chosen id). `work` also gets the session's cache
+    /// of object handles.
     fn run<T>(
         &self,
         once: bool,
-        work: impl Fn(&Session, u64) -> std::result::Result<T, P11Error>,
+        work: impl Fn(&Session, &mut Objects) -> std::result::Result<T, P11Error>,
         fail: impl Fn(P11Error) -> Error,
     ) -> Result<T> {
         for attempt in 0..2 {
             let (failed, error) = {
                 let _shared = self.inner.calls.read().unwrap_or_else(|p| p.into_inner());
-                let pooled = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let (generation, session) = match pooled {
-                    Some(s) => s,
-                    None => self.connect()?,
-                };
-                match work(&session, generation) {
+                let mut pooled = self.checkout()?;
+                match work(&pooled.session, &mut pooled.objects) {
                     Ok(value) => {
-                        self.give_back(generation, session);
+                        self.give_back(pooled);
                         return Ok(value);
                     }
                     Err(e) if gone(&e) => {
                         tracing::warn!(error = %e, "the PKCS#11 token or session went away; reconnecting");
-                        drop(session);
-                        (generation, e)
+                        (pooled.generation, e)
                     }
                     Err(e) => {
-                        self.give_back(generation, session);
+                        self.give_back(pooled);
                         return Err(fail(e));
                     }
                 }
@@ -294,12 +360,12 @@ impl Pkcs11Vault {
         Err(Error::Unavailable("the token".into()))
     }
 
-    fn give_back(&self, generation: u64, session: Session) {
+    fn give_back(&self, pooled: Pooled) {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.inner.config.max_idle_sessions.max(1)
-            && generation == self.inner.generation.load(Ordering::SeqCst)
+            && pooled.generation == self.inner.generation.load(Ordering::SeqCst)
         {
-            idle.push((generation, session));
+            idle.push(pooled);
         }
     }
 
@@ -548,18 +614,14 @@ impl RemoteKeyVault for Pkcs11Vault {
             let public = self.inner.provider.load_public(algorithm, &spki)?;
             (Some(spki), Some(public))
         };
-        Ok(Arc::new(TokenKey {
-            vault: self.clone(),
-            algorithm,
-            id,
-            spki,
-            public,
-            object: Mutex::new(None),
-        }))
+        Ok(Arc::new(TokenKey { vault: self.clone(), algorithm, id, spki, public }))
     }
 
     fn destroy(&self, handle: &str) -> Result<()> {
         let id = id_of(handle)?;
+        // Before and after: no session keeps using a handle found before the objects went.
+        self.inner.destroyed.fetch_add(1, Ordering::SeqCst);
+        let _bump_again = BumpOnDrop(&self.inner.destroyed);
         self.with_session(
             |s| {
                 for object in s.find_objects(&[Attribute::Id(id.clone())])? {
@@ -576,6 +638,15 @@ impl RemoteKeyVault for Pkcs11Vault {
     }
 }
 
+/// Bumps a counter when dropped.
+struct BumpOnDrop<'a>(&'a AtomicU64);
+
+impl Drop for BumpOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// A key held by the token, used by its `CKA_ID`.
 struct TokenKey {
     vault: Pkcs11Vault,
@@ -583,9 +654,6 @@ struct TokenKey {
     id: Vec<u8>,
     spki: Option<Vec<u8>>,
     public: Option<Arc<dyn PublicKey>>,
-    /// The object handle found last, with the connection generation it belongs to: looked
-    /// up once per connection instead of once per operation.
-    object: Mutex<Option<(u64, ObjectHandle)>>,
 }
 
 impl fmt::Debug for TokenKey {
@@ -602,33 +670,31 @@ impl TokenKey {
         Error::Unsupported { operation, algorithm: self.algorithm }
     }
 
-    /// Runs `work` with the token object of `class` this key names. The object's handle is
-    /// cached for the connection it was found on; a handle the token no longer knows (the
-    /// object was destroyed or the token renumbered it) is looked up once more.
+    /// Runs `work` with the token object of `class` this key names. The session remembers the
+    /// object's handle, so later operations on it skip the search; a handle the token no
+    /// longer knows (the object was deleted behind the vault) is looked up once more.
     fn with_object<T>(
         &self,
         class: ObjectClass,
         work: impl Fn(&Session, ObjectHandle) -> std::result::Result<T, P11Error>,
         fail: impl Fn(P11Error) -> Error,
     ) -> Result<T> {
-        let cache = || self.object.lock().unwrap_or_else(|p| p.into_inner());
         self.vault
             .run(
                 false,
-                |s, generation| {
-                    let cached = cache().filter(|(g, _)| *g == generation).map(|(_, h)| h);
-                    if let Some(object) = cached {
+                |s, objects| {
+                    if let Some(object) = objects.get(class, &self.id) {
                         match work(s, object) {
                             Err(P11Error::Pkcs11(
                                 RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid,
                                 _,
-                            )) => *cache() = None,
+                            )) => objects.forget(class, &self.id),
                             done => return done.map(Some),
                         }
                     }
                     match Pkcs11Vault::find(s, &self.id, class)? {
                         Some(object) => {
-                            *cache() = Some((generation, object));
+                            objects.insert(class, &self.id, object);
                             work(s, object).map(Some)
                         }
                         None => Ok(None),

@@ -123,8 +123,14 @@ impl MasterKey {
         Ok(out)
     }
 
+    /// Whether `other` is the same key (compared in constant time).
+    pub fn same_as(&self, other: &MasterKey) -> bool {
+        self.expose().iter().zip(other.expose()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
     /// Encrypts this key under `wrapping` (a key held elsewhere, such as a token's), binding
-    /// `aad`: the only way its bytes leave this crate, and then only as ciphertext.
+    /// `aad`: the only way its bytes leave this crate. They go to `wrapping`'s `encrypt`, so
+    /// the caller must pass a key it trusts (FerroHSM passes the token's root key).
     pub fn wrap_with(&self, wrapping: &dyn SecretKey, aad: &[u8]) -> Result<Vec<u8>> {
         Ok(wrapping.encrypt(self.expose(), aad)?)
     }

@@ -311,6 +311,13 @@ impl Pkcs11Args {
     }
 }
 
+/// Where a master key kept in the clear would come from.
+#[derive(Clone, Copy)]
+struct ClearKey<'a> {
+    file: Option<&'a Path>,
+    env: Option<&'a str>,
+}
+
 /// The PKCS#11 settings, merged.
 struct Pkcs11Settings {
     vault: Option<ferrohsm_core::VaultConfig>,
@@ -322,13 +329,18 @@ struct Pkcs11Settings {
 }
 
 impl Pkcs11Settings {
-    /// The master key from the token when the settings say so, else from `otherwise` (which
-    /// reads the clear key, from the file `clear` when there is one). A clear key file beside a
-    /// token-held key is refused: it would open the data directory without the token.
+    /// The master key from the token when the settings say so, else from `otherwise`, which
+    /// reads the clear key: from the file `clear.file` when there is one, else from the
+    /// environment variable `clear.env`. With the token:
+    ///
+    /// - a clear key beside the token-held one must be the same key (an interrupted
+    ///   migration: its clear file is then wiped) or the start is refused;
+    /// - a clear key without a token-held one is moved into the token with
+    ///   `--migrate-master-key`, and refused without it (nothing changes by accident).
     fn master_key(
         &self,
         data_dir: &Path,
-        clear: Option<&Path>,
+        clear: ClearKey<'_>,
         otherwise: impl FnOnce() -> anyhow::Result<MasterKey>,
     ) -> anyhow::Result<MasterKey> {
         let (Some(label), Some(vault)) = (&self.master_key, &self.vault) else {
@@ -337,34 +349,53 @@ impl Pkcs11Settings {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let wrapped = data_dir.join("master.key.pkcs11");
-        let clear = clear.filter(|path| path.exists());
-        match (wrapped.exists(), clear) {
-            (true, Some(clear)) => bail!(
-                "{} holds a master key in the clear beside the token-held {}: it opens this data \
-                 directory without the token; remove it",
-                clear.display(),
-                wrapped.display()
-            ),
-            (false, _) if self.migrate => {
-                let master = otherwise()?;
-                vault.adopt_master_key(label, &wrapped, &master)?;
-                if let Some(clear) = clear {
-                    MasterKey::wipe_file(clear)?;
+        let clear_file = || clear.file.filter(|path| path.exists());
+        let clear_env = clear.env.filter(|var| std::env::var_os(var).is_some());
+        let clear_name = match (clear_file(), clear_env) {
+            (Some(file), _) => Some(file.display().to_string()),
+            (None, Some(var)) => Some(var.to_owned()),
+            (None, None) => None,
+        };
+        match (wrapped.exists(), clear_name) {
+            (true, Some(name)) => {
+                let held = MasterKey::from_bytes(vault.master_key(label, &wrapped)?.as_ref())?;
+                if !otherwise()?.same_as(&held) {
+                    bail!(
+                        "{name} and the token-held {} are different master keys; remove the one \
+                         this data directory was not sealed with",
+                        wrapped.display()
+                    );
                 }
+                let Some(file) = clear_file() else {
+                    bail!(
+                        "{name} holds the master key in the clear, but it is kept in the token: unset it"
+                    );
+                };
+                MasterKey::wipe_file(file)?;
                 eprintln!(
-                    "the master key is now kept wrapped by the token key {label:?} in {}{}",
-                    wrapped.display(),
-                    clear.map(|c| format!("; {} was wiped", c.display())).unwrap_or_default()
+                    "{} (a clear copy of the token-held master key) was wiped",
+                    file.display()
                 );
             }
-            (false, Some(clear)) => bail!(
-                "{} holds this data directory's master key in the clear; to keep it in the token \
+            (false, Some(name)) if self.migrate => {
+                vault.adopt_master_key(label, &wrapped, &otherwise()?)?;
+                // Looked for again: `dev` may have made its key file just now.
+                if let Some(file) = clear_file() {
+                    MasterKey::wipe_file(file)?;
+                }
+                eprintln!(
+                    "the master key from {name} is now kept wrapped by the token key {label:?} in {}; \
+                     remove any other copy of it",
+                    wrapped.display()
+                );
+            }
+            (false, Some(name)) => bail!(
+                "{name} holds this data directory's master key in the clear; to keep it in the token \
                  instead, start once with --migrate-master-key (it is wrapped by the token key \
-                 {label:?} into {} and the clear file is wiped)",
-                clear.display(),
+                 {label:?} into {} and a clear file is wiped)",
                 wrapped.display()
             ),
-            _ => {}
+            (_, None) => {}
         }
         let bytes = vault.master_key(label, &wrapped)?;
         Ok(MasterKey::from_bytes(bytes.as_ref())?)
@@ -595,9 +626,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ClientAuth::None
     });
     let master_key_file = args.master_key_file.or(file.master_key_file);
-    let master = pkcs11.master_key(&data_dir, master_key_file.as_deref(), || {
-        load_master_key(master_key_file.as_deref())
-    })?;
+    let clear = ClearKey {
+        file: master_key_file.as_deref(),
+        env: master_key_file.is_none().then_some("FERROHSM_MASTER_KEY"),
+    };
+    let master =
+        pkcs11.master_key(&data_dir, clear, || load_master_key(master_key_file.as_deref()))?;
     let app = AppConfig {
         issuer: args.issuer.or(file.issuer).unwrap_or_else(|| "ferrohsm".into()),
         max_body: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(2 << 20),
@@ -677,7 +711,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let pkcs11 = args.pkcs11.clone().merged(&FileConfig::default())?;
     let key_file = args.data_dir.join("master.key");
-    let master = pkcs11.master_key(&args.data_dir, Some(&key_file), || {
+    let clear = ClearKey { file: Some(&key_file), env: None };
+    let master = pkcs11.master_key(&args.data_dir, clear, || {
         Ok(if key_file.exists() {
             MasterKey::from_file(&key_file).context("reading the master key")?
         } else {

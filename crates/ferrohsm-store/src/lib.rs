@@ -49,7 +49,7 @@ pub use file::FileKeyStore;
 pub use memory::MemoryKeyStore;
 pub use query::{Cursor, DEFAULT_LIST_LIMIT, ListQuery, MAX_LIST_LIMIT, Page};
 pub use record::{ExternalMaterial, KeyRecord, KeyVersion, Revocation, transition_allowed};
-pub use remote::{PurgedMaterial, RemoteKeyStore};
+pub use remote::{Material, PurgedMaterial, RemoteKeyStore};
 pub use tokens::{
     FileTokenRevocationStore, MAX_TOKEN_REVOCATIONS, MemoryTokenRevocationStore, TokenMatch,
     TokenRevocation, TokenRevocationStore,

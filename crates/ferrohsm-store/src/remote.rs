@@ -36,6 +36,21 @@ pub struct RemoteKeyStore {
     vault: Arc<dyn RemoteKeyVault>,
 }
 
+/// A version's vault-held material, as [`RemoteKeyStore::check_material`] checks it.
+#[derive(Debug, Clone, Copy)]
+pub struct Material<'a> {
+    /// The key.
+    pub key: KeyId,
+    /// The version number.
+    pub version: u32,
+    /// The key's algorithm.
+    pub algorithm: ferrohsm_crypto::Algorithm,
+    /// Where the material is held.
+    pub external: &'a crate::ExternalMaterial,
+    /// The version's public key (asymmetric keys).
+    pub public_key: Option<&'a [u8]>,
+}
+
 /// The outcome of [`RemoteKeyStore::purge_material`].
 #[derive(Debug)]
 pub struct PurgedMaterial {
@@ -78,17 +93,30 @@ impl RemoteKeyStore {
         if version.state == VersionState::Destroyed {
             return Ok(());
         }
-        let invalid = |reason: String| Error::InvalidRecord { id: record.id, reason };
+        let material = Material {
+            key: record.id,
+            version: version.version,
+            algorithm: record.algorithm,
+            external,
+            public_key: version.public_key.as_deref(),
+        };
+        self.check_material(material).await
+    }
+
+    /// Checks that the vault holds `material` (this vault's custody, a handle it resolves,
+    /// the recorded public key): what [`Self::admit`] checks of each new version, for a caller
+    /// that wants to know before it builds a record (the core, right after generating).
+    pub async fn check_material(&self, material: Material<'_>) -> Result<()> {
+        let Material { key, version, algorithm, external, public_key } = material;
+        let invalid = |reason: String| Error::InvalidRecord { id: key, reason };
         if external.custody != self.vault.custody() {
             return Err(invalid(format!(
-                "version {} is held by a {} vault, but this store's vault is {}",
-                version.version,
+                "version {version} is held by a {} vault, but this store's vault is {}",
                 external.custody,
                 self.vault.custody()
             )));
         }
-        let (vault, algorithm, handle) =
-            (self.vault.clone(), record.algorithm, external.handle.clone());
+        let (vault, handle) = (self.vault.clone(), external.handle.clone());
         let loaded = tokio::task::spawn_blocking(move || {
             vault.load(algorithm, &handle).map(|key| key.public_key_der().map(<[u8]>::to_vec))
         })
@@ -98,17 +126,17 @@ impl RemoteKeyStore {
             cause: None,
         })?;
         match loaded {
-            Ok(public) if public == version.public_key => Ok(()),
+            Ok(loaded) if loaded.as_deref() == public_key => Ok(()),
             Ok(_) => Err(invalid(format!(
-                "the vault's key {} is not the key version {} records",
-                external.handle, version.version
+                "the vault's key {} is not the key version {version} records",
+                external.handle
             ))),
             Err(ferrohsm_crypto::Error::Unavailable(what)) => {
                 Err(Error::Unavailable { what: format!("the key vault: {what}"), cause: None })
             }
             Err(e) => Err(invalid(format!(
-                "the vault holds no {} key {} for version {} ({e})",
-                record.algorithm, external.handle, version.version
+                "the vault holds no {algorithm} key {} for version {version} ({e})",
+                external.handle
             ))),
         }
     }

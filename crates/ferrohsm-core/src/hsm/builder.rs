@@ -44,7 +44,7 @@ impl HsmBuilder {
     /// waits for a turn before it answers that the vault is unavailable (default 5 s). A vault
     /// that hangs holds at most `calls` threads.
     pub fn vault_limits(mut self, calls: usize, wait: std::time::Duration) -> Self {
-        self.vault_calls = calls.max(1);
+        self.vault_calls = calls.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         self.vault_wait = wait;
         self
     }
@@ -261,7 +261,7 @@ impl HsmBuilder {
                     remote,
                     vault_calls: tokio::sync::Semaphore::new(self.vault_calls),
                     vault_wait: self.vault_wait,
-                    vault_check: Default::default(),
+                    vault_probe: Default::default(),
                     default_custody,
                 },
                 audit: Audit {

@@ -6,6 +6,56 @@ use super::*;
 /// How long a health check waits for the key vault to answer.
 const VAULT_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Health checks of the key vault: at most one runs at a time (a vault that hangs holds one
+/// thread, however many probes come), and every probe waits, without holding any lock, for a
+/// check that finishes after it arrived, up to [`VAULT_CHECK_WAIT`]. A probe that gives up
+/// (or is cancelled) leaves the check running; its result serves the next probes.
+#[derive(Debug)]
+pub(super) struct VaultProbe {
+    running: Arc<std::sync::atomic::AtomicBool>,
+    /// How many checks finished, and the last one's result.
+    done: Arc<tokio::sync::watch::Sender<Finished>>,
+}
+
+/// How many vault checks finished, and the last one's result.
+type Finished = (u64, Option<Result<(), String>>);
+
+impl Default for VaultProbe {
+    fn default() -> Self {
+        VaultProbe {
+            running: Default::default(),
+            done: Arc::new(tokio::sync::watch::Sender::new((0, None))),
+        }
+    }
+}
+
+impl VaultProbe {
+    /// The result of a check of `vault` that finished after this call began, or `None` if
+    /// none did within the wait.
+    async fn check(&self, vault: Arc<dyn RemoteKeyVault>) -> Option<Result<(), String>> {
+        use std::sync::atomic::Ordering;
+        let mut finished = self.done.subscribe();
+        let before = finished.borrow().0;
+        if !self.running.swap(true, Ordering::SeqCst) {
+            let (running, done) = (self.running.clone(), self.done.clone());
+            tokio::task::spawn_blocking(move || {
+                let result = vault.check().map_err(|e| e.to_string());
+                done.send_modify(|(count, last)| {
+                    *count += 1;
+                    *last = Some(result);
+                });
+                running.store(false, Ordering::SeqCst);
+            });
+        }
+        let waited =
+            tokio::time::timeout(VAULT_CHECK_WAIT, finished.wait_for(|(n, _)| *n > before));
+        match waited.await {
+            Ok(Ok(state)) => state.1.clone(),
+            _ => None,
+        }
+    }
+}
+
 impl Hsm {
     /// The store backend's name, for health output.
     pub fn store_kind(&self) -> &'static str {
@@ -75,23 +125,13 @@ impl Hsm {
             None => None,
             Some(vault) => {
                 let custody = vault.custody();
-                // One check at a time: a vault that hangs holds one thread, not one per probe.
-                let mut pending = self.inner.keys.vault_check.lock().await;
-                let mut check = match pending.take() {
-                    Some(running) if !running.is_finished() => running,
-                    _ => tokio::task::spawn_blocking(move || vault.check()),
-                };
-                Some(match tokio::time::timeout(VAULT_CHECK_WAIT, &mut check).await {
-                    Ok(Ok(Ok(()))) => ok(format!("{custody}: reachable")),
-                    Ok(Ok(Err(e))) => bad(format!("{custody}: {e}")),
-                    Ok(Err(e)) => bad(format!("{custody}: the check failed: {e}")),
-                    Err(_) => {
-                        *pending = Some(check);
-                        bad(format!(
-                            "{custody}: the vault did not answer within {} s",
-                            VAULT_CHECK_WAIT.as_secs()
-                        ))
-                    }
+                Some(match self.inner.keys.vault_probe.check(vault).await {
+                    Some(Ok(())) => ok(format!("{custody}: reachable")),
+                    Some(Err(e)) => bad(format!("{custody}: {e}")),
+                    None => bad(format!(
+                        "{custody}: the vault did not answer within {} s",
+                        VAULT_CHECK_WAIT.as_secs()
+                    )),
                 })
             }
         };

@@ -33,7 +33,7 @@ impl Hsm {
             }
             let id = KeyId::generate();
             let label = name.as_ref().map_or_else(|| id.to_string(), |n| n.to_string());
-            let fresh = self.fresh(vault.as_ref(), request.algorithm, &label).await?;
+            let fresh = self.fresh(vault.as_ref(), (id, 1), request.algorithm, &label).await?;
             let now = OffsetDateTime::now_utc();
             let record = KeyRecord {
                 id,
@@ -56,26 +56,21 @@ impl Hsm {
                 tag: None,
             };
             let record = self.tagged(record);
+            // `fresh` already had the remote store check the new material, so the write goes
+            // to the inner store (which keeps every record) without checking it twice.
+            let store =
+                self.inner.keys.remote.as_ref().map_or(&self.inner.keys.store, |r| r.inner());
             let created = match &self.inner.keys.joint {
                 // One commit for the key and its record: the success record is known now.
                 Some(joint) => {
                     let success: Result<KeyInfo> = Ok(KeyInfo::from(&record));
                     let entry = super::audit_entry(ctx, Operation::CreateKey, None, &success);
-                    // The joint write bypasses the remote store's own check of the vault.
-                    let admitted = match &self.inner.keys.remote {
-                        Some(remote) => remote.admit(&record, 0).await,
-                        None => Ok(()),
-                    };
-                    match admitted {
-                        Ok(()) => joint.create_audited(record, entry).await,
-                        Err(e) => Err(e),
-                    }
-                    .map(|(stored, _)| Recorded {
+                    joint.create_audited(record, entry).await.map(|(stored, _)| Recorded {
                         value: KeyInfo::from(stored.as_ref()),
                         recorded: true,
                     })
                 }
-                None => self.inner.keys.store.create(record).await.map(|stored| Recorded {
+                None => store.create(record).await.map(|stored| Recorded {
                     value: KeyInfo::from(stored.as_ref()),
                     recorded: false,
                 }),
@@ -141,7 +136,10 @@ impl Hsm {
             let vault = self.vault_of(record)?;
             let label =
                 record.name.as_ref().map_or_else(|| record.id.to_string(), |n| n.to_string());
-            let fresh = self.fresh(vault.as_ref(), record.algorithm, &label).await?;
+            let next_version = u32::try_from(record.versions.len() + 1).unwrap_or(u32::MAX);
+            let fresh = self
+                .fresh(vault.as_ref(), (record.id, next_version), record.algorithm, &label)
+                .await?;
             let rotated = self
                 .modify(key, |old, next| {
                     require_state(old, Operation::RotateKey, &[KeyState::Active])?;
@@ -453,10 +451,13 @@ impl Hsm {
         }
     }
 
-    /// New material for a version: generated here and sealed, or generated in `vault`.
+    /// New material for version `for_version` of a key: generated here and sealed, or
+    /// generated in `vault` and checked there by the remote store at once (a failure then
+    /// discards it and is the vault's fault, never the caller's).
     async fn fresh(
         &self,
         vault: Option<&Arc<dyn RemoteKeyVault>>,
+        for_version: (KeyId, u32),
         algorithm: Algorithm,
         label: &str,
     ) -> Result<Fresh> {
@@ -472,7 +473,35 @@ impl Hsm {
                     .await
                     .map_err(|e| Error::VaultUnavailable(format!("generating: {e}")))?
                     .map_err(vault_error)?;
-                Ok(Fresh::Vault(custody, key))
+                let fresh = Fresh::Vault(custody, key);
+                if let (Some(remote), Fresh::Vault(custody, key)) =
+                    (&self.inner.keys.remote, &fresh)
+                {
+                    let external = ExternalMaterial {
+                        custody: (*custody).to_owned(),
+                        handle: key.handle.clone(),
+                    };
+                    let material = ferrohsm_store::Material {
+                        key: for_version.0,
+                        version: for_version.1,
+                        algorithm,
+                        external: &external,
+                        public_key: key.public_key_der.as_deref(),
+                    };
+                    if let Err(e) = remote.check_material(material).await {
+                        self.discard(&fresh).await;
+                        return Err(match e {
+                            ferrohsm_store::Error::Unavailable { what, .. } => {
+                                Error::VaultUnavailable(what)
+                            }
+                            other => {
+                                tracing::error!(error = %other, "the key vault does not hold the key it generated");
+                                Error::Crypto(ferrohsm_crypto::Error::KeyRejected(algorithm))
+                            }
+                        });
+                    }
+                }
+                Ok(fresh)
             }
         }
     }

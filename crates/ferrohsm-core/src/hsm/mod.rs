@@ -115,8 +115,8 @@ struct Keys {
     /// operation waits for one.
     vault_calls: tokio::sync::Semaphore,
     vault_wait: std::time::Duration,
-    /// A vault health check that has not answered yet (awaited again by the next probe).
-    vault_check: tokio::sync::Mutex<Option<tokio::task::JoinHandle<ferrohsm_crypto::Result<()>>>>,
+    /// Health checks of the vault, one at a time.
+    vault_probe: health::VaultProbe,
     /// The custody of keys created without one (`sealed` or the vault's name).
     default_custody: String,
 }
