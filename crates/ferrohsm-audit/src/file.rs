@@ -797,8 +797,9 @@ struct Tail {
     checkpoint: Option<Checkpoint>,
 }
 
-/// The `audit.recovered` record the log writes about itself.
-fn recovery_entry(message: String) -> AuditEntry {
+/// The `audit.recovered` record a log writes about itself once it can be written again after
+/// a failure (every sink records its recovery the same way).
+pub fn recovery_entry(message: String) -> AuditEntry {
     let mut entry = AuditEntry::new(
         "system:audit",
         "audit.recovered",

@@ -51,7 +51,7 @@ mod verify;
 // Public interface:
 pub use chain::Chain;
 pub use error::{Error, Result};
-pub use file::{FileAuditConfig, FileAuditSink, Recovery};
+pub use file::{FileAuditConfig, FileAuditSink, Recovery, recovery_entry};
 pub use keys::{AuditKeys, key_id_of};
 pub use offline::{OfflineOptions, summary, verify_files};
 pub use query::{AuditFilter, AuditHead, PageFilter, Pruned, RecordPage, anchor_allowed};

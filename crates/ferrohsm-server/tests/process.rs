@@ -35,13 +35,15 @@ fn start_dev_with(data: &Path, args: &[&str]) -> Dev {
 /// `dev` under a soft file-size limit of `blocks` × 512 bytes, with SIGXFSZ ignored, so a
 /// write past the limit fails with EFBIG instead of killing the process (the hard limit stays
 /// unlimited, so the limit can be lifted on the running process).
-fn start_dev_limited(data: &Path, blocks: u64) -> Dev {
+fn start_dev_limited(data: &Path, blocks: u64, dev_args: &[&str]) -> Dev {
     let mut command = Command::new("sh");
     command
         .arg("-c")
         .arg(format!("trap '' XFSZ; ulimit -S -f {blocks}; exec \"$0\" \"$@\""))
-        .arg(BIN);
-    spawn_dev(command, data, &[])
+        .arg(BIN)
+        .arg("dev")
+        .args(dev_args);
+    spawn_dev_command(command, data)
 }
 
 fn spawn_dev(mut command: Command, data: &Path, extra: &[&str]) -> Dev {
@@ -74,6 +76,15 @@ fn spawn_dev_command(mut command: Command, data: &Path) -> Dev {
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     Dev { child, url: url.unwrap(), ca: ca.unwrap(), token: token.unwrap() }
+}
+
+impl Drop for Dev {
+    /// A test that fails before `terminate` still stops its server (by its own PID), so no
+    /// server outlives its test holding the test's pipes.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Dev {
@@ -213,10 +224,22 @@ async fn spans_are_exported_over_otlp() {
 /// log recovers by itself with every acknowledged record kept and the chain continuous.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_audit_log_shows_in_health_and_recovers_by_itself() {
+    // 256 KiB: room for the keys and a few hundred audit records.
+    full_audit_log_recovers(512, &[]).await;
+}
+
+/// The same on SQLite (issue 12): a database whose writes fail (file size limit, as a full
+/// disk) refuses every operation with 503, keeps every acknowledged record, and recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sqlite_database_shows_in_health_and_recovers_by_itself() {
+    // 2 MiB: the database and its write-ahead log, then a few thousand audit records.
+    full_audit_log_recovers(4096, &["--key-store", "sqlite"]).await;
+}
+
+async fn full_audit_log_recovers(blocks: u64, dev_args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ferrohsm-data");
-    // 256 KiB: room for the keys and a few hundred audit records.
-    let dev = start_dev_limited(&data, 512);
+    let dev = start_dev_limited(&data, blocks, dev_args);
     let client = dev.client();
     let url = dev.url.clone();
     let token = dev.token.clone();
@@ -245,7 +268,7 @@ async fn a_full_audit_log_shows_in_health_and_recovers_by_itself() {
     };
     let mut acknowledged = Vec::new();
     let mut refused = None;
-    for i in 0..5000 {
+    for i in 0..20_000 {
         match encrypt(i).await {
             200 => acknowledged.push(i),
             503 => {

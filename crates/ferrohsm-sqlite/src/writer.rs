@@ -174,6 +174,18 @@ impl Writer {
         if jobs.is_empty() && !checkpoint {
             return;
         }
+        let mut jobs = jobs;
+        // After a failed transaction, the first one to commit also records the recovery in
+        // the log itself (nobody waits for that record's answer).
+        let failure = self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(reason) = failure {
+            let message = format!(
+                "recovered after a failed write ({reason}); the chain continues after record {}",
+                self.chain.seq()
+            );
+            let (reply, _) = oneshot::channel();
+            jobs.insert(0, Job::Append(ferrohsm_audit::recovery_entry(message), reply));
+        }
         let before = self.chain.head();
         let mut held: Vec<Held> = Vec::with_capacity(jobs.len());
         let mut new_checkpoint = None;
