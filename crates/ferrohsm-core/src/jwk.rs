@@ -3,6 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ferrohsm_crypto::Algorithm;
+use ferrohsm_crypto::der::tlv;
 
 use crate::wire::Jwk;
 
@@ -82,26 +83,6 @@ fn integer(der: &[u8]) -> Option<(&[u8], &[u8])> {
         _ => body,
     };
     Some((body, rest))
-}
-
-/// One DER element: its tag, contents and what follows it.
-fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let (bytes, rest) = rest.split_at(count);
-        (bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b)), rest)
-    };
-    (rest.len() >= len).then(|| {
-        let (body, rest) = rest.split_at(len);
-        (tag, body, rest)
-    })
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub use ferrohsm_crypto::{
     Algorithm, AwsLcProvider, CryptoProvider, HashAlgorithm, RemoteKeyVault, SecretBytes,
     SignInput, SignatureScheme, Usage, VaultKey,
 };
-pub use ferrohsm_crypto::{b64, hex};
+pub use ferrohsm_crypto::{b64, der, hex};
 pub use ferrohsm_policy::{
     Approval, ApprovalState, Operation, Parameter, Policy, Principal, Role, parse_duration,
 };

@@ -28,6 +28,7 @@
 mod algorithm;
 mod aws_lc;
 pub mod b64;
+pub mod der;
 mod encoding;
 mod error;
 pub mod hex;

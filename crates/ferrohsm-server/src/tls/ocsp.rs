@@ -7,8 +7,8 @@
 //! trust. This check exists so the server never staples a response that would make clients
 //! fail the connection (another certificate's, a revoked or a stale one) without saying so.
 //!
-//! The DER reader is deliberately small: it reads definite-length tag-length-value items,
-//! refuses anything malformed, and never indexes past its input.
+//! DER is read with `ferrohsm_crypto::der::tlv` (definite lengths, bounds-checked): anything
+//! malformed is refused, nothing indexes past its input.
 
 use time::OffsetDateTime;
 
@@ -46,7 +46,7 @@ pub struct Fresh {
     pub next_update: OffsetDateTime,
 }
 
-/// One DER item: its tag byte, content, and the bytes after it.
+/// One DER item: its tag byte and content.
 struct Item<'a> {
     tag: u8,
     content: &'a [u8],
@@ -54,25 +54,7 @@ struct Item<'a> {
 
 /// Reads one item from the front of `input`, returning it and the rest.
 fn item(input: &[u8]) -> Option<(Item<'_>, &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    if tag & 0x1f == 0x1f {
-        return None; // multi-byte tags never occur in OCSP
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let (bytes, rest) = rest.split_at(count);
-        (bytes.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b)), rest)
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (content, rest) = rest.split_at(len);
+    let (tag, content, rest) = ferrohsm_core::der::tlv(input)?;
     Some((Item { tag, content }, rest))
 }
 
