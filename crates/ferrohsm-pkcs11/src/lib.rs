@@ -106,7 +106,8 @@ struct Pooled {
 /// The object handles a session found, by class and `CKA_ID`.
 #[derive(Default)]
 struct Objects {
-    found: std::collections::HashMap<(u8, Vec<u8>), ObjectHandle>,
+    /// By `CKA_ID`, one slot per class (looked up by `&[u8]`: no allocation per operation).
+    found: std::collections::HashMap<Vec<u8>, [Option<ObjectHandle>; 4]>,
     /// The vault's destruction count when these were found.
     epoch: u64,
 }
@@ -115,7 +116,7 @@ struct Objects {
 const MAX_CACHED_OBJECTS: usize = 4096;
 
 impl Objects {
-    fn class_code(class: ObjectClass) -> u8 {
+    fn class_code(class: ObjectClass) -> usize {
         if class == ObjectClass::SECRET_KEY {
             0
         } else if class == ObjectClass::PRIVATE_KEY {
@@ -128,18 +129,20 @@ impl Objects {
     }
 
     fn get(&self, class: ObjectClass, id: &[u8]) -> Option<ObjectHandle> {
-        self.found.get(&(Self::class_code(class), id.to_vec())).copied()
+        self.found.get(id).and_then(|slots| slots[Self::class_code(class)])
     }
 
     fn insert(&mut self, class: ObjectClass, id: &[u8], object: ObjectHandle) {
-        if self.found.len() >= MAX_CACHED_OBJECTS {
+        if self.found.len() >= MAX_CACHED_OBJECTS && !self.found.contains_key(id) {
             self.found.clear();
         }
-        self.found.insert((Self::class_code(class), id.to_vec()), object);
+        self.found.entry(id.to_vec()).or_default()[Self::class_code(class)] = Some(object);
     }
 
     fn forget(&mut self, class: ObjectClass, id: &[u8]) {
-        self.found.remove(&(Self::class_code(class), id.to_vec()));
+        if let Some(slots) = self.found.get_mut(id) {
+            slots[Self::class_code(class)] = None;
+        }
     }
 }
 

@@ -111,17 +111,38 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// The largest OCSP response file read (real ones are a few KiB).
+const MAX_OCSP_RESPONSE: u64 = 64 * 1024;
+
+/// The file's bytes, if it can be read and is at most `limit` bytes.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ocsp::Refusal> {
+    use std::io::Read as _;
+    let unreadable =
+        |e: std::io::Error| ocsp::Refusal { reason: "unreadable", detail: e.to_string() };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(unreadable)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > limit {
+        return Err(ocsp::Refusal {
+            reason: "oversized",
+            detail: format!("the file is larger than {limit} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
 /// The OCSP response in `path` if it may be stapled to `certs`, with when it goes stale;
 /// otherwise `None`, after saying why (log and metric).
 fn staple(path: &Path, certs: &[CertificateDer<'_>]) -> Option<(Vec<u8>, time::OffsetDateTime)> {
-    let checked = std::fs::read(path)
-        .map_err(|e| ocsp::Refusal { reason: "unreadable", detail: e.to_string() })
-        .and_then(|der| {
-            let leaf = certs.first().map(|c| c.as_ref()).unwrap_or_default();
-            let issuer = certs.get(1).map(|c| c.as_ref());
-            let fresh = ocsp::check(&der, leaf, issuer, time::OffsetDateTime::now_utc())?;
-            Ok((der, fresh))
-        });
+    let checked = read_bounded(path, MAX_OCSP_RESPONSE).and_then(|der| {
+        let leaf = certs.first().map(|c| c.as_ref()).unwrap_or_default();
+        let issuer = certs.get(1).map(|c| c.as_ref());
+        let fresh = ocsp::check(&der, leaf, issuer, time::OffsetDateTime::now_utc())?;
+        Ok((der, fresh))
+    });
     match checked {
         Ok((der, fresh)) => {
             metrics::gauge!("ferrohsm_tls_ocsp_stapled").set(1.0);

@@ -23,7 +23,8 @@ const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{detail}")]
 pub struct Refusal {
-    /// `malformed`, `unsuccessful`, `mismatch`, `revoked`, `unknown`, `stale` or `future`.
+    /// `unreadable`, `oversized` (both from reading the file), `malformed`, `unsuccessful`,
+    /// `mismatch`, `revoked`, `unknown`, `stale` or `future`.
     pub reason: &'static str,
     /// What exactly, for the log.
     pub detail: String,

@@ -202,12 +202,17 @@ async fn a_fresh_response_is_stapled_replaced_on_change_and_refused_when_wrong()
     .await;
     assert!(this_update(&second).is_some(), "{second}");
 
-    // A response for another certificate, or a revoked one, is not stapled, and counted.
+    // A response for another certificate, a revoked one, or an oversized file is not stapled,
+    // and is counted.
     let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.crt")).unwrap());
     let client = reqwest::Client::builder().tls_certs_only([ca.unwrap()]).build().unwrap();
-    for (serial, status, reason) in [("1002", 'V', "mismatch"), ("1001", 'R', "revoked")] {
-        std::fs::write(&ocsp_file, pki.response(serial, status, &["-ndays", "1"], "-sha1"))
-            .unwrap();
+    let oversized = vec![0u8; 65 * 1024];
+    for (response, reason) in [
+        (pki.response("1002", 'V', &["-ndays", "1"], "-sha1"), "mismatch"),
+        (pki.response("1001", 'R', &["-ndays", "1"], "-sha1"), "revoked"),
+        (oversized, "oversized"),
+    ] {
+        std::fs::write(&ocsp_file, response).unwrap();
         let line = format!("ferrohsm_tls_ocsp_refused_total{{reason=\"{reason}\"}}");
         let mut counted = false;
         for _ in 0..50 {
