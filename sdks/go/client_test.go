@@ -759,6 +759,31 @@ func TestHealthVault(t *testing.T) {
 	}
 }
 
+func TestHealthTLS(t *testing.T) {
+	component := `{"status":"ok","detail":"x"}`
+	base := `"status":"ok","version":"1","store":` + component + `,"audit":` + component +
+		`,"seal":` + component + `,"policy":` + component
+	failing := ComponentHealth{Status: "error", Detail: "acme hsm.example; 3 consecutive renewal failures"}
+	for _, tc := range []struct {
+		name, body string
+		want       *ComponentHealth
+	}{
+		{"absent", `{` + base + `}`, nil},
+		{"failing", `{` + base + `,"tls":{"status":"error","detail":"acme hsm.example; 3 consecutive renewal failures"}}`, &failing},
+	} {
+		var h Health
+		if err := json.Unmarshal([]byte(tc.body), &h); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if (h.TLS == nil) != (tc.want == nil) || (h.TLS != nil && *h.TLS != *tc.want) {
+			t.Errorf("%s: tls %+v, want %+v", tc.name, h.TLS, tc.want)
+		}
+		if h.Status != "ok" {
+			t.Errorf("%s: a failing renewal alone must not read as degraded", tc.name)
+		}
+	}
+}
+
 func TestNewValidatesItsArguments(t *testing.T) {
 	for _, bad := range []string{"", "localhost:8443", "ftp://h", "https://", "https://h/?x=1"} {
 		if _, err := New(bad); err == nil {

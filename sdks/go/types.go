@@ -591,7 +591,10 @@ type TokenRevocation struct {
 }
 
 // Health is GET /healthz. Vault, the key vault (a PKCS#11 token), is nil unless the server has
-// one configured; while it is failing, Status is degraded.
+// one configured; while it is failing, Status is degraded. TLS is the served certificate's
+// expiry and, in ACME mode, its renewal: its Status is error while renewals fail (the server
+// stays ok) or when no unexpired certificate is served (the server is then degraded); nil from
+// servers older than this field.
 type Health struct {
 	// Status is ok or degraded.
 	Status  string           `json:"status"`
@@ -603,6 +606,7 @@ type Health struct {
 	Keyset  *ComponentHealth `json:"keyset,omitempty"`
 	Jobs    *ComponentHealth `json:"jobs,omitempty"`
 	Vault   *ComponentHealth `json:"vault,omitempty"`
+	TLS     *ComponentHealth `json:"tls,omitempty"`
 }
 
 // ComponentHealth is one component's health.

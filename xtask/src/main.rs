@@ -3,7 +3,8 @@
 //! - `test`: formatting, clippy with warnings denied, `cargo deny` against the offline advisory
 //!   snapshot, then every workspace test. It installs what it needs when absent (cargo-deny,
 //!   the Python OpenAPI validator the server's tests call, Debian's `softhsm2` for the PKCS#11
-//!   vault's tests and `chromium` for the dashboard's; see `debian.rs`), then runs the README's
+//!   vault's tests and `chromium` for the dashboard's (see `debian.rs`), and Pebble, the ACME
+//!   test CA, with `go install`), then runs the README's
 //!   operator walk-through, the SDK checks and the dashboard journeys against real dev servers.
 //! - `fuzz [SECONDS] [TARGET]`: the stable-Rust fuzzer of `fuzz/` in release, for longer
 //!   than the smoke run `test` includes.
@@ -123,6 +124,8 @@ fn test(root: &Path) -> Result<()> {
     python_tools(root)?;
     // The PKCS#11 vault's tests run against SoftHSM2 tokens in temporary directories.
     debian::ensure("/usr/lib/softhsm/libsofthsm2.so", &["softhsm2"])?;
+    // The ACME tests order certificates from Pebble, Let's Encrypt's test CA.
+    pebble(root)?;
     run(root, "cargo", &["test", "--workspace", "--locked"])?;
     // The end-to-end server suite once more on the SQLite backend: the test binary the run
     // above built, run directly (a narrower cargo invocation would resolve other features and
@@ -163,6 +166,35 @@ pub(crate) fn test_binary(root: &Path, package: &str, target: &str) -> Result<st
         }
     }
     bail!("cargo did not report the {package} test binary {target}")
+}
+
+/// The Pebble release the ACME tests run against (`go install` builds it in seconds).
+const PEBBLE: &str = "github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3";
+
+/// Installs Pebble into `target/tools/bin` (where the server's ACME tests look), once per
+/// version.
+fn pebble(root: &Path) -> Result<()> {
+    let bin = root.join("target/tools/bin");
+    let stamp = bin.join("pebble.version");
+    let installed = std::fs::read_to_string(&stamp).is_ok_and(|v| v == PEBBLE);
+    if installed && bin.join("pebble").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    eprintln!("xtask: $ GOBIN={} go install {PEBBLE}", bin.display());
+    let started = std::time::Instant::now();
+    let status = Command::new("go")
+        .args(["install", PEBBLE])
+        .env("GOBIN", &bin)
+        .current_dir(root)
+        .status()
+        .context("starting go (Go is needed to install Pebble for the ACME tests)")?;
+    if !status.success() {
+        bail!("`go install {PEBBLE}` failed ({status})");
+    }
+    std::fs::write(&stamp, PEBBLE).with_context(|| format!("writing {}", stamp.display()))?;
+    eprintln!("xtask: Pebble installed in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Installs the Python tools the tests call (the OpenAPI validator), once.

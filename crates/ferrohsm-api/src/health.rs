@@ -27,6 +27,11 @@ pub struct Health {
     /// The key vault (a PKCS#11 token), when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<ComponentHealth>,
+    /// The served TLS certificate (its expiry) and, in ACME mode, its renewal: `error` while
+    /// renewals fail or no unexpired certificate is served (only the latter degrades the
+    /// server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ComponentHealth>,
 }
 
 /// One component's health.

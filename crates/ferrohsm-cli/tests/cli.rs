@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ferrohsm_core::MasterKey;
-use ferrohsm_server::{AppConfig, ClientAuth, Server, ServerConfig, TlsFiles, TokenSpec};
+use ferrohsm_server::{AppConfig, ClientAuth, Server, ServerConfig, TlsConfig, TokenSpec};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrohsm");
 const MASTER: [u8; 32] = [9; 32];
@@ -54,17 +54,14 @@ impl Env {
             keyset_file: None,
             audience: "ferrohsm".into(),
             app: AppConfig::default(),
-            tls: TlsFiles {
-                cert: certs.cert,
-                key: certs.key,
+            tls: TlsConfig {
                 client_auth: if client_ca.is_some() {
                     ClientAuth::Required
                 } else {
                     ClientAuth::None
                 },
                 client_ca,
-                allow_tls12: false,
-                ocsp_response: None,
+                ..TlsConfig::files(certs.cert, certs.key)
             },
             reload_interval: Duration::from_secs(1),
             scheduler_interval: Duration::from_secs(3600),

@@ -55,7 +55,7 @@ pub use check::{CheckReport, check_backend};
 pub use context::{KeyRef, RequestContext};
 pub use error::{Error, Result};
 pub use ferrohsm_audit::AuditRecord;
-pub use ferrohsm_audit::{AuditFilter, AuditHead, AuditSink, Checkpoint};
+pub use ferrohsm_audit::{AuditFilter, AuditHead, AuditSink, Checkpoint, Outcome as AuditOutcome};
 pub use ferrohsm_audit::{
     Failure, OfflineOptions, Report, summary as audit_summary, verify_files as verify_audit_files,
 };

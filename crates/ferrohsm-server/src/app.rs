@@ -45,6 +45,7 @@ struct StateInner {
     hsm: Hsm,
     auth: Arc<Authenticator>,
     jobs: Arc<crate::serve::Jobs>,
+    tls: Arc<crate::tls::TlsState>,
     metrics: Metrics,
     issuer: String,
     timeout: Duration,
@@ -101,6 +102,7 @@ impl AppState {
         hsm: Hsm,
         auth: Arc<Authenticator>,
         jobs: Arc<crate::serve::Jobs>,
+        tls: Arc<crate::tls::TlsState>,
         config: &AppConfig,
     ) -> Self {
         AppState {
@@ -108,6 +110,7 @@ impl AppState {
                 hsm,
                 auth,
                 jobs,
+                tls,
                 metrics: Metrics::global(),
                 issuer: config.issuer.clone(),
                 timeout: config.timeout,
@@ -1146,12 +1149,17 @@ pub(crate) async fn health_report(s: &AppState) -> Health {
     let mut health = s.hsm().health().await;
     health.keyset = s.auth().health();
     let jobs = s.inner.jobs.health();
-    let failing = health.keyset.as_ref().is_some_and(|k| k.status != "ok") || jobs.status != "ok";
+    let (tls_status, tls_detail, serving) = s.inner.tls.health();
+    let failing =
+        health.keyset.as_ref().is_some_and(|k| k.status != "ok") || jobs.status != "ok" || !serving;
     health.jobs = Some(jobs);
     if failing {
         health.status = "degraded".into();
     }
-    convert::health(health)
+    let mut health = convert::health(health);
+    health.tls =
+        Some(ferrohsm_api::ComponentHealth { status: tls_status.into(), detail: tls_detail });
+    health
 }
 
 /// Ready to serve (503 while draining for shutdown or when unhealthy).

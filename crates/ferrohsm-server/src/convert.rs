@@ -350,6 +350,7 @@ pub(crate) fn health(h: wire::Health) -> api::Health {
         keyset: h.keyset.map(component),
         jobs: h.jobs.map(component),
         vault: h.vault.map(component),
+        tls: None,
     }
 }
 

@@ -41,9 +41,10 @@ pub use auth::{
 };
 pub use error::ApiError;
 pub use serve::{ConnectionLimits, Jobs, Server, ServerConfig, ShutdownSignal};
+pub use tls::acme::{AcmeConfig, directory_url as acme_directory_url};
 pub use tls::{
-    ClientAuth, DevCertificates, TlsError, TlsFiles, TlsState, dev_certificates, ocsp,
-    write_private,
+    CertificateSource, ClientAuth, DevCertificates, TlsConfig, TlsError, TlsState,
+    dev_certificates, ocsp, write_private,
 };
 
 /// Why the server could not start.

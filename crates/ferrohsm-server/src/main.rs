@@ -9,8 +9,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use ferrohsm_core::{BackendConfig, BackendKind, MasterKey, TokenKey};
 use ferrohsm_server::{
-    AppConfig, ClientAuth, ConnectionLimits, Server, ServerConfig, ShutdownSignal, TlsFiles,
-    TokenSpec,
+    AcmeConfig, AppConfig, CertificateSource, ClientAuth, ConnectionLimits, Server, ServerConfig,
+    ShutdownSignal, TlsConfig, TokenSpec,
 };
 use serde::Deserialize;
 
@@ -184,6 +184,10 @@ struct ServeArgs {
     /// The issuer of tokens this server signs [default: ferrohsm].
     #[arg(long, env = "FERROHSM_ISSUER")]
     issuer: Option<String>,
+    /// Where the certificate comes from: manual (--tls-cert/--tls-key files) or acme (ordered
+    /// and renewed from an ACME CA, docs/tls.md) [default: manual].
+    #[arg(long, env = "FERROHSM_TLS_MODE")]
+    tls_mode: Option<TlsMode>,
     /// TLS certificate chain (PEM).
     #[arg(long, env = "FERROHSM_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -203,6 +207,8 @@ struct ServeArgs {
     /// it changes (docs/tls.md).
     #[arg(long, env = "FERROHSM_OCSP_RESPONSE")]
     ocsp_response: Option<PathBuf>,
+    #[command(flatten)]
+    acme: AcmeArgs,
     /// Largest request body in bytes [default: 2097152].
     #[arg(long, env = "FERROHSM_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
@@ -237,6 +243,99 @@ struct ServeArgs {
     max_connections_per_address: Option<usize>,
     #[command(flatten)]
     pkcs11: Pkcs11Args,
+}
+
+/// Where the served certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+enum TlsMode {
+    /// Certificate and key files, reloaded when they change.
+    Manual,
+    /// Ordered from an ACME CA (tls-alpn-01 on the listening port), cached and renewed.
+    Acme,
+}
+
+/// ACME issuance (`--tls-mode acme`, docs/tls.md).
+#[derive(Args, Default, Clone)]
+struct AcmeArgs {
+    /// The ACME directory: letsencrypt, letsencrypt-staging or an https:// URL
+    /// [default: letsencrypt].
+    #[arg(long, env = "FERROHSM_ACME_DIRECTORY")]
+    acme_directory: Option<String>,
+    /// A name (DNS name or IP address) the certificate is for; repeat for more (env: commas).
+    #[arg(long, env = "FERROHSM_ACME_DOMAIN", value_delimiter = ',')]
+    acme_domain: Vec<String>,
+    /// A contact for the account (mailto:…); repeat for more (env: commas).
+    #[arg(long, env = "FERROHSM_ACME_CONTACT", value_delimiter = ',')]
+    acme_contact: Vec<String>,
+    /// Where the account and certificate are cached, encrypted under the master key; replicas
+    /// may share it [default: DATA_DIR/acme].
+    #[arg(long, env = "FERROHSM_ACME_CACHE_DIR")]
+    acme_cache_dir: Option<PathBuf>,
+    /// The CA certificate (PEM) that issued a private ACME server's TLS certificate [default:
+    /// the system's roots].
+    #[arg(long, env = "FERROHSM_ACME_CA_ROOT")]
+    acme_ca_root: Option<PathBuf>,
+    /// A certificate profile the CA offers (e.g. tlsserver at Let's Encrypt).
+    #[arg(long, env = "FERROHSM_ACME_PROFILE")]
+    acme_profile: Option<String>,
+    /// The first retry delay after a failed order, doubling up to --acme-retry-max
+    /// [default: 60s].
+    #[arg(long, env = "FERROHSM_ACME_RETRY_MIN")]
+    acme_retry_min: Option<String>,
+    /// The longest retry delay [default: 1h].
+    #[arg(long, env = "FERROHSM_ACME_RETRY_MAX")]
+    acme_retry_max: Option<String>,
+}
+
+impl AcmeArgs {
+    /// The settings from the flags over the file's, or `None` when nothing ACME is set.
+    fn merged(self, file: &FileConfig) -> Option<AcmeArgs> {
+        let domains = if self.acme_domain.is_empty() {
+            file.acme_domain.clone().unwrap_or_default()
+        } else {
+            self.acme_domain
+        };
+        let contact = if self.acme_contact.is_empty() {
+            file.acme_contact.clone().unwrap_or_default()
+        } else {
+            self.acme_contact
+        };
+        let merged = AcmeArgs {
+            acme_directory: self.acme_directory.or(file.acme_directory.clone()),
+            acme_domain: domains,
+            acme_contact: contact,
+            acme_cache_dir: self.acme_cache_dir.or(file.acme_cache_dir.clone()),
+            acme_ca_root: self.acme_ca_root.or(file.acme_ca_root.clone()),
+            acme_profile: self.acme_profile.or(file.acme_profile.clone()),
+            acme_retry_min: self.acme_retry_min.or(file.acme_retry_min.clone()),
+            acme_retry_max: self.acme_retry_max.or(file.acme_retry_max.clone()),
+        };
+        let any = merged.acme_directory.is_some()
+            || !merged.acme_domain.is_empty()
+            || !merged.acme_contact.is_empty()
+            || merged.acme_cache_dir.is_some()
+            || merged.acme_ca_root.is_some()
+            || merged.acme_profile.is_some()
+            || merged.acme_retry_min.is_some()
+            || merged.acme_retry_max.is_some();
+        any.then_some(merged)
+    }
+
+    fn config(self, data_dir: &Path, check_interval: Duration) -> anyhow::Result<AcmeConfig> {
+        let directory = self.acme_directory.unwrap_or_else(|| "letsencrypt".into());
+        Ok(AcmeConfig {
+            directory: ferrohsm_server::acme_directory_url(&directory)?,
+            domains: self.acme_domain,
+            contact: self.acme_contact,
+            cache_dir: self.acme_cache_dir.unwrap_or_else(|| data_dir.join("acme")),
+            ca_root: self.acme_ca_root,
+            profile: self.acme_profile,
+            retry_min: duration(self.acme_retry_min.as_deref().unwrap_or("60s"))?,
+            retry_max: duration(self.acme_retry_max.as_deref().unwrap_or("1h"))?,
+            check_interval,
+        })
+    }
 }
 
 /// A PKCS#11 token for key material (docs/pkcs11.md).
@@ -436,12 +535,21 @@ struct FileConfig {
     keyset_file: Option<PathBuf>,
     audience: Option<String>,
     issuer: Option<String>,
+    tls_mode: Option<TlsMode>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     client_auth: Option<ClientAuth>,
     tls12: Option<bool>,
     ocsp_response: Option<PathBuf>,
+    acme_directory: Option<String>,
+    acme_domain: Option<Vec<String>>,
+    acme_contact: Option<Vec<String>>,
+    acme_cache_dir: Option<PathBuf>,
+    acme_ca_root: Option<PathBuf>,
+    acme_profile: Option<String>,
+    acme_retry_min: Option<String>,
+    acme_retry_max: Option<String>,
     max_body_bytes: Option<usize>,
     request_timeout: Option<String>,
     reload_interval: Option<String>,
@@ -602,6 +710,42 @@ fn load_master_key(file: Option<&Path>) -> anyhow::Result<MasterKey> {
     }
 }
 
+/// The served certificate: files in manual mode, ACME settings in ACME mode; flags of the
+/// other mode are refused rather than ignored.
+fn certificate_source(
+    mode: TlsMode,
+    (cert, key): (Option<PathBuf>, Option<PathBuf>),
+    ocsp_response: Option<PathBuf>,
+    acme: Option<AcmeArgs>,
+    data_dir: &Path,
+    check_interval: Duration,
+) -> anyhow::Result<CertificateSource> {
+    match mode {
+        TlsMode::Manual => {
+            if acme.is_some() {
+                bail!("the --acme-* settings need --tls-mode acme");
+            }
+            let (Some(cert), Some(key)) = (cert, key) else {
+                bail!(
+                    "--tls-cert and --tls-key are required (or use `ferrohsm-server dev`, or --tls-mode acme)"
+                );
+            };
+            Ok(CertificateSource::Files { cert, key, ocsp_response })
+        }
+        TlsMode::Acme => {
+            if cert.is_some() || key.is_some() || ocsp_response.is_some() {
+                bail!(
+                    "--tls-cert, --tls-key and --ocsp-response are for --tls-mode manual; ACME orders the certificate"
+                );
+            }
+            let Some(acme) = acme.filter(|a| !a.acme_domain.is_empty()) else {
+                bail!("--tls-mode acme needs at least one --acme-domain");
+            };
+            Ok(CertificateSource::Acme(acme.config(data_dir, check_interval)?))
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let file: FileConfig = match &args.config {
         Some(path) => {
@@ -612,13 +756,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let pkcs11 = args.pkcs11.merged(&file)?;
+    let acme = args.acme.merged(&file);
     let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| "./ferrohsm-data".into());
     let store = args.key_store.or(file.key_store).unwrap_or(StoreKind::Filesystem);
-    let (Some(tls_cert), Some(tls_key)) =
-        (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key))
-    else {
-        bail!("--tls-cert and --tls-key are required (or use `ferrohsm-server dev`)");
-    };
+    let reload_interval =
+        duration(args.reload_interval.or(file.reload_interval.clone()).as_deref().unwrap_or("2s"))?;
+    let certificate = certificate_source(
+        args.tls_mode.or(file.tls_mode).unwrap_or(TlsMode::Manual),
+        (args.tls_cert.or(file.tls_cert.clone()), args.tls_key.or(file.tls_key.clone())),
+        args.ocsp_response.or(file.ocsp_response.clone()),
+        acme,
+        &data_dir,
+        reload_interval,
+    )?;
     let client_ca = args.client_ca.or(file.client_ca);
     let client_auth = args.client_auth.or(file.client_auth).unwrap_or(if client_ca.is_some() {
         ClientAuth::Optional
@@ -658,17 +808,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keyset_file: args.keyset_file.or(file.keyset_file),
         audience: args.audience.or(file.audience).unwrap_or_else(|| "ferrohsm".into()),
         app,
-        tls: TlsFiles {
-            cert: tls_cert,
-            key: tls_key,
+        tls: TlsConfig {
+            certificate,
             client_ca,
             client_auth,
             allow_tls12: args.tls12.or(file.tls12).unwrap_or(false),
-            ocsp_response: args.ocsp_response.or(file.ocsp_response),
         },
-        reload_interval: duration(
-            args.reload_interval.or(file.reload_interval).as_deref().unwrap_or("2s"),
-        )?,
+        reload_interval,
         scheduler_interval: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(30),
         max_token_lifetime: duration(
@@ -740,14 +886,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         keyset_file: None,
         audience: "ferrohsm".into(),
         app: AppConfig::default(),
-        tls: TlsFiles {
-            cert: certs.cert,
-            key: certs.key,
-            client_ca: None,
-            client_auth: ClientAuth::None,
-            allow_tls12: false,
-            ocsp_response: None,
-        },
+        tls: TlsConfig::files(certs.cert, certs.key),
         reload_interval: Duration::from_secs(2),
         scheduler_interval: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(10),

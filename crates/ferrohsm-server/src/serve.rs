@@ -16,7 +16,7 @@ use tower::Service as _;
 
 use crate::app::{AppConfig, AppState, ConnInfo, router};
 use crate::auth::Authenticator;
-use crate::tls::{TlsFiles, TlsState};
+use crate::tls::{TlsConfig, TlsState};
 use crate::{Error, Result};
 
 /// Everything the server needs to start.
@@ -36,8 +36,8 @@ pub struct ServerConfig {
     pub audience: String,
     /// Router settings (issuer of the server's own tokens, body limit, timeout).
     pub app: AppConfig,
-    /// TLS files.
-    pub tls: TlsFiles,
+    /// How TLS is served (certificate files or ACME, client certificates).
+    pub tls: TlsConfig,
     /// How often changed files (certificates, keyset, policy) are picked up.
     pub reload_interval: Duration,
     /// How often due destructions and rotations run.
@@ -213,7 +213,7 @@ impl Server {
     pub async fn start(config: ServerConfig, master_key: MasterKey) -> Result<Server> {
         // Pin the process-wide rustls provider (a second provider in the tree would panic).
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let tls = Arc::new(TlsState::load(config.tls.clone())?);
+        let tls = Arc::new(TlsState::load(config.tls.clone(), &master_key)?);
         let lifetime = time::Duration::try_from(config.max_token_lifetime).map_err(|e| {
             Error::Io { what: "max_token_lifetime".into(), source: std::io::Error::other(e) }
         })?;
@@ -240,7 +240,8 @@ impl Server {
             config.keyset_file.clone(),
         )?);
         let jobs = Arc::new(Jobs::default());
-        let state = AppState::new(hsm.clone(), auth.clone(), jobs.clone(), &config.app);
+        let state =
+            AppState::new(hsm.clone(), auth.clone(), jobs.clone(), tls.clone(), &config.app);
         let app = router(state.clone(), config.app.max_body);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -249,6 +250,9 @@ impl Server {
             listener.local_addr().map_err(|e| Error::Io { what: "listener".into(), source: e })?;
         let (stop, stopped) = watch::channel(false);
         spawn_jobs(tls.clone(), auth, hsm.clone(), &config, jobs, &stopped);
+        if let Some(acme) = tls.acme() {
+            tokio::spawn(acme.clone().run(tls.clone(), hsm.clone(), stopped.clone()));
+        }
         let drain = config.drain_timeout;
         let limits = config.limits;
         let task = tokio::spawn(async move {
@@ -367,7 +371,7 @@ async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+        let tls = tls.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -375,9 +379,14 @@ async fn accept_loop(
             let epoch = std::time::Instant::now();
             let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let tcp = Watched { inner: tcp, last: last.clone(), epoch };
-            let handshake = acceptor.accept(tcp);
+            let handshake = handshake(tcp, &tls);
             let stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-                Ok(Ok(s)) => s,
+                Ok(Ok(Handshake::Serve(s))) => s,
+                Ok(Ok(Handshake::Challenge(mut s))) => {
+                    // An ACME validator saw the challenge certificate; nothing is served.
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut s).await;
+                    return;
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
@@ -417,6 +426,28 @@ async fn accept_loop(
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timeout: closing connections with requests still open");
     }
+}
+
+/// A finished handshake: a connection to serve, or an ACME validation to close.
+enum Handshake<IO> {
+    Serve(tokio_rustls::server::TlsStream<IO>),
+    Challenge(tokio_rustls::server::TlsStream<IO>),
+}
+
+/// Reads the ClientHello, picks the configuration for it (an ACME validation gets the
+/// challenge's; before ACME has issued a certificate, others are refused) and completes the
+/// handshake.
+async fn handshake<IO>(io: IO, tls: &TlsState) -> std::io::Result<Handshake<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+    let Some((config, challenge)) = tls.config_for(&start.client_hello()) else {
+        return Err(std::io::Error::other("no certificate to serve yet (ACME has not issued one)"));
+    };
+    let stream = start.into_stream(config).await?;
+    Ok(if challenge { Handshake::Challenge(stream) } else { Handshake::Serve(stream) })
 }
 
 fn conn_info(
@@ -537,6 +568,7 @@ fn spawn_jobs(
     spawn_job("tls-reload", config.reload_interval, jobs.clone(), stopped.clone(), move || {
         let tls = tls.clone();
         async move {
+            tls.observe();
             match tls.reload_if_changed() {
                 Ok(true) => tracing::info!("TLS files reloaded"),
                 Ok(false) => {}

@@ -1,7 +1,10 @@
 //! TLS (SPEC §9): rustls with TLS 1.3 by default, optional or required client certificates
-//! against a CA bundle, OCSP stapling of a response file, and hot reload of the certificate,
-//! key, CA and OCSP files (new connections use the new files; open connections keep theirs).
+//! against a CA bundle, and the served certificate either from files (`manual`: OCSP stapling
+//! of a response file, hot reload of the certificate, key, CA and OCSP files) or from an ACME
+//! CA (`acme`, see [`acme`]). New connections use the new certificate; open connections keep
+//! theirs.
 
+pub mod acme;
 pub mod ocsp;
 
 use std::path::{Path, PathBuf};
@@ -26,22 +29,50 @@ pub enum ClientAuth {
     Required,
 }
 
-/// The files TLS is served from.
+/// Where the served certificate comes from (`--tls-mode`).
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// The certificate chain (PEM), leaf first.
-    pub cert: PathBuf,
-    /// The private key (PEM, PKCS#8, SEC1 or PKCS#1).
-    pub key: PathBuf,
+pub enum CertificateSource {
+    /// `manual`: PEM files, reloaded when they change.
+    Files {
+        /// The certificate chain (PEM), leaf first.
+        cert: PathBuf,
+        /// The private key (PEM, PKCS#8, SEC1 or PKCS#1).
+        key: PathBuf,
+        /// An OCSP response (DER) for the certificate, stapled to handshakes while it is fresh
+        /// and names the certificate (see `docs/tls.md`).
+        ocsp_response: Option<PathBuf>,
+    },
+    /// `acme`: ordered from an ACME CA, cached encrypted and renewed (see [`acme`]).
+    Acme(acme::AcmeConfig),
+}
+
+/// How TLS is served.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The served certificate.
+    pub certificate: CertificateSource,
     /// The CA bundle that issues client certificates (PEM).
     pub client_ca: Option<PathBuf>,
     /// Whether client certificates are requested or required.
     pub client_auth: ClientAuth,
     /// Also accept TLS 1.2 (off by default).
     pub allow_tls12: bool,
-    /// An OCSP response (DER) for the certificate, stapled to handshakes while it is fresh
-    /// and names the certificate (see `docs/tls.md`).
-    pub ocsp_response: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Serving the certificate and key files, without client certificates, TLS 1.2 or OCSP.
+    pub fn files(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        TlsConfig {
+            certificate: CertificateSource::Files {
+                cert: cert.into(),
+                key: key.into(),
+                ocsp_response: None,
+            },
+            client_ca: None,
+            client_auth: ClientAuth::None,
+            allow_tls12: false,
+        }
+    }
 }
 
 /// Why TLS could not be configured.
@@ -49,56 +80,216 @@ pub struct TlsFiles {
 #[error("tls: {0}")]
 pub struct TlsError(String);
 
-/// The current server configuration, rebuilt when its files change.
+/// What the state remembers to notice changes: the files' modification times, and when the
+/// stapled OCSP response (if any) goes stale.
+#[derive(Debug, Default)]
+struct Seen {
+    stamps: Vec<Option<SystemTime>>,
+    stale_at: Option<time::OffsetDateTime>,
+}
+
+/// The current server configuration, rebuilt when its files change or ACME renews the
+/// certificate. Connections keep the configuration they started with.
 #[derive(Debug)]
 pub struct TlsState {
-    files: TlsFiles,
-    current: RwLock<Arc<ServerConfig>>,
-    /// The files' modification times, and when the stapled OCSP response (if any) goes stale.
-    seen: Mutex<(Vec<Option<SystemTime>>, Option<time::OffsetDateTime>)>,
+    config: TlsConfig,
+    /// `None` in ACME mode until the first certificate is issued.
+    current: RwLock<Option<Arc<ServerConfig>>>,
+    seen: Mutex<Seen>,
+    /// The served certificate's serial and validity.
+    facts: Mutex<Option<ocsp::Facts>>,
+    /// ACME mode: the served chain and key (to rebuild when the client CA changes).
+    issued: Mutex<Option<acme::Issued>>,
+    acme: Option<Arc<acme::Acme>>,
 }
 
 impl TlsState {
-    /// Loads the files. Refuses an inconsistent configuration (client auth without a CA).
-    /// An OCSP response that cannot be stapled is not an error: the server serves without it
-    /// and says why (log line, `ferrohsm_tls_ocsp_refused_total`).
-    pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let (config, stale_at) = build(&files)?;
-        let stamps = stamps(&files);
-        Ok(TlsState {
-            files,
-            current: RwLock::new(Arc::new(config)),
-            seen: Mutex::new((stamps, stale_at)),
-        })
+    /// Loads the files, or in ACME mode the cache (its key derived from `master_key`).
+    /// Refuses an inconsistent configuration (client auth without a CA) and a damaged ACME
+    /// cache. An OCSP response that cannot be stapled is not an error: the server serves
+    /// without it and says why (log line, `ferrohsm_tls_ocsp_refused_total`).
+    pub fn load(
+        config: TlsConfig,
+        master_key: &ferrohsm_core::MasterKey,
+    ) -> Result<Self, TlsError> {
+        let mut state = TlsState {
+            current: RwLock::new(None),
+            seen: Mutex::default(),
+            facts: Mutex::default(),
+            issued: Mutex::default(),
+            acme: None,
+            config,
+        };
+        let mut cached = None;
+        if let CertificateSource::Acme(settings) = &state.config.certificate {
+            let provider = ferrohsm_core::default_provider();
+            let key = master_key
+                .derive(provider.as_ref(), acme::CACHE_KEY_PURPOSE)
+                .map_err(|e| TlsError(format!("deriving the ACME cache key: {e}")))?;
+            let (acme, issued) = acme::Acme::open(settings.clone(), &key)?;
+            state.acme = Some(Arc::new(acme));
+            cached = issued;
+        }
+        match cached {
+            Some(issued) => {
+                tracing::info!(serial = %issued.facts.serial, not_after = %issued.facts.not_after, "serving the cached ACME certificate");
+                state.install(issued)?;
+            }
+            None => state.rebuild()?,
+        }
+        Ok(state)
     }
 
-    /// The configuration for the next connection.
-    pub fn config(&self) -> Arc<ServerConfig> {
+    /// The configuration for the next connection (`None` in ACME mode before the first
+    /// certificate).
+    pub fn config(&self) -> Option<Arc<ServerConfig>> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The configuration for a connection that sent `hello`, and whether to close it after
+    /// the handshake: ACME validation handshakes (`acme-tls/1`, in ACME mode) get the
+    /// challenge configuration and are closed.
+    pub fn config_for(
+        &self,
+        hello: &rustls::server::ClientHello<'_>,
+    ) -> Option<(Arc<ServerConfig>, bool)> {
+        if let Some(acme) = &self.acme
+            && hello.alpn().is_some_and(|mut offered| offered.any(|p| p == acme::ACME_TLS_ALPN))
+        {
+            return Some((acme.challenge_config(), true));
+        }
+        self.config().map(|c| (c, false))
+    }
+
+    /// The ACME side, in ACME mode.
+    pub(crate) fn acme(&self) -> Option<&Arc<acme::Acme>> {
+        self.acme.as_ref()
     }
 
     /// Rebuilds the configuration if a file changed, or if the stapled OCSP response went
     /// stale (it is then no longer stapled). On error the previous configuration stays.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let now = stamps(&self.files);
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = seen.1.is_some_and(|at| at <= time::OffsetDateTime::now_utc());
-        if seen.0 == now && !stale {
-            return Ok(false);
+        let now = self.stamps();
+        {
+            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let stale = seen.stale_at.is_some_and(|at| at <= time::OffsetDateTime::now_utc());
+            if seen.stamps == now && !stale {
+                return Ok(false);
+            }
         }
-        let (config, stale_at) = build(&self.files)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-        *seen = (now, stale_at);
+        self.rebuild()?;
         Ok(true)
     }
-}
 
-fn stamps(files: &TlsFiles) -> Vec<Option<SystemTime>> {
-    [Some(&files.cert), Some(&files.key), files.client_ca.as_ref(), files.ocsp_response.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
+    /// Serves `issued` (an ACME certificate) from the next connection on.
+    pub(crate) fn install(&self, issued: acme::Issued) -> Result<(), TlsError> {
+        let config = client_auth(&self.config)?
+            .with_single_cert(issued.chain.clone(), issued.key.clone_key())
+            .map_err(|e| TlsError(e.to_string()))?;
+        self.served(Some(issued.facts.clone()));
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(finish(config)));
+        *self.issued.lock().unwrap_or_else(|p| p.into_inner()) = Some(issued);
+        Ok(())
+    }
+
+    /// Builds the configuration from the files (in ACME mode: the client CA file and the
+    /// served certificate).
+    fn rebuild(&self) -> Result<(), TlsError> {
+        let stamps = self.stamps();
+        let builder = client_auth(&self.config)?;
+        let (config, stale_at) = match &self.config.certificate {
+            CertificateSource::Files { cert, key, ocsp_response } => {
+                let certs = read_certs(cert)?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| TlsError(format!("{}: {e}", key.display())))?;
+                let stapled = ocsp_response.as_deref().and_then(|path| staple(path, &certs));
+                self.served(certs.first().and_then(|leaf| ocsp::facts(leaf)));
+                match stapled {
+                    Some((der, stale_at)) => {
+                        (builder.with_single_cert_with_ocsp(certs, key, der), Some(stale_at))
+                    }
+                    None => (builder.with_single_cert(certs, key), None),
+                }
+            }
+            CertificateSource::Acme(_) => {
+                let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(issued) = issued.as_ref() else {
+                    *self.seen.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Seen { stamps, stale_at: None };
+                    return Ok(());
+                };
+                (builder.with_single_cert(issued.chain.clone(), issued.key.clone_key()), None)
+            }
+        };
+        let config = finish(config.map_err(|e| TlsError(e.to_string()))?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(config));
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Seen { stamps, stale_at };
+        Ok(())
+    }
+
+    fn served(&self, facts: Option<ocsp::Facts>) {
+        if let Some(f) = &facts {
+            metrics::gauge!("ferrohsm_tls_certificate_expiry_timestamp_seconds")
+                .set(f.not_after.unix_timestamp() as f64);
+        }
+        *self.facts.lock().unwrap_or_else(|p| p.into_inner()) = facts;
+        self.observe();
+    }
+
+    /// Updates the seconds-until-expiry gauge (the reload job calls it on every tick).
+    pub fn observe(&self) {
+        if let Some(f) = self.facts.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let left = f.not_after - time::OffsetDateTime::now_utc();
+            metrics::gauge!("ferrohsm_tls_certificate_expires_in_seconds")
+                .set(left.whole_seconds() as f64);
+        }
+    }
+
+    /// `/healthz`'s `tls` as `(status, detail, serving)`: status `error` while ACME renewals
+    /// fail or when no unexpired certificate is served; `serving` is false only in the latter
+    /// case (only then is the whole server degraded: a failing renewal alone pages through the
+    /// alert rules in docs/tls.md, not by taking the replica out of its load balancer).
+    pub fn health(&self) -> (&'static str, String, bool) {
+        let now = time::OffsetDateTime::now_utc();
+        let facts = self.facts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (serving, mut detail) = match &facts {
+            Some(f) if f.not_after > now => (
+                true,
+                format!(
+                    "certificate {} expires {} (in {} s)",
+                    f.serial,
+                    f.not_after,
+                    (f.not_after - now).whole_seconds()
+                ),
+            ),
+            Some(f) => (false, format!("certificate {} expired at {}", f.serial, f.not_after)),
+            None => (false, "no certificate yet".to_owned()),
+        };
+        let renewing = match &self.acme {
+            Some(acme) => {
+                let (ok, acme_detail) = acme.health();
+                detail = format!("{acme_detail}; {detail}");
+                ok
+            }
+            None => true,
+        };
+        let status = if serving && renewing { "ok" } else { "error" };
+        (status, detail, serving)
+    }
+
+    fn stamps(&self) -> Vec<Option<SystemTime>> {
+        let (cert, key, ocsp) = match &self.config.certificate {
+            CertificateSource::Files { cert, key, ocsp_response } => {
+                (Some(cert), Some(key), ocsp_response.as_ref())
+            }
+            CertificateSource::Acme(_) => (None, None, None),
+        };
+        [cert, key, self.config.client_ca.as_ref(), ocsp]
+            .into_iter()
+            .flatten()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -161,9 +352,12 @@ fn staple(path: &Path, certs: &[CertificateDer<'_>]) -> Option<(Vec<u8>, time::O
     }
 }
 
-fn build(files: &TlsFiles) -> Result<(ServerConfig, Option<time::OffsetDateTime>), TlsError> {
+/// A configuration builder with the protocol versions and client certificate settings.
+fn client_auth(
+    config: &TlsConfig,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = if files.allow_tls12 {
+    let versions: &[&rustls::SupportedProtocolVersion] = if config.allow_tls12 {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
     } else {
         &[&rustls::version::TLS13]
@@ -171,7 +365,7 @@ fn build(files: &TlsFiles) -> Result<(ServerConfig, Option<time::OffsetDateTime>
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| TlsError(e.to_string()))?;
-    let builder = match (files.client_auth, &files.client_ca) {
+    Ok(match (config.client_auth, &config.client_ca) {
         (ClientAuth::None, _) => builder.with_no_client_auth(),
         (_, None) => {
             return Err(TlsError("client certificates need a CA bundle (--client-ca)".into()));
@@ -190,20 +384,13 @@ fn build(files: &TlsFiles) -> Result<(ServerConfig, Option<time::OffsetDateTime>
             builder
                 .with_client_cert_verifier(verifier.build().map_err(|e| TlsError(e.to_string()))?)
         }
-    };
-    let certs = read_certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| TlsError(format!("{}: {e}", files.key.display())))?;
-    let stapled = files.ocsp_response.as_deref().and_then(|path| staple(path, &certs));
-    let (config, stale_at) = match stapled {
-        Some((der, stale_at)) => {
-            (builder.with_single_cert_with_ocsp(certs, key, der), Some(stale_at))
-        }
-        None => (builder.with_single_cert(certs, key), None),
-    };
-    let mut config = config.map_err(|e| TlsError(e.to_string()))?;
+    })
+}
+
+/// The protocols served over TLS.
+fn finish(mut config: ServerConfig) -> ServerConfig {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((config, stale_at))
+    config
 }
 
 /// The files of a development PKI: a CA, and a server certificate it issued for

@@ -791,3 +791,48 @@ async fn a_master_key_kept_in_the_clear_moves_into_the_token_only_when_asked() {
     assert_eq!(post(&dev, "/v1/keys/old/decrypt", decrypt).await["plaintext"], "bW92ZWQ=");
     dev.terminate();
 }
+
+/// `--tls-mode` refuses settings of the other mode and an ACME setup without a name or with a
+/// bad directory, before anything starts; a TOML file sets the same keys.
+#[test]
+fn tls_mode_flags_of_the_other_mode_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, ferrohsm_core::b64::encode(&[7u8; 32])).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let toml = dir.path().join("acme.toml");
+    std::fs::write(&toml, "tls_mode = \"acme\"\nacme_directory = \"ftp://ca.example/dir\"\nacme_domain = [\"hsm.example\"]\n").unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--tls-mode", "acme"], "needs at least one --acme-domain"),
+        (
+            &["--tls-mode", "acme", "--acme-domain", "hsm.example", "--tls-cert", "c.pem"],
+            "are for --tls-mode manual",
+        ),
+        (
+            &["--acme-domain", "hsm.example", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            "need --tls-mode acme",
+        ),
+        (&["--tls-mode", "acme", "--acme-domain", "*.example.com"], "wildcards"),
+        (
+            &["--tls-mode", "acme", "--acme-domain", "hsm.example", "--acme-directory", "staging"],
+            "letsencrypt-staging",
+        ),
+        (&["--config", toml.to_str().unwrap()], "https:// URL"),
+        (&["--tls-mode", "manual"], "--tls-cert and --tls-key are required"),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .arg("--master-key-file")
+            .arg(&key)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(*args)
+            .env_remove("FERROHSM_MASTER_KEY")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

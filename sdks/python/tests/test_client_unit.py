@@ -252,6 +252,21 @@ async def test_health_reads_the_vault_when_present(flavour: Flavour) -> None:
     await flavour.close(client)
 
 
+async def test_health_reads_the_tls_certificate_state_when_present(flavour: Flavour) -> None:
+    component = {"status": "ok", "detail": "x"}
+    base = {"version": "1", "store": component, "audit": component, "seal": component,
+            "policy": component, "status": "ok"}
+    renewing = {"status": "error", "detail": "acme hsm.example; 3 consecutive renewal failures"}
+    mock = Mock([reply(200, {**base, "tls": renewing}), reply(200, base)])
+    client = flavour.client(mock)
+    health = await flavour.run(client.health())
+    assert health.status == "ok"
+    assert health.tls == ComponentHealth(**renewing)
+    health = await flavour.run(client.health())
+    assert health.tls is None
+    await flavour.close(client)
+
+
 # ----- Errors --------------------------------------------------------------------------------
 
 ERRORS: list[tuple[str, int, type[APIError]]] = [

@@ -1,4 +1,5 @@
-//! Reading the HSM's own audit log (checkpoints, export, pages, verification) and recording failed authentications.
+//! Reading the HSM's own audit log (checkpoints, export, pages, verification), recording failed
+//! authentications, and recording events of the server around the HSM (TLS certificates).
 
 #[allow(clippy::wildcard_imports, reason = "the parent module's shared state and helpers")]
 use super::*;
@@ -108,6 +109,26 @@ impl Hsm {
             })
         })
         .await
+    }
+
+    /// Records an event of the server around the HSM that auditors must see although no key is
+    /// involved, such as a TLS certificate issued or renewed by ACME. `action` is namespaced by
+    /// its component (`tls.…`); callers write these rarely (each is a deliberate step, or a
+    /// failure retried with backoff), so they are not rate limited.
+    pub async fn record_server_event(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        outcome: ferrohsm_audit::Outcome,
+        message: String,
+    ) -> Result<()> {
+        let mut entry = AuditEntry::new(&ctx.actor, action, outcome, ctx.request_id.clone());
+        entry.message = Some(message);
+        let written = self.inner.audit.sink.append(entry).await;
+        let counter =
+            if written.is_ok() { &self.inner.audit.written } else { &self.inner.audit.failed };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        written.map(|_| ()).map_err(Error::AuditUnavailable)
     }
 
     /// Records a request that failed authentication (the frontend decided; the core keeps the

@@ -82,6 +82,7 @@ const BIT_STRING: u8 = 0x03;
 const ENUMERATED: u8 = 0x0a;
 const OID: u8 = 0x06;
 const GENERALIZED_TIME: u8 = 0x18;
+const UTC_TIME: u8 = 0x17;
 
 /// What a served certificate says about itself, for matching a response.
 struct Served<'a> {
@@ -100,6 +101,49 @@ fn served(cert: &[u8]) -> Result<Served<'_>, Refusal> {
     let (_, after) = expect(tbs, SEQUENCE, "issuer").map_err(|_| bad())?;
     let issuer_name = &tbs[..tbs.len() - after.len()];
     Ok(Served { serial, issuer_name })
+}
+
+/// What the TLS state reports of a served certificate: its serial number and validity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Facts {
+    /// The serial number in lower-case hex.
+    pub serial: String,
+    /// The start of its validity.
+    pub not_before: OffsetDateTime,
+    /// The end of its validity.
+    pub not_after: OffsetDateTime,
+}
+
+/// The serial number and validity of a certificate (DER), if it can be read.
+pub(crate) fn facts(cert: &[u8]) -> Option<Facts> {
+    let (certificate, _) = expect(cert, SEQUENCE, "certificate").ok()?;
+    let (tbs, _) = expect(certificate, SEQUENCE, "tbsCertificate").ok()?;
+    let tbs = skip_optional(tbs, 0xa0);
+    let (serial, tbs) = expect(tbs, INTEGER, "serial").ok()?;
+    let (_, tbs) = expect(tbs, SEQUENCE, "signature").ok()?;
+    let (_, tbs) = expect(tbs, SEQUENCE, "issuer").ok()?;
+    let (validity, _) = expect(tbs, SEQUENCE, "validity").ok()?;
+    let (not_before, rest) = item(validity)?;
+    let (not_after, _) = item(rest)?;
+    Some(Facts {
+        serial: ferrohsm_core::hex::encode(serial),
+        not_before: x509_time(&not_before)?,
+        not_after: x509_time(&not_after)?,
+    })
+}
+
+/// A certificate's `Time`: `UTCTime` (`YYMMDDHHMMSSZ`, years 1950 to 2049) or
+/// `GeneralizedTime`.
+fn x509_time(time: &Item<'_>) -> Option<OffsetDateTime> {
+    match time.tag {
+        GENERALIZED_TIME => generalized_time(time.content),
+        UTC_TIME => {
+            let year: u8 = std::str::from_utf8(time.content.get(..2)?).ok()?.parse().ok()?;
+            let century: &[u8] = if year >= 50 { b"19" } else { b"20" };
+            generalized_time(&[century, time.content].concat())
+        }
+        _ => None,
+    }
 }
 
 /// The subjectPublicKey bits (without the unused-bits byte) of a certificate.
@@ -266,6 +310,30 @@ mod tests {
             let refused = check(bad, &leaf, None, OffsetDateTime::now_utc()).unwrap_err();
             assert!(["malformed", "unsuccessful"].contains(&refused.reason), "{refused:?}");
         }
+    }
+
+    #[test]
+    fn certificate_facts_read_utc_and_generalized_times_and_refuse_garbage() {
+        let at = |y, m, d| {
+            time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d)
+                .unwrap()
+                .midnight()
+                .assume_utc()
+        };
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_owned()]).unwrap();
+        params.serial_number = Some(vec![0x01, 0x02, 0xfe].into());
+        // Before 2050: UTCTime; from 2050 on: GeneralizedTime (RFC 5280 §4.1.2.5).
+        params.not_before = at(2024, 2, 29);
+        params.not_after = at(2051, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let f = facts(cert.der()).unwrap();
+        assert_eq!(f.serial, "0102fe");
+        assert_eq!((f.not_before, f.not_after), (at(2024, 2, 29), at(2051, 1, 1)));
+        for cut in 0..cert.der().len() {
+            assert!(facts(&cert.der()[..cut]).is_none(), "{cut}");
+        }
+        assert!(facts(b"not a certificate").is_none());
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use ferrohsm_core::MasterKey;
 use ferrohsm_server::{
-    AppConfig, ClientAuth, ConnectionLimits, Server, ServerConfig, TlsFiles, TokenSpec,
+    AcmeConfig, AppConfig, CertificateSource, ClientAuth, ConnectionLimits, Server, ServerConfig,
+    TlsConfig, TokenSpec,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde_json::{Value, json};
@@ -79,6 +80,10 @@ pub struct Options {
     pub vault: Option<ferrohsm_core::VaultConfig>,
     /// Staple the OCSP response in `DIR/ocsp.der` (absent at start).
     pub ocsp: bool,
+    /// Serve a certificate from this ACME CA instead of the test CA's.
+    pub acme: Option<AcmeConfig>,
+    /// The address to listen on [default: 127.0.0.1:0].
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Options {
@@ -91,6 +96,8 @@ impl Default for Options {
             audit_records: 0,
             vault: None,
             ocsp: false,
+            acme: None,
+            listen: None,
         }
     }
 }
@@ -185,6 +192,11 @@ impl TestServer {
     }
 
     pub async fn start_with(options: Options) -> TestServer {
+        TestServer::try_start_with(options).await.unwrap()
+    }
+
+    /// Starts the server, or says why it did not start.
+    pub async fn try_start_with(options: Options) -> Result<TestServer, ferrohsm_server::Error> {
         let dir = tempfile::tempdir().unwrap();
         let server_pki = Pki::new("test server CA");
         let client_pki = Pki::new("test client CA");
@@ -213,20 +225,25 @@ impl TestServer {
             fill_audit_log(&dir.path().join("data"), options.audit_records).await;
         }
         let config = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: options.listen.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()),
             backend: backend(&dir.path().join("data")),
             retention: ferrohsm_core::Retention::default(),
             policy_file,
             keyset_file: Some(keyset_path.clone()),
             audience: AUDIENCE.into(),
             app: AppConfig { issuer: ISSUER.into(), max_body: 64 * 1024, ..AppConfig::default() },
-            tls: TlsFiles {
-                cert: cert_path.clone(),
-                key: key_path.clone(),
+            tls: TlsConfig {
+                certificate: match options.acme {
+                    Some(acme) => CertificateSource::Acme(acme),
+                    None => CertificateSource::Files {
+                        cert: cert_path.clone(),
+                        key: key_path.clone(),
+                        ocsp_response: options.ocsp.then(|| dir.path().join("ocsp.der")),
+                    },
+                },
                 client_ca: Some(client_ca),
                 client_auth: options.client_auth,
                 allow_tls12: false,
-                ocsp_response: options.ocsp.then(|| dir.path().join("ocsp.der")),
             },
             reload_interval: Duration::from_millis(100),
             scheduler_interval: Duration::from_secs(3600),
@@ -237,10 +254,9 @@ impl TestServer {
             default_custody: None,
             limits: options.limits,
         };
-        let server =
-            Server::start(config, MasterKey::from_bytes(&[42u8; 32]).unwrap()).await.unwrap();
+        let server = Server::start(config, MasterKey::from_bytes(&[42u8; 32]).unwrap()).await?;
         let url = format!("https://localhost:{}", server.local_addr().port());
-        TestServer {
+        Ok(TestServer {
             server: Some(server),
             url,
             ca_pem: server_pki.ca_pem.clone(),
@@ -250,7 +266,7 @@ impl TestServer {
             keyset_path,
             cert_path,
             key_path,
-        }
+        })
     }
 
     pub fn hsm(&self) -> &ferrohsm_core::Hsm {

@@ -997,7 +997,10 @@ class Health(_Model):
     """``GET /healthz``: ``status`` is ``ok`` or ``degraded``.
 
     ``vault``, the key vault (a PKCS#11 token), is ``None`` unless the server has one
-    configured; while it is failing, ``status`` is ``degraded``.
+    configured; while it is failing, ``status`` is ``degraded``. ``tls`` is the served
+    certificate's expiry and, in ACME mode, its renewal: its ``status`` is ``error`` while
+    renewals fail (the server stays ``ok``) or when no unexpired certificate is served (the
+    server is then ``degraded``); ``None`` from servers older than this field.
     """
 
     status: str
@@ -1009,6 +1012,7 @@ class Health(_Model):
     keyset: ComponentHealth | None = None
     jobs: ComponentHealth | None = None
     vault: ComponentHealth | None = None
+    tls: ComponentHealth | None = None
 
     @classmethod
     def _read(cls, r: _Reader) -> Self:
@@ -1022,4 +1026,5 @@ class Health(_Model):
             keyset=r.opt_obj("keyset", ComponentHealth._read),
             jobs=r.opt_obj("jobs", ComponentHealth._read),
             vault=r.opt_obj("vault", ComponentHealth._read),
+            tls=r.opt_obj("tls", ComponentHealth._read),
         )
