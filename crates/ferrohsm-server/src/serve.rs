@@ -249,10 +249,10 @@ impl Server {
         let addr =
             listener.local_addr().map_err(|e| Error::Io { what: "listener".into(), source: e })?;
         let (stop, stopped) = watch::channel(false);
-        spawn_jobs(tls.clone(), auth, hsm.clone(), &config, jobs, &stopped);
         if let Some(acme) = tls.acme() {
-            tokio::spawn(acme.clone().run(tls.clone(), hsm.clone(), stopped.clone()));
+            supervise_acme(acme.clone(), tls.clone(), hsm.clone(), jobs.clone(), stopped.clone());
         }
+        spawn_jobs(tls.clone(), auth, hsm.clone(), &config, jobs, &stopped);
         let drain = config.drain_timeout;
         let limits = config.limits;
         let task = tokio::spawn(async move {
@@ -531,6 +531,32 @@ fn spawn_job<F, Fut>(
                 Err(e) => Err(e.to_string()),
             };
             jobs.outcome(name, outcome);
+        }
+    });
+}
+
+/// Runs the ACME renewal loop until stopped; a panic is reported like a failed job (log,
+/// `ferrohsm_background_job_failures_total{job="acme"}`, `/healthz` jobs) and the loop starts
+/// again after a pause.
+fn supervise_acme(
+    acme: Arc<crate::tls::acme::Acme>,
+    tls: Arc<TlsState>,
+    hsm: Hsm,
+    jobs: Arc<Jobs>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let run = tokio::spawn(acme.clone().run(tls.clone(), hsm.clone(), stopped.clone()));
+            match run.await {
+                Ok(()) => break,
+                Err(e) => jobs.outcome("acme", Err(format!("the ACME renewal loop ended: {e}"))),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = stopped.changed() => break,
+            }
+            jobs.outcome("acme", Ok(()));
         }
     });
 }

@@ -98,7 +98,9 @@ pub struct TlsState {
     seen: Mutex<Seen>,
     /// The served certificate's serial and validity.
     facts: Mutex<Option<ocsp::Facts>>,
-    /// ACME mode: the served chain and key (to rebuild when the client CA changes).
+    /// ACME mode: the latest chain and key (to rebuild when the client CA changes). Held
+    /// while a configuration is built and swapped in, so a rebuild and an install never
+    /// interleave.
     issued: Mutex<Option<acme::Issued>>,
     acme: Option<Arc<acme::Acme>>,
 }
@@ -181,14 +183,21 @@ impl TlsState {
         Ok(true)
     }
 
-    /// Serves `issued` (an ACME certificate) from the next connection on.
+    /// Serves `issued` (an ACME certificate) from the next connection on. It is kept even
+    /// when the configuration cannot be built now (a client CA file being replaced), so the
+    /// next rebuild serves it.
     pub(crate) fn install(&self, issued: acme::Issued) -> Result<(), TlsError> {
-        let config = client_auth(&self.config)?
-            .with_single_cert(issued.chain.clone(), issued.key.clone_key())
-            .map_err(|e| TlsError(e.to_string()))?;
-        self.served(Some(issued.facts.clone()));
+        let mut latest = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let facts = issued.facts.clone();
+        let built = client_auth(&self.config).and_then(|builder| {
+            builder
+                .with_single_cert(issued.chain.clone(), issued.key.clone_key())
+                .map_err(|e| TlsError(e.to_string()))
+        });
+        *latest = Some(issued);
+        let config = built?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(finish(config)));
-        *self.issued.lock().unwrap_or_else(|p| p.into_inner()) = Some(issued);
+        self.served(Some(facts));
         Ok(())
     }
 
@@ -196,33 +205,37 @@ impl TlsState {
     /// served certificate).
     fn rebuild(&self) -> Result<(), TlsError> {
         let stamps = self.stamps();
+        let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
         let builder = client_auth(&self.config)?;
-        let (config, stale_at) = match &self.config.certificate {
+        let (config, stale_at, facts) = match &self.config.certificate {
             CertificateSource::Files { cert, key, ocsp_response } => {
                 let certs = read_certs(cert)?;
                 let key = PrivateKeyDer::from_pem_file(key)
                     .map_err(|e| TlsError(format!("{}: {e}", key.display())))?;
                 let stapled = ocsp_response.as_deref().and_then(|path| staple(path, &certs));
-                self.served(certs.first().and_then(|leaf| ocsp::facts(leaf)));
-                match stapled {
+                let facts = certs.first().and_then(|leaf| ocsp::facts(leaf));
+                let (config, stale_at) = match stapled {
                     Some((der, stale_at)) => {
                         (builder.with_single_cert_with_ocsp(certs, key, der), Some(stale_at))
                     }
                     None => (builder.with_single_cert(certs, key), None),
-                }
+                };
+                (config, stale_at, facts)
             }
             CertificateSource::Acme(_) => {
-                let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
                 let Some(issued) = issued.as_ref() else {
                     *self.seen.lock().unwrap_or_else(|p| p.into_inner()) =
                         Seen { stamps, stale_at: None };
                     return Ok(());
                 };
-                (builder.with_single_cert(issued.chain.clone(), issued.key.clone_key()), None)
+                let config = builder.with_single_cert(issued.chain.clone(), issued.key.clone_key());
+                (config, None, Some(issued.facts.clone()))
             }
         };
         let config = finish(config.map_err(|e| TlsError(e.to_string()))?);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(config));
+        // Only what is now served is reported (health, expiry metrics).
+        self.served(facts);
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Seen { stamps, stale_at };
         Ok(())
     }

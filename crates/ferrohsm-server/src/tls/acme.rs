@@ -1,7 +1,7 @@
 //! ACME (RFC 8555) certificates for the serving port (`--tls-mode acme`, docs/tls.md).
 //!
 //! - The challenge is **tls-alpn-01** (RFC 8737), answered on the serving port itself: a
-//!   handshake that offers only the `acme-tls/1` protocol gets the self-signed challenge
+//!   handshake that offers the `acme-tls/1` protocol gets the self-signed challenge
 //!   certificate for its server name, and the connection is closed after the handshake. No
 //!   second port is opened, nothing is written to a web root, and it works where only the
 //!   HTTPS port is reachable (see docs/tls.md for why not http-01).
@@ -61,6 +61,10 @@ const CERTIFICATE_FILE: &str = "certificate.enc";
 /// The advisory lock a replica holds while it orders.
 const LOCK_FILE: &str = "order.lock";
 
+/// When the last failed order says the next may be made (Unix seconds, not secret), so the
+/// replicas sharing the cache back off together instead of each ordering once per failure.
+const BACKOFF_FILE: &str = "order.backoff";
+
 /// The longest one order (account, challenges, finalisation, download) may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -104,6 +108,26 @@ pub fn directory_url(name: &str) -> Result<String, TlsError> {
 }
 
 impl AcmeConfig {
+    /// The configuration checked, with the directory resolved and the names in one canonical
+    /// form (lower case, no trailing dot, sorted, no duplicates), so replicas configured with
+    /// the same names in another order share one certificate.
+    fn normalized(mut self) -> Result<AcmeConfig, TlsError> {
+        self.directory = directory_url(&self.directory)?;
+        let mut domains: Vec<String> = self
+            .domains
+            .iter()
+            .map(|d| match d.parse::<IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => d.trim_end_matches('.').to_ascii_lowercase(),
+            })
+            .collect();
+        domains.sort();
+        domains.dedup();
+        self.domains = domains;
+        self.validate()?;
+        Ok(self)
+    }
+
     fn validate(&self) -> Result<(), TlsError> {
         let fail = |m: String| Err(TlsError(format!("acme: {m}")));
         directory_url(&self.directory)?;
@@ -125,6 +149,9 @@ impl AcmeConfig {
         }
         if self.retry_min.is_zero() || self.retry_min > self.retry_max {
             return fail("the retry delays need 0 < retry_min <= retry_max".into());
+        }
+        if self.check_interval < Duration::from_millis(10) {
+            return fail("the cache check interval must be at least 10ms".into());
         }
         Ok(())
     }
@@ -171,6 +198,18 @@ fn challenge_server_name(identifier: &Identifier) -> Option<String> {
     }
 }
 
+/// A cache file refused: counted (`ferrohsm_tls_acme_cache_refused_total`, which the alert
+/// in docs/tls.md watches) and named in the error.
+fn refused(path: &Path, why: &str) -> TlsError {
+    metrics::counter!("ferrohsm_tls_acme_cache_refused_total").increment(1);
+    TlsError(format!(
+        "acme cache file {} is refused: {why}. It is damaged, truncated, or was written under \
+         another master key; FerroHSM does not use or replace it. Move it away to order anew \
+         (docs/tls.md)",
+        path.display()
+    ))
+}
+
 /// The files of the cache, encrypted under the derived key.
 #[derive(Debug)]
 struct Cache {
@@ -210,15 +249,7 @@ impl Cache {
     fn read(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, TlsError> {
         use std::io::Read as _;
         let path = self.path(name);
-        let damaged = |why: &str| {
-            metrics::counter!("ferrohsm_tls_acme_cache_refused_total").increment(1);
-            TlsError(format!(
-                "acme cache file {} is refused: {why}. It is damaged, truncated, or was written \
-                 under another master key; FerroHSM does not use or replace it. Move it away to \
-                 order anew (docs/tls.md)",
-                path.display()
-            ))
-        };
+        let damaged = |why: &str| refused(&path, why);
         let mut bytes = Vec::new();
         match std::fs::File::open(&path) {
             Ok(file) => file.take(MAX_CACHE_FILE + 1).read_to_end(&mut bytes),
@@ -327,8 +358,7 @@ impl std::fmt::Debug for Issued {
 
 impl Issued {
     fn from_cached(cached: &CachedCertificate, path: &Path) -> Result<Issued, TlsError> {
-        let bad =
-            |what: &str| TlsError(format!("acme cache file {} is refused: {what}", path.display()));
+        let bad = |what: &str| refused(path, what);
         let chain = CertificateDer::pem_slice_iter(cached.chain_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| bad("its certificate chain is not PEM"))?;
@@ -491,6 +521,11 @@ struct Status {
     last: Option<(OffsetDateTime, Option<String>)>,
     /// The cache file's stamp when it was last read or written here.
     seen: Option<(SystemTime, u64)>,
+    /// Since when another replica has held the order lock (while this one waits).
+    busy_since: Option<OffsetDateTime>,
+    /// Why the certificate this replica ordered could not be written to the cache (retried
+    /// every tick; a restart would order anew meanwhile).
+    unsaved: Option<String>,
 }
 
 /// The ACME side of the TLS state: the cache, the challenges being answered, and the renewal
@@ -502,16 +537,20 @@ pub struct Acme {
     challenges: Arc<Challenges>,
     challenge_config: Arc<ServerConfig>,
     status: Mutex<Status>,
+    /// The certificate file's contents, while writing them failed.
+    unsaved: Mutex<Option<Zeroizing<Vec<u8>>>>,
 }
 
 /// What one renewal attempt did.
 enum Attempt {
-    /// This replica ordered a new certificate.
-    Ordered(Issued),
+    /// This replica ordered a new certificate; `first` when the cache held none before.
+    Ordered { issued: Issued, first: bool },
     /// Another replica had just written one; it is adopted.
     Adopted(Issued),
     /// Another replica holds the order lock.
     Busy,
+    /// A replica's failed order asked everyone to wait until then.
+    Deferred(OffsetDateTime),
 }
 
 impl Acme {
@@ -521,19 +560,12 @@ impl Acme {
         config: AcmeConfig,
         cache_key: &[u8; 32],
     ) -> Result<(Acme, Option<Issued>), TlsError> {
-        config.validate()?;
+        let config = config.normalized()?;
         let cache = Arc::new(Cache::open(&config.cache_dir, cache_key)?);
         // The account is read now too, so a damaged account file stops the start as clearly
         // as a damaged certificate would (it is only used when ordering).
-        let directory = directory_url(&config.directory)?;
-        if let Some(plain) = cache.read(&Cache::account_file(&directory))? {
-            let _: AccountCredentials = serde_json::from_slice(&plain).map_err(|_| {
-                TlsError(format!(
-                    "acme cache file {} is refused: it decrypts but holds no account",
-                    cache.path(&Cache::account_file(&directory)).display()
-                ))
-            })?;
-        }
+        let directory = config.directory.clone();
+        read_account(&cache, &directory)?;
         let seen = cache.stamp(CERTIFICATE_FILE);
         let issued = read_certificate(&cache)?;
         let challenges = Arc::new(Challenges::new(cache.clone()));
@@ -548,7 +580,7 @@ impl Acme {
         let now = OffsetDateTime::now_utc();
         let next_attempt = match &issued {
             Some(issued) if issued.directory == directory && issued.domains == config.domains => {
-                issued.renew_at()
+                issued.renew_at().max(now)
             }
             _ => now,
         };
@@ -564,6 +596,7 @@ impl Acme {
             challenges,
             challenge_config: Arc::new(challenge_config),
             status: Mutex::new(status),
+            unsaved: Mutex::default(),
         };
         acme.publish_metrics();
         Ok((acme, issued))
@@ -578,11 +611,27 @@ impl Acme {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `(healthy, detail)` for `/healthz`: unhealthy while renewals fail.
+    /// `(healthy, detail)` for `/healthz`: unhealthy while renewals fail, while another
+    /// replica holds the order lock far longer than an order may take, or while the ordered
+    /// certificate is not in the cache.
     pub(crate) fn health(&self) -> (bool, String) {
         let status = self.status();
         let now = OffsetDateTime::now_utc();
+        let mut healthy = status.consecutive_failures == 0;
         let mut detail = format!("acme {}", self.config.domains.join(","));
+        if let Some(since) = status.busy_since
+            && now - since > ATTEMPT_TIMEOUT + Duration::from_secs(60)
+        {
+            healthy = false;
+            detail.push_str(&format!(
+                "; another replica has held the order lock ({}) since {since}",
+                self.cache.path(LOCK_FILE).display()
+            ));
+        }
+        if let Some(error) = &status.unsaved {
+            healthy = false;
+            detail.push_str(&format!("; the new certificate is not cached: {error}"));
+        }
         if let Some(next) = status.next_attempt {
             let wait = (next - now).whole_seconds().max(0);
             detail.push_str(&format!("; next order in {wait}s"));
@@ -595,7 +644,7 @@ impl Acme {
             )),
             None => {}
         }
-        (status.consecutive_failures == 0, detail)
+        (healthy, detail)
     }
 
     fn publish_metrics(&self) {
@@ -628,6 +677,7 @@ impl Acme {
             if *stopped.borrow() {
                 return;
             }
+            self.save_unsaved();
             self.adopt_changed_cache(&tls);
             let now = OffsetDateTime::now_utc();
             let due = self.status().next_attempt.unwrap_or(now);
@@ -659,19 +709,28 @@ impl Acme {
         use ferrohsm_core::AuditOutcome;
         let now = OffsetDateTime::now_utc();
         let names = self.config.domains.join(",");
+        if !matches!(attempt, Ok(Attempt::Busy)) {
+            self.status().busy_since = None;
+        }
         let event = match attempt {
             Ok(Attempt::Busy) => {
                 tracing::info!("another replica is ordering the ACME certificate; waiting for it");
-                self.status().next_attempt = Some(now + self.config.check_interval);
+                let mut status = self.status();
+                status.busy_since.get_or_insert(now);
+                status.next_attempt = Some(now + self.config.check_interval);
+                None
+            }
+            Ok(Attempt::Deferred(until)) => {
+                tracing::info!(%until, "a replica's failed ACME order asks to wait; waiting");
+                self.status().next_attempt = Some(until);
                 None
             }
             Ok(Attempt::Adopted(issued)) => {
                 tracing::info!(serial = %issued.facts.serial, "adopting the ACME certificate another replica ordered");
-                self.serve(issued, tls, None);
+                self.serve(issued, tls, now);
                 None
             }
-            Ok(Attempt::Ordered(issued)) => {
-                let first = self.status().current.is_none();
+            Ok(Attempt::Ordered { issued, first }) => {
                 let message = format!(
                     "certificate for {names} from {}: serial {}, valid {} to {}",
                     self.config.directory,
@@ -682,7 +741,8 @@ impl Acme {
                 tracing::info!(serial = %issued.facts.serial, not_after = %issued.facts.not_after, "ACME certificate {}", if first { "issued" } else { "renewed" });
                 metrics::counter!("ferrohsm_tls_acme_renewals_total", "result" => "success")
                     .increment(1);
-                self.serve(issued, tls, Some(now));
+                let _ = std::fs::remove_file(self.cache.path(BACKOFF_FILE));
+                self.serve(issued, tls, now);
                 let action =
                     if first { "tls.certificate_issued" } else { "tls.certificate_renewed" };
                 Some((action, AuditOutcome::Success, message))
@@ -696,6 +756,10 @@ impl Acme {
                     status.last = Some((now, Some(error.clone())));
                     (status.consecutive_failures, retry)
                 };
+                // The replicas sharing the cache wait as long (best effort: a replica that
+                // cannot write it still backs off itself).
+                let until = (now + retry).unix_timestamp().to_string();
+                let _ = std::fs::write(self.cache.path(BACKOFF_FILE), until);
                 metrics::counter!("ferrohsm_tls_acme_renewals_total", "result" => "failure")
                     .increment(1);
                 tracing::warn!(
@@ -720,19 +784,45 @@ impl Acme {
         }
     }
 
-    /// Installs `issued` and schedules its renewal; `ordered` is when this replica ordered it.
-    fn serve(&self, issued: Issued, tls: &super::TlsState, ordered: Option<OffsetDateTime>) {
-        let mut status = self.status();
-        status.next_attempt = Some(issued.renew_at());
-        status.current = Some(issued.facts.clone());
-        if let Some(at) = ordered {
-            status.consecutive_failures = 0;
-            status.last = Some((at, None));
-        }
-        status.seen = self.cache.stamp(CERTIFICATE_FILE);
-        drop(status);
+    /// Installs `issued` (ordered here or adopted) and schedules its renewal. When it cannot
+    /// be installed the schedule stays, and the cache is read again at the next tick.
+    fn serve(&self, issued: Issued, tls: &super::TlsState, now: OffsetDateTime) {
+        let facts = issued.facts.clone();
+        let renew_at = issued.renew_at();
         if let Err(e) = tls.install(issued) {
             tracing::error!(error = %e, "the ACME certificate cannot be served; keeping the previous one");
+            self.status().seen = None;
+            return;
+        }
+        let mut status = self.status();
+        // Never sooner than a retry would be: a certificate already due (a clock ahead of
+        // the CA's, a very short lifetime) must not make the loop order back to back.
+        let earliest = now + self.config.retry_min;
+        if renew_at < earliest {
+            tracing::warn!(%renew_at, "the new ACME certificate is already due for renewal; check the clock");
+        }
+        status.next_attempt = Some(renew_at.max(earliest));
+        status.current = Some(facts);
+        status.consecutive_failures = 0;
+        status.last = Some((now, None));
+        status.seen = self.cache.stamp(CERTIFICATE_FILE);
+        drop(status);
+        self.publish_metrics();
+    }
+
+    /// Writes the certificate this replica ordered but could not cache, if any.
+    fn save_unsaved(&self) {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(plain) = unsaved.as_ref() else { return };
+        match self.cache.write(CERTIFICATE_FILE, plain) {
+            Ok(()) => {
+                *unsaved = None;
+                let mut status = self.status();
+                status.unsaved = None;
+                status.seen = self.cache.stamp(CERTIFICATE_FILE);
+                tracing::info!("the ACME certificate is now cached");
+            }
+            Err(e) => self.status().unsaved = Some(e.to_string()),
         }
     }
 
@@ -757,7 +847,7 @@ impl Acme {
         match read_certificate(&self.cache) {
             Ok(Some(issued)) if self.is_newer(&issued) => {
                 tracing::info!(serial = %issued.facts.serial, "adopting the ACME certificate another replica ordered");
-                self.serve(issued, tls, None);
+                self.serve(issued, tls, OffsetDateTime::now_utc());
             }
             Ok(_) => self.status().seen = stamp,
             Err(e) => {
@@ -771,7 +861,7 @@ impl Acme {
     fn is_newer(&self, issued: &Issued) -> bool {
         let current = self.status().current.clone();
         issued.domains == self.config.domains
-            && directory_url(&self.config.directory).is_ok_and(|d| d == issued.directory)
+            && issued.directory == self.config.directory
             && current.is_none_or(|c| issued.facts.not_after > c.not_after)
     }
 
@@ -792,9 +882,15 @@ impl Acme {
                 return Err(format!("locking {}: {e}", lock_path.display()));
             }
         }
-        if let Some(issued) = read_certificate(&self.cache).map_err(|e| e.to_string())?
+        let now = OffsetDateTime::now_utc();
+        if let Some(until) = self.shared_backoff(now) {
+            return Ok(Attempt::Deferred(until));
+        }
+        let cached = read_certificate(&self.cache).map_err(|e| e.to_string())?;
+        let first = cached.is_none();
+        if let Some(issued) = cached
             && self.is_newer(&issued)
-            && issued.renew_at() > OffsetDateTime::now_utc()
+            && issued.renew_at() > now
         {
             return Ok(Attempt::Adopted(issued));
         }
@@ -806,9 +902,23 @@ impl Acme {
             key_pem: pem_key(&issued.key),
         };
         let plain = Zeroizing::new(serde_json::to_vec(&cached).map_err(|e| e.to_string())?);
-        self.cache.write(CERTIFICATE_FILE, &plain).map_err(|e| e.to_string())?;
+        // A certificate that cannot be cached is still served (ordering it again would spend
+        // the CA's duplicate-certificate limit); the write is retried every tick.
+        if let Err(e) = self.cache.write(CERTIFICATE_FILE, &plain) {
+            tracing::error!(error = %e, "the new ACME certificate is served but not cached; retrying the write");
+            self.status().unsaved = Some(e.to_string());
+            *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = Some(plain);
+        }
         drop(lock);
-        Ok(Attempt::Ordered(issued))
+        Ok(Attempt::Ordered { issued, first })
+    }
+
+    /// When a replica's failed order asked the others to wait, if that is still ahead (at most
+    /// `retry_max` ahead: a later time in the file is not trusted).
+    fn shared_backoff(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let text = std::fs::read_to_string(self.cache.path(BACKOFF_FILE)).ok()?;
+        let until = OffsetDateTime::from_unix_timestamp(text.trim().parse().ok()?).ok()?;
+        (until > now).then(|| until.min(now + self.config.retry_max))
     }
 
     /// The account for the configured directory: the cached one, else a new one (cached).
@@ -818,9 +928,9 @@ impl Acme {
             None => Account::builder(),
         };
         let file = Cache::account_file(directory);
-        if let Some(plain) = self.cache.read(&file).map_err(|e| e.to_string())? {
-            let credentials = serde_json::from_slice::<AccountCredentials>(&plain)
-                .map_err(|_| format!("acme cache file {file} holds no account"))?;
+        if let Some(credentials) =
+            read_account(&self.cache, directory).map_err(|e| e.to_string())?
+        {
             return builder()
                 .map_err(|e| format!("ACME client: {e}"))?
                 .from_credentials(credentials)
@@ -847,7 +957,7 @@ impl Acme {
     /// Orders a certificate: answers each authorisation's tls-alpn-01 challenge on the
     /// serving port, finalises with a fresh P-256 key and downloads the chain.
     async fn order(&self) -> Result<Issued, String> {
-        let directory = directory_url(&self.config.directory).map_err(|e| e.to_string())?;
+        let directory = self.config.directory.clone();
         let account = self.account(&directory).await?;
         let identifiers = self.config.identifiers();
         let mut new_order = NewOrder::new(&identifiers);
@@ -918,22 +1028,27 @@ impl Drop for Published<'_> {
     }
 }
 
+/// The account cached for `directory`, if there is one.
+fn read_account(cache: &Cache, directory: &str) -> Result<Option<AccountCredentials>, TlsError> {
+    let file = Cache::account_file(directory);
+    let Some(plain) = cache.read(&file)? else { return Ok(None) };
+    serde_json::from_slice(&plain)
+        .map(Some)
+        .map_err(|_| refused(&cache.path(&file), "it decrypts but holds no account"))
+}
+
 /// The certificate in the cache, if there is one.
 fn read_certificate(cache: &Cache) -> Result<Option<Issued>, TlsError> {
     let Some(plain) = cache.read(CERTIFICATE_FILE)? else { return Ok(None) };
     let path = cache.path(CERTIFICATE_FILE);
-    let cached = serde_json::from_slice::<CachedCertificate>(&plain).map_err(|_| {
-        TlsError(format!(
-            "acme cache file {} is refused: it decrypts but holds no certificate",
-            path.display()
-        ))
-    })?;
+    let cached = serde_json::from_slice::<CachedCertificate>(&plain)
+        .map_err(|_| refused(&path, "it decrypts but holds no certificate"))?;
     Issued::from_cached(&cached, &path).map(Some)
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let body = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(line).unwrap_or_default());
@@ -1004,6 +1119,59 @@ mod tests {
         let mut c = config(dir.path());
         c.retry_min = Duration::from_secs(9);
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn names_are_normalised_so_replicas_agree_on_one_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.domains =
+            vec!["B.example.".into(), "a.example".into(), "b.example".into(), "::0:1".into()];
+        let c = c.normalized().unwrap();
+        assert_eq!(c.domains, ["::1", "a.example", "b.example"]);
+        let mut c = config(dir.path());
+        c.directory = "letsencrypt-staging".into();
+        assert!(c.normalized().unwrap().directory.starts_with("https://"));
+        let mut c = config(dir.path());
+        c.check_interval = Duration::ZERO;
+        assert!(c.normalized().is_err(), "a zero interval would spin");
+    }
+
+    #[test]
+    fn a_shared_backoff_is_honoured_only_while_ahead_and_never_beyond_retry_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let (acme, _) = Acme::open(config(dir.path()), &[1; 32]).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let write = |t: i64| std::fs::write(dir.path().join(BACKOFF_FILE), t.to_string()).unwrap();
+        assert_eq!(acme.shared_backoff(now), None, "no file");
+        write(now.unix_timestamp() + 5);
+        assert_eq!(acme.shared_backoff(now).unwrap().unix_timestamp(), now.unix_timestamp() + 5);
+        write(now.unix_timestamp() + 86_400);
+        assert_eq!(acme.shared_backoff(now).unwrap(), now + Duration::from_secs(8), "capped");
+        write(now.unix_timestamp() - 1);
+        assert_eq!(acme.shared_backoff(now), None, "past");
+        std::fs::write(dir.path().join(BACKOFF_FILE), "soon").unwrap();
+        assert_eq!(acme.shared_backoff(now), None, "garbage");
+    }
+
+    #[test]
+    fn a_certificate_that_could_not_be_cached_is_written_when_the_cache_works_again() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache");
+        let (acme, _) = Acme::open(config(&dir), &[1; 32]).unwrap();
+        *acme.unsaved.lock().unwrap() = Some(Zeroizing::new(b"{}".to_vec()));
+        // Even root cannot write into a directory that became a file.
+        std::fs::rename(&dir, root.path().join("away")).unwrap();
+        std::fs::write(&dir, b"").unwrap();
+        acme.save_unsaved();
+        let (healthy, detail) = acme.health();
+        assert!(!healthy && detail.contains("the new certificate is not cached"), "{detail}");
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(root.path().join("away"), &dir).unwrap();
+        acme.save_unsaved();
+        assert!(acme.health().0, "{}", acme.health().1);
+        assert!(acme.unsaved.lock().unwrap().is_none());
+        assert_eq!(&**acme.cache.read(CERTIFICATE_FILE).unwrap().unwrap(), b"{}");
     }
 
     #[test]
