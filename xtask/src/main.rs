@@ -3,8 +3,9 @@
 //! - `test`: formatting, clippy with warnings denied, `cargo deny` against the offline advisory
 //!   snapshot, then every workspace test. It installs what it needs when absent (cargo-deny,
 //!   the Python OpenAPI validator the server's tests call, Debian's `softhsm2` for the PKCS#11
-//!   vault's tests and `chromium` for the dashboard's (see `debian.rs`), and Pebble, the ACME
-//!   test CA, with `go install`), then runs the README's
+//!   vault's tests, `postgresql` for the PostgreSQL backend's and `chromium` for the
+//!   dashboard's (see `debian.rs`), and Pebble, the ACME test CA, with `go install`), then runs
+//!   every test (the end-to-end server suite on each durable backend), then the README's
 //!   operator walk-through, the SDK checks and the dashboard journeys against real dev servers.
 //! - `fuzz [SECONDS] [TARGET]`: the stable-Rust fuzzer of `fuzz/` in release, for longer
 //!   than the smoke run `test` includes.
@@ -126,19 +127,25 @@ fn test(root: &Path) -> Result<()> {
     debian::ensure("/usr/lib/softhsm/libsofthsm2.so", &["softhsm2"])?;
     // The ACME tests order certificates from Pebble, Let's Encrypt's test CA.
     pebble(root)?;
+    // The PostgreSQL backend's tests start Debian's postgres in temporary directories.
+    postgresql()?;
     run(root, "cargo", &["test", "--workspace", "--locked"])?;
-    // The end-to-end server suite once more on the SQLite backend: the test binary the run
-    // above built, run directly (a narrower cargo invocation would resolve other features and
-    // rebuild part of the tree).
+    // The end-to-end server suite once more on the SQLite and PostgreSQL backends: the test
+    // binary the run above built, run directly (a narrower cargo invocation would resolve
+    // other features and rebuild part of the tree).
     let e2e = test_binary(root, "ferrohsm-server", "e2e")?;
-    eprintln!("xtask: $ FERROHSM_TEST_KEY_STORE=sqlite {}", e2e.display());
-    let status = Command::new(&e2e)
-        .env("FERROHSM_TEST_KEY_STORE", "sqlite")
-        .current_dir(root.join("crates/ferrohsm-server"))
-        .status()
-        .context("starting the e2e suite")?;
-    if !status.success() {
-        bail!("the end-to-end suite failed on SQLite ({status})");
+    for store in ["sqlite", "postgres"] {
+        eprintln!("xtask: $ FERROHSM_TEST_KEY_STORE={store} {}", e2e.display());
+        let started = std::time::Instant::now();
+        let status = Command::new(&e2e)
+            .env("FERROHSM_TEST_KEY_STORE", store)
+            .current_dir(root.join("crates/ferrohsm-server"))
+            .status()
+            .context("starting the e2e suite")?;
+        if !status.success() {
+            bail!("the end-to-end suite failed on {store} ({status})");
+        }
+        eprintln!("xtask: the e2e suite on {store} took {:.1} s", started.elapsed().as_secs_f64());
     }
     walkthrough::run(root)?;
     sdk::run(root)?;
@@ -166,6 +173,20 @@ pub(crate) fn test_binary(root: &Path, package: &str, target: &str) -> Result<st
         }
     }
     bail!("cargo did not report the {package} test binary {target}")
+}
+
+/// Installs Debian's PostgreSQL server programs unless some version is there (the tests
+/// look under `/usr/lib/postgresql/*/bin`; they run their own clusters, never the system's).
+fn postgresql() -> Result<()> {
+    let installed = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join("bin/initdb").exists());
+    if installed {
+        return Ok(());
+    }
+    debian::ensure("/usr/lib/postgresql", &["postgresql"])
 }
 
 /// The Pebble release the ACME tests run against (`go install` builds it in seconds).

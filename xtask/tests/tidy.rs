@@ -109,6 +109,12 @@ fn no_backend_is_named_outside_the_backend_crates() {
         "SqliteTokenRevocationStore",
         "SqliteAuditSink",
         "ferrohsm_sqlite",
+        "PostgresBackend",
+        "PostgresKeyStore",
+        "PostgresApprovalStore",
+        "PostgresTokenRevocationStore",
+        "PostgresAuditSink",
+        "ferrohsm_postgres",
         "Pkcs11Vault",
         "ferrohsm_pkcs11",
     ];
@@ -116,6 +122,7 @@ fn no_backend_is_named_outside_the_backend_crates() {
         "ferrohsm-store",
         "ferrohsm-audit",
         "ferrohsm-sqlite",
+        "ferrohsm-postgres",
         "ferrohsm-pkcs11",
         "ferrohsm-backends",
     ];

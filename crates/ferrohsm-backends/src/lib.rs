@@ -1,7 +1,7 @@
 //! The one place where configuration becomes storage: [`BackendConfig`] names a backend kind
 //! and where it keeps its data, and [`BackendConfig::open`] opens the key store, approval
 //! store, token revocation store and audit sink of that backend together, as one
-//! [`Backends`] (one lock or one connection pool for all four).
+//! [`Backends`] (one lock, one database file or one PostgreSQL database for all four).
 //!
 //! [`VaultConfig::open`] likewise turns a server's PKCS#11 settings into the key vault it may
 //! keep key material in (`ferrohsm-pkcs11`).
@@ -42,6 +42,8 @@ pub enum BackendKind {
     Filesystem,
     /// One SQLite database file (WAL, `synchronous=FULL`) for everything.
     Sqlite,
+    /// A PostgreSQL database that several server replicas may share (`docs/scaling.md`).
+    Postgres,
 }
 
 impl BackendKind {
@@ -51,12 +53,13 @@ impl BackendKind {
             BackendKind::Memory => "memory",
             BackendKind::Filesystem => "filesystem",
             BackendKind::Sqlite => "sqlite",
+            BackendKind::Postgres => "postgres",
         }
     }
 
     /// Every kind, for help texts.
-    pub const ALL: [BackendKind; 3] =
-        [BackendKind::Filesystem, BackendKind::Sqlite, BackendKind::Memory];
+    pub const ALL: [BackendKind; 4] =
+        [BackendKind::Filesystem, BackendKind::Sqlite, BackendKind::Postgres, BackendKind::Memory];
 }
 
 impl fmt::Display for BackendKind {
@@ -70,8 +73,40 @@ impl FromStr for BackendKind {
 
     fn from_str(s: &str) -> Result<Self> {
         BackendKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
-            Error::Config(format!("unknown key store {s:?}: use filesystem, sqlite or memory"))
+            Error::Config(format!(
+                "unknown key store {s:?}: use filesystem, sqlite, postgres or memory"
+            ))
         })
+    }
+}
+
+/// A PostgreSQL URL (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?…]`). Its password
+/// never appears in `Debug` output or messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL itself, password included (only to connect).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Where it points, without credentials.
+    pub fn location(&self) -> String {
+        ferrohsm_postgres::connect_options(&self.0)
+            .map(|(_, location)| location)
+            .unwrap_or_else(|_| "an unreadable postgres:// URL".into())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.location())
     }
 }
 
@@ -85,6 +120,8 @@ pub struct BackendConfig {
     pub data_dir: Option<PathBuf>,
     /// The SQLite database file, when not the default in the data directory.
     pub database: Option<PathBuf>,
+    /// The PostgreSQL database (the postgres backend only).
+    pub database_url: Option<DatabaseUrl>,
     /// The filesystem audit log's segment size (default 64 MiB). Retention removes whole
     /// segments, so it is also the granularity of audit retention there.
     pub audit_segment_bytes: Option<u64>,
@@ -97,6 +134,7 @@ impl BackendConfig {
             kind: BackendKind::Memory,
             data_dir: None,
             database: None,
+            database_url: None,
             audit_segment_bytes: None,
         }
     }
@@ -107,6 +145,7 @@ impl BackendConfig {
             kind: BackendKind::Filesystem,
             data_dir: Some(dir.into()),
             database: None,
+            database_url: None,
             audit_segment_bytes: None,
         }
     }
@@ -117,16 +156,36 @@ impl BackendConfig {
             kind: BackendKind::Sqlite,
             data_dir: Some(dir.into()),
             database: None,
+            database_url: None,
             audit_segment_bytes: None,
         }
     }
 
-    /// The backend `kind` in `dir` (ignored for memory).
+    /// The PostgreSQL backend on the database at `url`.
+    pub fn postgres(url: impl Into<String>) -> Self {
+        BackendConfig {
+            kind: BackendKind::Postgres,
+            data_dir: None,
+            database: None,
+            database_url: Some(DatabaseUrl::new(url)),
+            audit_segment_bytes: None,
+        }
+    }
+
+    /// The backend `kind` in `dir` (ignored for memory; postgres also needs
+    /// [`BackendConfig::database_url`]).
     pub fn new(kind: BackendKind, dir: impl Into<PathBuf>) -> Self {
         match kind {
             BackendKind::Memory => Self::memory(),
             BackendKind::Filesystem => Self::filesystem(dir),
             BackendKind::Sqlite => Self::sqlite(dir),
+            BackendKind::Postgres => BackendConfig {
+                kind,
+                data_dir: Some(dir.into()),
+                database: None,
+                database_url: None,
+                audit_segment_bytes: None,
+            },
         }
     }
 
@@ -139,6 +198,9 @@ impl BackendConfig {
             }
             BackendKind::Sqlite => {
                 self.sqlite_file().map(|d| d.display().to_string()).unwrap_or_default()
+            }
+            BackendKind::Postgres => {
+                self.database_url.as_ref().map(DatabaseUrl::location).unwrap_or_default()
             }
         }
     }
@@ -207,6 +269,23 @@ impl BackendConfig {
                     joint: Some(Arc::new(db.key_store())),
                 })
             }
+            BackendKind::Postgres => {
+                let url = self.database_url.as_ref().ok_or_else(|| {
+                    Error::Config(
+                        "the postgres backend needs a database URL (--database-url)".into(),
+                    )
+                })?;
+                let db =
+                    ferrohsm_postgres::PostgresBackend::open(url.expose(), provider, audit_keys)
+                        .await?;
+                Ok(Backends {
+                    keys: Arc::new(db.key_store()),
+                    approvals: Arc::new(db.approval_store()),
+                    revocations: Arc::new(db.token_revocation_store()),
+                    audit: Arc::new(db.audit_sink()),
+                    joint: Some(Arc::new(db.key_store())),
+                })
+            }
         }
     }
 }
@@ -223,7 +302,7 @@ pub struct Backends {
     /// The audit log.
     pub audit: Arc<dyn AuditSink>,
     /// Key writes committed together with their audit record, when `keys` and `audit` live
-    /// in one database (SQLite); `None` otherwise (the core then writes the key and appends
+    /// in one database (SQLite, PostgreSQL); `None` otherwise (the core then writes the key and appends
     /// its record one after the other). Set it only for a key store and audit sink that are
     /// this pair.
     pub joint: Option<Arc<dyn AuditedKeyWrites>>,
@@ -251,6 +330,17 @@ impl AuditedKeyWrites for ferrohsm_sqlite::SqliteKeyStore {
         entry: AuditEntry,
     ) -> std::result::Result<(Arc<KeyRecord>, AuditRecord), ferrohsm_store::Error> {
         ferrohsm_sqlite::SqliteKeyStore::create_audited(self, record, entry).await
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditedKeyWrites for ferrohsm_postgres::PostgresKeyStore {
+    async fn create_audited(
+        &self,
+        record: KeyRecord,
+        entry: AuditEntry,
+    ) -> std::result::Result<(Arc<KeyRecord>, AuditRecord), ferrohsm_store::Error> {
+        ferrohsm_postgres::PostgresKeyStore::create_audited(self, record, entry).await
     }
 }
 

@@ -68,10 +68,10 @@ enum Command {
 
 #[derive(Args)]
 struct MigrateArgs {
-    /// The source: filesystem:DIR or sqlite:FILE.
+    /// The source: filesystem:DIR, sqlite:FILE or postgres:URL.
     #[arg(long)]
     from: BackendSpec,
-    /// The target (empty): filesystem:DIR or sqlite:FILE.
+    /// The target (empty): filesystem:DIR, sqlite:FILE or postgres:URL.
     #[arg(long)]
     to: BackendSpec,
     /// Read and check the source only; write nothing.
@@ -85,7 +85,7 @@ struct MigrateArgs {
     master_key_file: Option<PathBuf>,
 }
 
-/// A backend named on the command line: `filesystem:DIR` or `sqlite:FILE`.
+/// A backend named on the command line: `filesystem:DIR`, `sqlite:FILE` or `postgres:URL`.
 #[derive(Clone, Debug)]
 struct BackendSpec {
     config: BackendConfig,
@@ -97,9 +97,14 @@ impl std::str::FromStr for BackendSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, path) = s
-            .split_once(':')
-            .ok_or_else(|| format!("{s:?}: expected filesystem:DIR or sqlite:FILE"))?;
+        let (kind, path) = s.split_once(':').ok_or_else(|| {
+            format!("{s:?}: expected filesystem:DIR, sqlite:FILE or postgres:URL")
+        })?;
+        if kind == "postgres" {
+            // No data directory: the master key comes from --master-key-file or the
+            // environment.
+            return Ok(BackendSpec { config: BackendConfig::postgres(path), dir: PathBuf::new() });
+        }
         let path = PathBuf::from(path);
         if path.as_os_str().is_empty() {
             return Err(format!("{s:?}: the path is missing"));
@@ -112,7 +117,7 @@ impl std::str::FromStr for BackendSpec {
                 config.database = Some(path);
                 Ok(BackendSpec { config, dir })
             }
-            other => Err(format!("{other:?}: migrate between filesystem and sqlite")),
+            other => Err(format!("{other:?}: migrate between filesystem, sqlite and postgres")),
         }
     }
 }
@@ -122,9 +127,14 @@ struct CheckArgs {
     /// The data directory.
     #[arg(long, env = "FERROHSM_DATA_DIR", default_value = "./ferrohsm-data")]
     data_dir: PathBuf,
-    /// The backend the directory holds: filesystem or sqlite.
+    /// The backend the directory holds: filesystem or sqlite (or postgres, with
+    /// --database-url).
     #[arg(long, env = "FERROHSM_KEY_STORE", default_value = "filesystem")]
     key_store: StoreKind,
+    /// The PostgreSQL database (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE) of
+    /// `--key-store postgres`.
+    #[arg(long, env = "FERROHSM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// The master key file, if not DIR/master.key; else FERROHSM_MASTER_KEY.
     #[arg(long, env = "FERROHSM_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
@@ -152,9 +162,14 @@ struct ServeArgs {
     #[arg(long, env = "FERROHSM_LISTEN")]
     listen: Option<SocketAddr>,
     /// Key store (keys, approvals, revocations and audit): filesystem, sqlite or memory
-    /// [default: filesystem].
+    /// [default: filesystem]. `postgres` keeps them in the database of --database-url, which
+    /// several replicas may share (docs/scaling.md).
     #[arg(long, env = "FERROHSM_KEY_STORE")]
     key_store: Option<StoreKind>,
+    /// The PostgreSQL database of `--key-store postgres`:
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=…].
+    #[arg(long, env = "FERROHSM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Remove audit records older than this many days, behind a signed anchor checkpoint
     /// (docs/storage.md) [default: keep everything].
     #[arg(long, env = "FERROHSM_AUDIT_RETENTION_DAYS")]
@@ -506,17 +521,29 @@ impl Pkcs11Settings {
 enum StoreKind {
     Filesystem,
     Sqlite,
+    Postgres,
     Memory,
 }
 
 impl StoreKind {
-    fn config(self, dir: &Path) -> BackendConfig {
+    /// The backend in `dir`, or for postgres the database at `url` (which only postgres
+    /// takes: a URL given to another kind is refused rather than ignored).
+    fn config(self, dir: &Path, url: Option<String>) -> anyhow::Result<BackendConfig> {
         let kind = match self {
             StoreKind::Filesystem => BackendKind::Filesystem,
             StoreKind::Sqlite => BackendKind::Sqlite,
             StoreKind::Memory => BackendKind::Memory,
+            StoreKind::Postgres => {
+                let Some(url) = url else {
+                    bail!("--key-store postgres needs --database-url (or FERROHSM_DATABASE_URL)");
+                };
+                return Ok(BackendConfig::postgres(url));
+            }
         };
-        BackendConfig::new(kind, dir)
+        if url.is_some() {
+            bail!("--database-url is for --key-store postgres");
+        }
+        Ok(BackendConfig::new(kind, dir))
     }
 }
 
@@ -526,6 +553,7 @@ impl StoreKind {
 struct FileConfig {
     listen: Option<SocketAddr>,
     key_store: Option<StoreKind>,
+    database_url: Option<String>,
     audit_retention_days: Option<u32>,
     approval_retention_days: Option<u32>,
     audit_retention_unexported: Option<bool>,
@@ -581,9 +609,13 @@ struct DevArgs {
     /// A policy file (docs/policy.md), reloaded when it changes.
     #[arg(long, env = "FERROHSM_POLICY_FILE")]
     policy_file: Option<PathBuf>,
-    /// Key store: filesystem or sqlite (in the data directory), or memory.
+    /// Key store: filesystem or sqlite (in the data directory), memory, or postgres (with
+    /// --database-url).
     #[arg(long, env = "FERROHSM_KEY_STORE", default_value = "filesystem")]
     key_store: StoreKind,
+    /// The PostgreSQL database of `--key-store postgres`.
+    #[arg(long, env = "FERROHSM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     #[command(flatten)]
     pkcs11: Pkcs11Args,
 }
@@ -791,7 +823,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = ServerConfig {
         listen: args.listen.or(file.listen).unwrap_or(([127, 0, 0, 1], 8443).into()),
-        backend: store.config(&data_dir),
+        backend: store.config(&data_dir, args.database_url.or(file.database_url))?,
         retention: ferrohsm_core::Retention {
             audit: args
                 .audit_retention_days
@@ -866,7 +898,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 .context("creating the master key")?
         })
     })?;
-    let config_backend = args.key_store.config(&args.data_dir);
+    let config_backend = args.key_store.config(&args.data_dir, args.database_url.clone())?;
     let certs = ferrohsm_server::dev_certificates(&args.data_dir.join("tls"))?;
     let token_key = TokenKey::derive(ferrohsm_core::default_provider().as_ref(), &master)?;
     let admin = mint(
@@ -981,7 +1013,8 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 
 async fn check(args: CheckArgs) -> anyhow::Result<()> {
     let master = master_for(&args.data_dir, args.master_key_file.as_deref())?;
-    let report = ferrohsm_core::check_backend(&args.key_store.config(&args.data_dir), &master)
+    let backend = args.key_store.config(&args.data_dir, args.database_url.clone())?;
+    let report = ferrohsm_core::check_backend(&backend, &master)
         .await
         .with_context(|| format!("checking {}", args.data_dir.display()))?;
     for problem in &report.problems {

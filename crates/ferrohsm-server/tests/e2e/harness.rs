@@ -102,14 +102,34 @@ impl Default for Options {
     }
 }
 
-/// The backend the suite runs on: the filesystem, or the one `FERROHSM_TEST_KEY_STORE` names
-/// (`cargo xtask test` runs the suite once more on `sqlite`).
-pub fn backend(data: &Path) -> ferrohsm_core::BackendConfig {
-    let kind = std::env::var("FERROHSM_TEST_KEY_STORE")
+/// The backend kind the suite runs on: the filesystem, or the one `FERROHSM_TEST_KEY_STORE`
+/// names (`cargo xtask test` runs the suite once more on `sqlite` and on `postgres`).
+pub fn backend_kind() -> ferrohsm_core::BackendKind {
+    std::env::var("FERROHSM_TEST_KEY_STORE")
         .ok()
         .map(|k| k.parse::<ferrohsm_core::BackendKind>().expect("FERROHSM_TEST_KEY_STORE"))
-        .unwrap_or(ferrohsm_core::BackendKind::Filesystem);
-    ferrohsm_core::BackendConfig::new(kind, data)
+        .unwrap_or(ferrohsm_core::BackendKind::Filesystem)
+}
+
+/// The backend of data directory `data`. On postgres, each data directory gets its own
+/// database on a server this test process starts (the same database every time it is asked
+/// for the same directory, so a restart finds its data).
+pub fn backend(data: &Path) -> ferrohsm_core::BackendConfig {
+    let kind = backend_kind();
+    if kind != ferrohsm_core::BackendKind::Postgres {
+        return ferrohsm_core::BackendConfig::new(kind, data);
+    }
+    static DATABASES: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut databases = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    let url = match databases.iter().find(|(dir, _)| dir == data) {
+        Some((_, url)) => url.clone(),
+        None => {
+            let url = ferrohsm_postgres::conformance::PostgresHarness::new().url().to_owned();
+            databases.push((data.to_owned(), url.clone()));
+            url
+        }
+    };
+    ferrohsm_core::BackendConfig::postgres(url)
 }
 
 /// Fills `data`'s audit log with `n` records (each a key listing by a local caller), through

@@ -12,8 +12,9 @@ async fn health_readiness_and_metrics() {
     assert_eq!(r.status(), 200);
     let health: Value = r.json().await.unwrap();
     assert_eq!(health["status"], "ok");
-    let expected = match crate::harness::backend(server.dir.path()).kind {
+    let expected = match crate::harness::backend_kind() {
         ferrohsm_core::BackendKind::Sqlite => ("sqlite", "sqlite"),
+        ferrohsm_core::BackendKind::Postgres => ("postgres", "postgres"),
         _ => ("filesystem", "file"),
     };
     assert_eq!(

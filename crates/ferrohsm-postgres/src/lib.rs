@@ -1,0 +1,299 @@
+//! The PostgreSQL backend: key records, approvals, token revocations and the audit log in one
+//! database that several FerroHSM server replicas share (`docs/scaling.md`).
+//!
+//! Every write of a replica goes through its writer task, which commits many queued writes
+//! per transaction (group commit). Each write transaction first locks the single row of
+//! `audit_head` (`SELECT … FOR UPDATE`): the writers of all replicas take turns, so the audit
+//! chain continues from the head the previous transaction left (it never forks), records get
+//! consecutive positions, and every key and approval write checks the stored revision under
+//! that lock and again in SQL (`UPDATE … WHERE revision = $old`). Reads use a small pool and
+//! see committed data only; a key and its versions are read in one snapshot.
+//!
+//! This crate must never receive key material in clear or the master key, never acknowledge
+//! a write before its transaction committed, never rewrite an audit line, and never put the
+//! database password in a log line, an error or `Debug` output.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::str::FromStr as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrohsm_audit::AuditKeys;
+use ferrohsm_crypto::CryptoProvider;
+use sqlx::ConnectOptions as _;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::sync::mpsc;
+
+mod approvals;
+mod audit;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod keys;
+mod schema;
+mod tokens;
+mod writer;
+
+pub use approvals::PostgresApprovalStore;
+pub use audit::PostgresAuditSink;
+pub use keys::PostgresKeyStore;
+pub use tokens::PostgresTokenRevocationStore;
+
+use writer::{Job, Writer};
+
+/// The store crate's result type: PostgreSQL errors become its generic errors.
+pub(crate) type Result<T, E = ferrohsm_store::Error> = std::result::Result<T, E>;
+
+/// Read connections in the pool.
+const READERS: u32 = 4;
+
+/// How long a reader waits for a pooled connection before the request is answered 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Queued writes waiting for the writer; callers beyond it wait for room.
+const QUEUE: usize = 16_384;
+
+/// When the audit log writes a signed checkpoint by itself (decided on the shared head row,
+/// so replicas do not each write one).
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    /// After this many records since the last checkpoint.
+    pub every_records: u64,
+    /// After this long since the last checkpoint, if records were added.
+    pub every: Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy { every_records: 10_000, every: Duration::from_secs(60) }
+    }
+}
+
+/// One opened database: hands out the four stores, which share its pool and writer.
+#[derive(Debug, Clone)]
+pub struct PostgresBackend {
+    db: Arc<Db>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Db {
+    /// Where the database is, without credentials (for messages).
+    pub(crate) location: String,
+    pub(crate) pool: PgPool,
+    pub(crate) writer: Mutex<Option<mpsc::Sender<Job>>>,
+    pub(crate) shared: Arc<Shared>,
+    writer_done: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What the writer publishes for readers.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) failure: Mutex<Option<String>>,
+    /// Rows found unreadable so far (reported by `damaged()`).
+    pub(crate) damaged: Mutex<Vec<ferrohsm_store::DamagedRecord>>,
+}
+
+/// The connection options of `url` (`postgres://user:password@host:port/database?…`), and
+/// where it points without the credentials.
+pub fn connect_options(url: &str) -> Result<(PgConnectOptions, String)> {
+    let options = PgConnectOptions::from_str(url).map_err(|_| {
+        // The parser's message may quote the URL, password included: say only what is wrong.
+        ferrohsm_store::Error::InvalidQuery(
+            "the database URL is not a postgres:// URL (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)".into(),
+        )
+    })?;
+    let location = format!(
+        "postgres://{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    );
+    let options = options.application_name("ferrohsm").statement_cache_capacity(256);
+    Ok((options, location))
+}
+
+impl PostgresBackend {
+    /// Connects to the database at `url`, migrates it to the current schema (replicas starting
+    /// together take turns) and starts the writer. `audit_keys` seal the audit chain.
+    pub async fn open(
+        url: &str,
+        provider: Arc<dyn CryptoProvider>,
+        audit_keys: Arc<AuditKeys>,
+    ) -> Result<Self> {
+        Self::open_with(url, provider, audit_keys, CheckpointPolicy::default()).await
+    }
+
+    /// [`PostgresBackend::open`] with an explicit checkpoint policy.
+    pub async fn open_with(
+        url: &str,
+        provider: Arc<dyn CryptoProvider>,
+        audit_keys: Arc<AuditKeys>,
+        checkpoints: CheckpointPolicy,
+    ) -> Result<Self> {
+        let (options, location) = connect_options(url)?;
+        let mut conn = options.connect().await.map_err(db_error("connecting to the database"))?;
+        schema::migrate(&mut conn).await?;
+        let shared = Arc::new(Shared::default());
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let writer =
+            Writer::new(conn, options.clone(), provider, audit_keys, checkpoints, shared.clone());
+        let pool = PgPoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        let task = tokio::spawn(writer.run(receiver));
+        Ok(PostgresBackend {
+            db: Arc::new(Db {
+                location,
+                pool,
+                writer: Mutex::new(Some(sender)),
+                shared,
+                writer_done: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    /// Where the database is (no credentials).
+    pub fn location(&self) -> &str {
+        &self.db.location
+    }
+
+    /// The key store.
+    pub fn key_store(&self) -> PostgresKeyStore {
+        PostgresKeyStore::new(self.db.clone())
+    }
+
+    /// The approval store.
+    pub fn approval_store(&self) -> PostgresApprovalStore {
+        PostgresApprovalStore::new(self.db.clone())
+    }
+
+    /// The token revocation store.
+    pub fn token_revocation_store(&self) -> PostgresTokenRevocationStore {
+        PostgresTokenRevocationStore::new(self.db.clone())
+    }
+
+    /// The audit sink.
+    pub fn audit_sink(&self) -> PostgresAuditSink {
+        PostgresAuditSink::new(self.db.clone())
+    }
+}
+
+impl Db {
+    /// Queues a write for the writer and waits for its commit.
+    pub(crate) async fn submit<T>(
+        &self,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Job,
+    ) -> std::result::Result<T, Closed> {
+        let sender = self.writer.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Closed)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        sender.send(make(reply)).await.map_err(|_| Closed)?;
+        answer.await.map_err(|_| Closed)
+    }
+
+    /// Stops the writer after what is queued (the audit log checkpoints on the way out).
+    pub(crate) async fn close(&self) {
+        let sender = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(sender);
+        let task = self.writer_done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.pool.close().await;
+    }
+
+    pub(crate) fn note_damaged(&self, record: ferrohsm_store::DamagedRecord) {
+        let mut damaged = self.shared.damaged.lock().unwrap_or_else(|p| p.into_inner());
+        if damaged.len() < 1000 && !damaged.contains(&record) {
+            tracing::error!(location = %record.location, reason = %record.reason, "an unreadable row is quarantined");
+            damaged.push(record);
+        }
+    }
+}
+
+/// The writer has stopped (the backend was closed, or its task ended).
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl From<Closed> for ferrohsm_store::Error {
+    fn from(_: Closed) -> Self {
+        ferrohsm_store::Error::Unavailable {
+            what: "the database writer stopped".into(),
+            cause: None,
+        }
+    }
+}
+
+impl From<Closed> for ferrohsm_audit::Error {
+    fn from(_: Closed) -> Self {
+        ferrohsm_audit::Error::Unavailable("the audit log is closed".into())
+    }
+}
+
+/// Whether a PostgreSQL error is worth retrying: the connection or the server is gone or
+/// starting, resources ran out (disk full), or the transaction lost a serialisation race.
+pub(crate) fn retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// Maps a PostgreSQL error to the store's generic errors: lost connections, a restarting
+/// server, full disks and serialisation failures are retryable (`Unavailable`, 503); the rest
+/// are backend failures.
+pub(crate) fn db_error(what: &'static str) -> impl Fn(sqlx::Error) -> ferrohsm_store::Error {
+    move |e| {
+        if retryable(&e) {
+            ferrohsm_store::Error::Unavailable { what: what.into(), cause: Some(Box::new(e)) }
+        } else {
+            ferrohsm_store::Error::Backend { what: what.into(), cause: Box::new(e) }
+        }
+    }
+}
+
+/// The audit crate's view of a store error.
+pub(crate) fn audit_error(e: ferrohsm_store::Error) -> ferrohsm_audit::Error {
+    match e {
+        ferrohsm_store::Error::Unavailable { what, cause } => {
+            ferrohsm_audit::Error::Unavailable(match cause {
+                Some(c) => format!("{what}: {c}"),
+                None => what,
+            })
+        }
+        other => ferrohsm_audit::Error::Backend {
+            what: "the audit database failed".into(),
+            cause: Box::new(other),
+        },
+    }
+}
+
+/// Milliseconds since the Unix epoch (saturating; times before 1970 are 0).
+pub(crate) fn millis(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX).max(0)
+}
+
+/// Nanoseconds since the Unix epoch (saturating; exact until the year 2262).
+pub(crate) fn nanos(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos())
+        .unwrap_or(if t.year() < 1970 { 0 } else { i64::MAX })
+        .max(0)
+}
+
+/// A `u64` as PostgreSQL's `BIGINT` (saturating).
+pub(crate) fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,122 @@
+//! What the conformance suites do not cover: a key created together with its audit record,
+//! token revocations, and the database going away and coming back (writes refused as
+//! retryable meanwhile, then accepted, with the recovery recorded in one verifiable chain).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use ferrohsm_audit::{AuditEntry, AuditFilter, AuditSink as _, Outcome};
+use ferrohsm_crypto::Algorithm;
+use ferrohsm_postgres::PostgresBackend;
+use ferrohsm_postgres::conformance::{PgServer, PostgresHarness};
+use ferrohsm_store::conformance::sample;
+use ferrohsm_store::{
+    Error, KeyStore as _, TokenMatch, TokenRevocation, TokenRevocationStore as _,
+};
+use time::{Duration, OffsetDateTime};
+
+async fn open(url: &str) -> PostgresBackend {
+    let (provider, keys) = ferrohsm_audit::conformance::keys();
+    PostgresBackend::open(url, provider, keys).await.unwrap()
+}
+
+fn revocation(value: &str, now: OffsetDateTime, lives: Duration) -> TokenRevocation {
+    TokenRevocation {
+        id: uuid::Uuid::now_v7(),
+        matches: TokenMatch::Jti,
+        value: value.into(),
+        reason: None,
+        revoked_by: "ada".into(),
+        revoked_at: now,
+        expires_at: now + lives,
+        tag: None,
+    }
+}
+
+fn entry(request: &str) -> AuditEntry {
+    AuditEntry::new("ada", "create_key", Outcome::Success, request)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_key_and_its_record_commit_together_and_a_refusal_records_nothing() {
+    let harness = PostgresHarness::new();
+    let db = harness.backend().await;
+    let keys = db.key_store();
+    let record = sample(Some("joint"), Algorithm::Aes256Gcm, &[("env", "prod")]);
+    let (stored, audit) = keys.create_audited(record.clone(), entry("r-1")).await.unwrap();
+    assert_eq!(*stored, record);
+    assert_eq!(audit.seq, 1);
+    let same_name = sample(Some("joint"), Algorithm::Aes256Gcm, &[]);
+    let e = keys.create_audited(same_name, entry("r-2")).await.unwrap_err();
+    assert!(matches!(e, Error::NameTaken(_)), "{e:?}");
+    let e = keys.create_audited(record.clone(), entry("r-3")).await.unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists(_)), "{e:?}");
+    // A second replica sees both, and one record.
+    let other = harness.backend().await;
+    assert_eq!(*other.key_store().get(&record.id).await.unwrap().unwrap(), record);
+    let page = other.audit_sink().query(&AuditFilter::default(), 0, 10).await.unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].hash, audit.hash);
+    ferrohsm_audit::conformance::verify(&other.audit_sink()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_revocations_are_shared_expire_and_fail_closed_when_unreadable() {
+    let harness = PostgresHarness::new();
+    let a = harness.backend().await.token_revocation_store();
+    let b = harness.backend().await.token_revocation_store();
+    let now = OffsetDateTime::now_utc();
+    let live = revocation("live-token", now, Duration::hours(1));
+    let expired = revocation("old-token", now, Duration::seconds(-1));
+    a.add(live.clone(), now).await.unwrap();
+    a.add(expired, now).await.unwrap();
+    // The other replica sees the live one only.
+    assert_eq!(b.live(now).await.unwrap(), vec![live.clone()]);
+    // Revoking the same token again keeps one row.
+    b.add(live.clone(), now).await.unwrap();
+    assert_eq!(a.live(now).await.unwrap().len(), 1);
+    // An unreadable row is an error, never a shorter list.
+    harness.sql("UPDATE token_revocations SET body = 'not json'");
+    assert!(matches!(a.live(now).await, Err(Error::Corrupt { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_answer_unavailable_while_the_database_is_down_and_resume_after() {
+    let server = PgServer::start();
+    let url = server.create_database();
+    let db = open(&url).await;
+    let keys = db.key_store();
+    let audit = db.audit_sink();
+    let before = sample(Some("before"), Algorithm::Aes256Gcm, &[]);
+    keys.create(before.clone()).await.unwrap();
+    audit.append(entry("r-before")).await.unwrap();
+
+    server.stop();
+    let during = sample(Some("during"), Algorithm::Aes256Gcm, &[]);
+    let e = keys.create(during.clone()).await.unwrap_err();
+    assert!(e.is_retryable(), "a write while the database is down is retryable: {e:?}");
+    let e = audit.append(entry("r-during")).await.unwrap_err();
+    assert_eq!(e.code(), "unavailable", "{e:?}");
+    assert!(audit.failure().is_some(), "health sees the failure");
+    let e = keys.get(&before.id).await.unwrap_err();
+    assert!(e.is_retryable(), "a read while the database is down is retryable: {e:?}");
+
+    server.launch();
+    // The writer reconnects by itself; the next writes go in, and the recovery is recorded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match keys.create(during.clone()).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(e.is_retryable(), "{e:?}");
+                assert!(std::time::Instant::now() < deadline, "no recovery within 30 s: {e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    audit.append(entry("r-after")).await.unwrap();
+    assert!(audit.failure().is_none());
+    assert_eq!(*keys.get(&before.id).await.unwrap().unwrap(), before);
+    let page = audit.query(&AuditFilter::default(), 0, 10).await.unwrap();
+    let actions: Vec<&str> = page.records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["create_key", "audit.recovered", "create_key"], "{actions:?}");
+    ferrohsm_audit::conformance::verify(&audit).await;
+}
