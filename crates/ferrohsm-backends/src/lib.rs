@@ -27,8 +27,8 @@ use ferrohsm_audit::{
 };
 use ferrohsm_crypto::CryptoProvider;
 use ferrohsm_store::{
-    ApprovalStore, FileKeyStore, KeyRecord, KeyStore, MemoryApprovalStore, MemoryKeyStore,
-    MemoryTokenRevocationStore, TokenRevocationStore,
+    ApprovalStore, FileKeyStore, JobLeases, KeyRecord, KeyStore, MemoryApprovalStore,
+    MemoryKeyStore, MemoryTokenRevocationStore, TokenRevocationStore,
 };
 
 /// The kinds of backend.
@@ -234,6 +234,7 @@ impl BackendConfig {
                 revocations: Arc::new(MemoryTokenRevocationStore::new()),
                 audit: Arc::new(MemoryAuditSink::new(provider, audit_keys)),
                 joint: None,
+                leases: None,
             }),
             BackendKind::Filesystem => {
                 let dir = self.dir()?.clone();
@@ -256,6 +257,7 @@ impl BackendConfig {
                     revocations: Arc::new(revocations),
                     audit: Arc::new(audit),
                     joint: None,
+                    leases: None,
                 })
             }
             BackendKind::Sqlite => {
@@ -267,6 +269,7 @@ impl BackendConfig {
                     revocations: Arc::new(db.token_revocation_store()),
                     audit: Arc::new(db.audit_sink()),
                     joint: Some(Arc::new(db.key_store())),
+                    leases: None,
                 })
             }
             BackendKind::Postgres => {
@@ -284,6 +287,7 @@ impl BackendConfig {
                     revocations: Arc::new(db.token_revocation_store()),
                     audit: Arc::new(db.audit_sink()),
                     joint: Some(Arc::new(db.key_store())),
+                    leases: Some(Arc::new(db.job_leases())),
                 })
             }
         }
@@ -306,6 +310,9 @@ pub struct Backends {
     /// its record one after the other). Set it only for a key store and audit sink that are
     /// this pair.
     pub joint: Option<Arc<dyn AuditedKeyWrites>>,
+    /// Leases on scheduled jobs when several processes share the backend (PostgreSQL);
+    /// `None` when one process owns it (it then runs every job itself).
+    pub leases: Option<Arc<dyn JobLeases>>,
 }
 
 /// Key writes whose audit record commits in the same transaction: a backend whose keys and

@@ -30,6 +30,7 @@ mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod keys;
+mod leases;
 mod schema;
 mod tokens;
 mod writer;
@@ -37,6 +38,7 @@ mod writer;
 pub use approvals::PostgresApprovalStore;
 pub use audit::PostgresAuditSink;
 pub use keys::PostgresKeyStore;
+pub use leases::PostgresJobLeases;
 pub use tokens::PostgresTokenRevocationStore;
 
 use writer::{Job, Writer};
@@ -177,6 +179,11 @@ impl PostgresBackend {
     /// The audit sink.
     pub fn audit_sink(&self) -> PostgresAuditSink {
         PostgresAuditSink::new(self.db.clone())
+    }
+
+    /// The leases that let one replica at a time run each scheduled job.
+    pub fn job_leases(&self) -> PostgresJobLeases {
+        PostgresJobLeases::new(self.db.clone())
     }
 }
 

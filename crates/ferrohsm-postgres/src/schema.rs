@@ -83,6 +83,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO audit_head VALUES (1, 0, decode(repeat('00', 32), 'hex'), 0, 0, 0);
     "#,
+    // 2: leases on scheduled jobs (one replica runs each at a time), timed by the database.
+    r#"
+    CREATE TABLE job_leases (
+        job         TEXT COLLATE "C" PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        expires_at  TIMESTAMPTZ NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the database to the newest schema.

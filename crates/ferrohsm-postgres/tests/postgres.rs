@@ -9,7 +9,7 @@ use ferrohsm_postgres::PostgresBackend;
 use ferrohsm_postgres::conformance::{PgServer, PostgresHarness};
 use ferrohsm_store::conformance::sample;
 use ferrohsm_store::{
-    Error, KeyStore as _, TokenMatch, TokenRevocation, TokenRevocationStore as _,
+    Error, JobLeases as _, KeyStore as _, TokenMatch, TokenRevocation, TokenRevocationStore as _,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -119,4 +119,35 @@ async fn writes_answer_unavailable_while_the_database_is_down_and_resume_after()
     let actions: Vec<&str> = page.records.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(actions, ["create_key", "audit.recovered", "create_key"], "{actions:?}");
     ferrohsm_audit::conformance::verify(&audit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_at_a_time_holds_a_job_lease_until_it_expires() {
+    let harness = PostgresHarness::new();
+    let (a, b) = (harness.backend().await.job_leases(), harness.backend().await.job_leases());
+    let ttl = std::time::Duration::from_secs(1);
+    assert!(a.acquire("scheduler", "replica-a", ttl).await.unwrap());
+    assert!(!b.acquire("scheduler", "replica-b", ttl).await.unwrap(), "held by a");
+    assert!(a.acquire("scheduler", "replica-a", ttl).await.unwrap(), "a renews its own");
+    // Other jobs have their own leases.
+    assert!(b.acquire("retention", "replica-b", ttl).await.unwrap());
+    // Once a's lease expires (a died), b takes over, and a no longer holds it.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert!(b.acquire("scheduler", "replica-b", ttl).await.unwrap());
+    assert!(!a.acquire("scheduler", "replica-a", ttl).await.unwrap());
+    // Many replicas racing for a free lease: exactly one wins.
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let leases = harness.backend().await.job_leases();
+        racers.push(tokio::spawn(async move {
+            leases
+                .acquire("race", &format!("replica-{i}"), std::time::Duration::from_secs(60))
+                .await
+        }));
+    }
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.unwrap().unwrap());
+    }
+    assert_eq!(winners, 1);
 }

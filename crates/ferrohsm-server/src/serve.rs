@@ -621,9 +621,17 @@ fn spawn_jobs(
         let hsm = refresh.clone();
         async move { hsm.refresh_token_revocations().await.map_err(|e| e.to_string()) }
     });
+    // With replicas sharing a database, one at a time runs the schedule: the lease outlives
+    // three ticks, so a replica that dies holding it is replaced within three intervals.
+    let lease = config.scheduler_interval.saturating_mul(3);
     spawn_job("scheduler", config.scheduler_interval, jobs, stopped.clone(), move || {
         let hsm = hsm.clone();
         async move {
+            if !hsm.lease("scheduler", lease).await.map_err(|e| e.to_string())? {
+                metrics::counter!("ferrohsm_scheduler_runs_total", "result" => "other_replica")
+                    .increment(1);
+                return Ok(());
+            }
             let ctx = RequestContext::local("system:scheduler");
             let now = time::OffsetDateTime::now_utc();
             let purged = hsm.purge_due(&ctx, now).await.map(|_| ());

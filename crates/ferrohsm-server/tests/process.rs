@@ -288,7 +288,19 @@ async fn full_audit_log_recovers(blocks: u64, dev_args: &[&str]) {
     assert_eq!(client.get(format!("{url}/readyz")).send().await.unwrap().status(), 503);
     let metrics = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("ferrohsm_audit_writable 0"), "{metrics}");
-    assert_eq!(encrypt(refused + 1).await, 503, "still failing while the limit holds");
+    // The filesystem log only grows, so it keeps failing while the limit holds. SQLite may
+    // recover within the limit (a WAL checkpoint lets it write from the start of its WAL file
+    // again), so there the next request may be refused or recorded (then after the recovery
+    // record, which the check below finds either way).
+    let next = encrypt(refused + 1).await;
+    if dev_args.contains(&"sqlite") {
+        assert!([200, 503].contains(&next), "{next}");
+        if next == 200 {
+            acknowledged.push(refused + 1);
+        }
+    } else {
+        assert_eq!(next, 503, "still failing while the limit holds");
+    }
 
     // Lift the limit: the log recovers without a restart.
     let pid = dev.child.id().to_string();

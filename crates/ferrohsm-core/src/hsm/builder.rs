@@ -12,6 +12,7 @@ pub struct HsmBuilder {
     audit: Option<Arc<dyn AuditSink>>,
     /// Set only while `store` and `audit` are the pair it commits together.
     joint: Option<Arc<dyn AuditedKeyWrites>>,
+    leases: Option<Arc<dyn ferrohsm_store::JobLeases>>,
     policy: Option<Policy>,
     policy_file: Option<PathBuf>,
     policy_poll: std::time::Duration,
@@ -148,6 +149,7 @@ impl HsmBuilder {
         self.revocations = Some(backends.revocations);
         self.audit = Some(backends.audit);
         self.joint = backends.joint;
+        self.leases = backends.leases;
         self
     }
 
@@ -205,6 +207,9 @@ impl HsmBuilder {
                 .map_err(Error::Backend)?;
             if self.store.is_none() && self.audit.is_none() {
                 self.joint = opened.joint;
+            }
+            if self.leases.is_none() {
+                self.leases = opened.leases;
             }
             self.store.get_or_insert(opened.keys);
             self.approvals.get_or_insert(opened.approvals);
@@ -274,7 +279,12 @@ impl HsmBuilder {
                     refusals: Refusals::new(self.refusal_interval),
                     export_mark: Default::default(),
                 },
-                control: Control { policy, approvals },
+                control: Control {
+                    policy,
+                    approvals,
+                    leases: self.leases,
+                    holder: uuid::Uuid::now_v7().to_string(),
+                },
                 tokens: Tokens {
                     key: token_key,
                     revocations,
@@ -344,6 +354,7 @@ impl Hsm {
             store: None,
             audit: None,
             joint: None,
+            leases: None,
             policy: None,
             policy_file: None,
             policy_poll: std::time::Duration::from_secs(2),

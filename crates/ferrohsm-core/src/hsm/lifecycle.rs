@@ -127,12 +127,29 @@ impl Hsm {
 
     /// Adds a version with fresh material and makes it current. The key must be active.
     pub async fn rotate_key(&self, ctx: &RequestContext, key: &KeyRef) -> Result<KeyInfo> {
+        self.rotate(ctx, key, None).await
+    }
+
+    /// [`Hsm::rotate_key`], refused with `conflict` when `due` says the stored record no
+    /// longer needs it (checked before new material is made, and again on the record the
+    /// write replaces).
+    pub(super) async fn rotate(
+        &self,
+        ctx: &RequestContext,
+        key: &KeyRef,
+        due: Option<&(dyn Fn(&KeyRecord) -> bool + Sync)>,
+    ) -> Result<KeyInfo> {
+        let not_due =
+            || Error::Conflict("the key was rotated meanwhile; it is no longer due".into());
         self.run(ctx, Operation::RotateKey, Some(key), async {
             let verified = self.load(key).await?;
             self.authorize(ctx, Operation::RotateKey, Some(&verified.record), None, Vec::new)
                 .await?;
             let record = &verified.record;
             require_state(record, Operation::RotateKey, &[KeyState::Active])?;
+            if due.is_some_and(|due| !due(record)) {
+                return Err(not_due());
+            }
             let vault = self.vault_of(record)?;
             let label =
                 record.name.as_ref().map_or_else(|| record.id.to_string(), |n| n.to_string());
@@ -143,6 +160,9 @@ impl Hsm {
             let rotated = self
                 .modify(key, |old, next| {
                     require_state(old, Operation::RotateKey, &[KeyState::Active])?;
+                    if due.is_some_and(|due| !due(old)) {
+                        return Err(not_due());
+                    }
                     let version = u32::try_from(old.versions.len() + 1).map_err(|_| {
                         Error::InvalidRequest("the key has too many versions".into())
                     })?;

@@ -1,9 +1,21 @@
-//! Scheduled maintenance: purging keys whose destruction is due and rotating keys that are due.
+//! Scheduled maintenance: purging keys whose destruction is due and rotating keys that are due,
+//! and the leases that let one of several replicas sharing a store run them at a time.
 
 #[allow(clippy::wildcard_imports, reason = "the parent module's shared state and helpers")]
 use super::*;
 
 impl Hsm {
+    /// Whether this HSM may run scheduled job `job` now: always with a store of its own; with
+    /// a store several replicas share (PostgreSQL), only while it holds the job's lease,
+    /// taken or renewed here for `ttl` (judged by the database's clock). A replica that dies
+    /// holding it is replaced when `ttl` has passed.
+    pub async fn lease(&self, job: &str, ttl: std::time::Duration) -> Result<bool> {
+        match &self.inner.control.leases {
+            None => Ok(true),
+            Some(leases) => Ok(leases.acquire(job, &self.inner.control.holder, ttl).await?),
+        }
+    }
+
     /// Purges every key whose destruction grace period ended at or before `now`: its material
     /// is wiped and a tombstone with its metadata remains. Returns the purged ids.
     pub async fn purge_due(&self, ctx: &RequestContext, now: OffsetDateTime) -> Result<Vec<KeyId>> {
@@ -71,7 +83,7 @@ impl Hsm {
                 let Some(max_age) = engine.max_age(&record.tags) else { continue };
                 let current = record.version(record.current_version).map(|v| v.created_at);
                 if current.is_some_and(|created| created + max_age <= now) {
-                    due.push(record.id);
+                    due.push((record.id, record.current_version));
                 }
             }
             match page.next_cursor {
@@ -80,13 +92,47 @@ impl Hsm {
             }
         }
         let mut rotated = Vec::with_capacity(due.len());
-        for id in due {
+        for (id, listed) in due {
+            // Still due when the rotation is written: the version found due is still current
+            // in the record the write replaces, so a rotation made meanwhile (by hand, or by
+            // another replica) is not repeated.
+            let still_due = |record: &KeyRecord| record.current_version == listed;
             // As for purges: a key that cannot be rotated now is audited and skipped.
-            match self.rotate_key(ctx, &KeyRef::Id(id)).await {
+            match self.rotate(ctx, &KeyRef::Id(id), Some(&still_due)).await {
                 Ok(_) => rotated.push(id),
                 Err(e) => tracing::warn!(key = %id, error = %e, "rotation skipped"),
             }
         }
         Ok(rotated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scheduled rotation is written only while the version found due is still current:
+    /// the second of two racing schedules (two replicas) is refused, not repeated.
+    #[tokio::test]
+    async fn a_rotation_found_due_is_not_repeated_once_another_made_it() {
+        let hsm = Hsm::builder()
+            .backend(BackendConfig::memory())
+            .master_key(MasterKey::from_bytes(&[7u8; 32]).unwrap())
+            .build()
+            .await
+            .unwrap();
+        let ctx = RequestContext::local("system:scheduler");
+        let info = hsm
+            .create_key(&ctx, crate::CreateKey::new(ferrohsm_crypto::Algorithm::Aes256Gcm))
+            .await
+            .unwrap();
+        let key = KeyRef::Id(info.id);
+        let found_due = |record: &KeyRecord| record.current_version == 1;
+        let first = hsm.rotate(&ctx, &key, Some(&found_due)).await;
+        assert_eq!(first.map(|k| k.current_version).ok(), Some(2));
+        let second = hsm.rotate(&ctx, &key, Some(&found_due)).await;
+        assert!(matches!(second, Err(Error::Conflict(_))), "{second:?}");
+        let info = hsm.describe_key(&ctx, &key).await.unwrap();
+        assert_eq!(info.current_version, 2, "rotated once");
     }
 }

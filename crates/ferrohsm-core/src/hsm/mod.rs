@@ -140,6 +140,10 @@ struct Audit {
 struct Control {
     policy: PolicyHandle,
     approvals: Arc<dyn ApprovalStore>,
+    /// Leases on scheduled jobs when several processes share the store.
+    leases: Option<Arc<dyn ferrohsm_store::JobLeases>>,
+    /// This HSM's name as a lease holder (unique per process start).
+    holder: String,
 }
 
 /// Bearer tokens: the signing key and the revocations.
