@@ -110,7 +110,18 @@ pub fn connect_options(url: &str) -> Result<(PgConnectOptions, String)> {
         options.get_port(),
         options.get_database().unwrap_or("")
     );
-    let options = options.application_name("ferrohsm").statement_cache_capacity(256);
+    // Server-side limits, so that one stalled replica cannot hold the chain head's lock (and
+    // with it every replica's writes) for long, and a writer waiting for it answers 503 instead
+    // of hanging: a session idle inside a transaction is ended after a minute, a lock is waited
+    // for at most 10 s, a statement runs at most 30 s. Read committed whatever the database's
+    // default is (the head row lock serialises writers; stricter levels would only add
+    // serialisation failures).
+    let options = options.application_name("ferrohsm").statement_cache_capacity(256).options([
+        ("lock_timeout", "10s"),
+        ("statement_timeout", "30s"),
+        ("idle_in_transaction_session_timeout", "60s"),
+        ("default_transaction_isolation", "read committed"),
+    ]);
     Ok((options, location))
 }
 
@@ -239,15 +250,16 @@ impl From<Closed> for ferrohsm_audit::Error {
 }
 
 /// Whether a PostgreSQL error is worth retrying: the connection or the server is gone or
-/// starting, resources ran out (disk full), or the transaction lost a serialisation race.
+/// starting, resources ran out (disk full), the transaction lost a serialisation race or
+/// waited too long (lock or statement timeout), or the server is a read-only standby (a
+/// failover in progress).
 pub(crate) fn retryable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
-                || code == "40001"
-                || code == "40P01"
+                || ["40001", "40P01", "55P03", "57014", "25006"].contains(&code.as_ref())
         }),
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed

@@ -24,6 +24,9 @@ const MAX_BATCH: usize = 1024;
 /// How often a failed writer tries again by itself, so health turns green without traffic.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// The longest the writer waits to (re)connect before the batch answers 503.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 type Reply<T> = oneshot::Sender<Result<T>>;
 type AuditReply<T> = oneshot::Sender<ferrohsm_audit::Result<T>>;
 
@@ -189,12 +192,14 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "a database transaction failed; its writes are refused");
-                if let Some(conn) = self.conn.as_mut() {
-                    let rolled_back = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-                    if rolled_back.is_err() || e.is_retryable() {
-                        // A connection in an unknown state is not reused.
-                        self.conn = None;
-                    }
+                // The connection is not reused after a failure: it may be half-open, inside an
+                // aborted transaction, or on a server that has become a read-only standby.
+                if let Some(mut conn) = self.conn.take() {
+                    let _ = tokio::time::timeout(
+                        CONNECT_TIMEOUT,
+                        sqlx::raw_sql("ROLLBACK").execute(&mut conn),
+                    )
+                    .await;
                 }
                 self.chain.reset(before.seq, before.hash);
                 *self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -209,7 +214,16 @@ impl Writer {
     /// The writer's connection, opened again after a failure.
     async fn connection(&mut self) -> Result<&mut PgConnection> {
         if self.conn.is_none() {
-            let conn = self.options.connect().await.map_err(db_error("reconnecting the writer"))?;
+            let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.options.connect())
+                .await
+                .map_err(|_| ferrohsm_store::Error::Unavailable {
+                    what: format!(
+                        "reconnecting the writer took longer than {}s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                    cause: None,
+                })?
+                .map_err(db_error("reconnecting the writer"))?;
             self.conn = Some(conn);
         }
         self.conn.as_mut().ok_or_else(|| ferrohsm_store::Error::Unavailable {
@@ -225,7 +239,10 @@ impl Writer {
         held: &mut Vec<Held>,
     ) -> Result<()> {
         let conn = self.connection().await?;
-        sqlx::raw_sql("BEGIN").execute(&mut *conn).await.map_err(db_error("starting a write"))?;
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("starting a write"))?;
         let row = sqlx::query(
             "SELECT seq, hash, next_pos, checkpointed_seq, checkpointed_at_ms \
              FROM audit_head WHERE id = 1 FOR UPDATE",
