@@ -184,6 +184,28 @@ fn load_table() -> Result<(String, Vec<Value>)> {
             verdict
         )?;
     }
+    writeln!(table, "\nPostgreSQL, 1 and 3 replicas (issue 17: no target beyond no collapse)")?;
+    writeln!(
+        table,
+        "{:<44} {:>10} {:>9} {:>9} {:>7}",
+        "scenario", "ops/s", "p50 ms", "p99 ms", "errors"
+    )?;
+    for r in results.iter().filter(|r| r["key_store"] == "postgres") {
+        writeln!(
+            table,
+            "{:<44} {:>10.0} {:>9.2} {:>9.2} {:>7}",
+            format!(
+                "{}, {} replica(s), {} conns",
+                r["scenario"].as_str().unwrap_or_default(),
+                r["replicas"],
+                r["connections"]
+            ),
+            r["ops_per_s"].as_f64().unwrap_or(0.0),
+            r["p50_ms"].as_f64().unwrap_or(0.0),
+            r["p99_ms"].as_f64().unwrap_or(f64::INFINITY),
+            r["errors"].as_u64().unwrap_or(0),
+        )?;
+    }
     Ok((table, results))
 }
 

@@ -3,7 +3,9 @@
 //! at 64 connections on the filesystem backend, and durable key creation at 32 connections on
 //! the filesystem and SQLite backends (issue 12's targets); then the same encrypt and sign
 //! scenarios with every key held by a SoftHSM2 token (`--default-custody pkcs11`, issue 15:
-//! reported beside the sealed figures, no target).
+//! reported beside the sealed figures, no target); then encrypt, sign and create on PostgreSQL
+//! with one replica and with three (`deploy/local/replicas.sh`, issue 17: reported, no target
+//! beyond no collapse).
 
 use std::path::Path;
 use std::process::Command;
@@ -201,7 +203,92 @@ pub(crate) fn run(root: &Path) -> Result<Vec<Value>> {
             results.push(result);
         }
     }
+    results.extend(replicas(root, &dir, &policy, &loadgen)?);
     Ok(results)
+}
+
+/// The scenarios run on PostgreSQL, with one replica and then three (`REPLICA_TARGETS`).
+const REPLICA_SCENARIOS: &[(&str, &str)] =
+    &[("encrypt-1k", "64"), ("sign-p256", "64"), ("create-aes", "32")];
+
+/// Encrypt, sign and create against 1 and then 3 replicas on one PostgreSQL database, started
+/// by `deploy/local/replicas.sh` (the connections spread over the replicas).
+fn replicas(root: &Path, dir: &Path, policy: &Path, loadgen: &Path) -> Result<Vec<Value>> {
+    crate::postgresql()?;
+    let script = root.join("deploy/local/replicas.sh");
+    let mut results = Vec::new();
+    for count in [1u16, 3] {
+        let cluster = dir.join(format!("postgres-{count}"));
+        let ports = (free_port()?, free_port()?);
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .arg(&cluster)
+            .env("FERROHSM_BIN", root.join("target/release/ferrohsm-server"))
+            .env("REPLICAS", count.to_string())
+            .env("BASE_PORT", ports.0.to_string())
+            .env("PG_PORT", ports.1.to_string())
+            .env("EXTRA_ARGS", format!("--policy-file {}", policy.display()))
+            .output()
+            .context("running deploy/local/replicas.sh")?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let down = || Command::new("bash").arg(&script).arg("down").arg(&cluster).output();
+        if !out.status.success() {
+            let _ = down();
+            bail!("replicas.sh up failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let field =
+            |prefix: &str| stdout.lines().find_map(|l| l.strip_prefix(prefix)).map(str::to_owned);
+        let (Some(ca), Some(token)) =
+            (field("export FERROHSM_CA_CERT="), field("export FERROHSM_TOKEN="))
+        else {
+            let _ = down();
+            bail!("replicas.sh printed no CA or token: {stdout}");
+        };
+        let urls: Vec<String> =
+            (0..count).map(|i| format!("https://localhost:{}", ports.0 + i)).collect();
+        let urls = urls.join(",");
+        let mut run = || -> Result<()> {
+            for (scenario, connections) in REPLICA_SCENARIOS {
+                eprintln!(
+                    "xtask: load test {scenario} on postgres, {count} replica(s) ({connections} connections, {SECONDS} s)"
+                );
+                let out = Command::new(loadgen)
+                    .args([urls.as_str(), &ca, &token, scenario, connections, SECONDS])
+                    .output()
+                    .context("running loadgen")?;
+                if !out.status.success() {
+                    bail!("loadgen {scenario} failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                let mut result: Value =
+                    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+                        .context("parsing loadgen output")?;
+                result["key_store"] = "postgres".into();
+                result["replicas"] = count.into();
+                results.push(result);
+            }
+            Ok(())
+        };
+        let outcome = run();
+        let stopped = down().context("replicas.sh down")?;
+        outcome?;
+        if !stopped.status.success() {
+            bail!("replicas.sh down failed: {}", String::from_utf8_lossy(&stopped.stderr));
+        }
+    }
+    Ok(results)
+}
+
+/// A free loopback port, and (for the replicas) the two after it.
+fn free_port() -> Result<u16> {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if port < u16::MAX - 2
+            && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok())
+        {
+            return Ok(port);
+        }
+    }
 }
 
 const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";

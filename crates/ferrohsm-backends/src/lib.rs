@@ -28,7 +28,7 @@ use ferrohsm_audit::{
 use ferrohsm_crypto::CryptoProvider;
 use ferrohsm_store::{
     ApprovalStore, FileKeyStore, JobLeases, KeyRecord, KeyStore, MemoryApprovalStore,
-    MemoryKeyStore, MemoryTokenRevocationStore, TokenRevocationStore,
+    MemoryKeyStore, MemoryTokenRevocationStore, RateUsage, TokenRevocationStore,
 };
 
 /// The kinds of backend.
@@ -235,6 +235,7 @@ impl BackendConfig {
                 audit: Arc::new(MemoryAuditSink::new(provider, audit_keys)),
                 joint: None,
                 leases: None,
+                rate_usage: None,
             }),
             BackendKind::Filesystem => {
                 let dir = self.dir()?.clone();
@@ -258,6 +259,7 @@ impl BackendConfig {
                     audit: Arc::new(audit),
                     joint: None,
                     leases: None,
+                    rate_usage: None,
                 })
             }
             BackendKind::Sqlite => {
@@ -270,6 +272,7 @@ impl BackendConfig {
                     audit: Arc::new(db.audit_sink()),
                     joint: Some(Arc::new(db.key_store())),
                     leases: None,
+                    rate_usage: None,
                 })
             }
             BackendKind::Postgres => {
@@ -288,6 +291,7 @@ impl BackendConfig {
                     audit: Arc::new(db.audit_sink()),
                     joint: Some(Arc::new(db.key_store())),
                     leases: Some(Arc::new(db.job_leases())),
+                    rate_usage: Some(Arc::new(db.rate_usage())),
                 })
             }
         }
@@ -313,6 +317,9 @@ pub struct Backends {
     /// Leases on scheduled jobs when several processes share the backend (PostgreSQL);
     /// `None` when one process owns it (it then runs every job itself).
     pub leases: Option<Arc<dyn JobLeases>>,
+    /// Rate-limit usage the processes sharing the backend exchange (PostgreSQL), so a
+    /// caller's limit holds across them; `None` when one process owns it.
+    pub rate_usage: Option<Arc<dyn RateUsage>>,
 }
 
 /// Key writes whose audit record commits in the same transaction: a backend whose keys and

@@ -38,7 +38,7 @@ mod writer;
 pub use approvals::PostgresApprovalStore;
 pub use audit::PostgresAuditSink;
 pub use keys::PostgresKeyStore;
-pub use leases::PostgresJobLeases;
+pub use leases::{PostgresJobLeases, PostgresRateUsage};
 pub use tokens::PostgresTokenRevocationStore;
 
 use writer::{Job, Writer};
@@ -195,6 +195,11 @@ impl PostgresBackend {
     /// The leases that let one replica at a time run each scheduled job.
     pub fn job_leases(&self) -> PostgresJobLeases {
         PostgresJobLeases::new(self.db.clone())
+    }
+
+    /// The rate-limit usage the replicas share.
+    pub fn rate_usage(&self) -> PostgresRateUsage {
+        PostgresRateUsage::new(self.db.clone())
     }
 }
 

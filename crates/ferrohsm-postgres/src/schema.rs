@@ -91,6 +91,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         expires_at  TIMESTAMPTZ NOT NULL
     );
     "#,
+    // 3: rate-limit usage each replica reports for the others (kept a few seconds).
+    r#"
+    CREATE TABLE rate_usage (
+        id          BIGSERIAL PRIMARY KEY,
+        at          TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        holder      TEXT NOT NULL,
+        bucket      TEXT NOT NULL,
+        tokens      DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX rate_usage_at ON rate_usage (at);
+    "#,
 ];
 
 /// Brings the database to the newest schema.

@@ -9,7 +9,8 @@ use ferrohsm_postgres::PostgresBackend;
 use ferrohsm_postgres::conformance::{PgServer, PostgresHarness};
 use ferrohsm_store::conformance::sample;
 use ferrohsm_store::{
-    Error, JobLeases as _, KeyStore as _, TokenMatch, TokenRevocation, TokenRevocationStore as _,
+    Error, JobLeases as _, KeyStore as _, RateUsage as _, TokenMatch, TokenRevocation,
+    TokenRevocationStore as _,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -150,4 +151,35 @@ async fn one_replica_at_a_time_holds_a_job_lease_until_it_expires() {
         winners += usize::from(racer.await.unwrap().unwrap());
     }
     assert_eq!(winners, 1);
+}
+
+/// Rate-limit usage: each replica reads what the others reported since its last exchange,
+/// never its own, once; reports made before its first exchange are not replayed to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_exchange_rate_usage_once_and_never_their_own() {
+    let harness = PostgresHarness::new();
+    let (a, b) = (harness.backend().await.rate_usage(), harness.backend().await.rate_usage());
+    let usage = |pairs: &[(&str, f64)]| -> Vec<(String, f64)> {
+        pairs.iter().map(|(k, t)| ((*k).to_owned(), *t)).collect()
+    };
+    // a's first exchange reports, and starts reading from now.
+    assert!(a.exchange("a", &usage(&[("actor:old", 5.0)])).await.unwrap().is_empty());
+    assert!(b.exchange("b", &[]).await.unwrap().is_empty(), "history is not replayed");
+    a.exchange("a", &usage(&[("actor:x", 3.0), ("ip:10.0.0.1", 1.0)])).await.unwrap();
+    a.exchange("a", &usage(&[("actor:x", 2.0)])).await.unwrap();
+    let mut seen = b.exchange("b", &usage(&[("actor:x", 7.0)])).await.unwrap();
+    seen.sort_by(|l, r| l.0.cmp(&r.0));
+    assert_eq!(seen, usage(&[("actor:x", 5.0), ("ip:10.0.0.1", 1.0)]));
+    assert!(b.exchange("b", &[]).await.unwrap().is_empty(), "each report is read once");
+    assert_eq!(a.exchange("a", &[]).await.unwrap(), usage(&[("actor:x", 7.0)]));
+    // Old reports are pruned as exchanges go on, so the table stays small.
+    harness.sql("UPDATE rate_usage SET at = at - interval '1 hour'");
+    for _ in 0..8 {
+        a.exchange("a", &[]).await.unwrap();
+    }
+    let left = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM rate_usage")
+        .fetch_one(&sqlx::PgPool::connect(harness.url()).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
 }

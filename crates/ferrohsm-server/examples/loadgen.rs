@@ -3,8 +3,10 @@
 //! ops/s and latency percentiles. Requests are prepared bytes on raw TLS streams, so the client
 //! takes as little of the shared cores as possible.
 //!
-//! `loadgen URL CA_FILE TOKEN SCENARIO CONNECTIONS SECONDS`, where SCENARIO is `encrypt-1k`,
-//! `sign-p256` or `sign-rsa2048`. It creates the key it uses first.
+//! `loadgen URL[,URL…] CA_FILE TOKEN SCENARIO CONNECTIONS SECONDS`, where SCENARIO is
+//! `encrypt-1k`, `sign-p256`, `sign-rsa2048` or `create-aes`. It creates the key it uses first
+//! (through the first URL). With several URLs (replicas of one cluster), the connections are
+//! spread over them in turn.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a benchmark tool")]
 
 use std::time::{Duration, Instant};
@@ -17,8 +19,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, ca, token, scenario, connections, seconds] = args.as_slice() else {
-        panic!("usage: loadgen URL CA_FILE TOKEN SCENARIO CONNECTIONS SECONDS");
+        panic!("usage: loadgen URL[,URL…] CA_FILE TOKEN SCENARIO CONNECTIONS SECONDS");
     };
+    let urls: Vec<&str> = url.split(',').collect();
+    let url = urls[0];
     let connections: usize = connections.parse().unwrap();
     let duration = Duration::from_secs(seconds.parse().unwrap());
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
@@ -63,7 +67,10 @@ async fn main() {
 
     // Each task owns one TLS connection and sends prepared HTTP/1.1 requests on it, one at a
     // time: the cheapest client possible, so the machine's cores go to the server.
-    let port = url.rsplit(':').next().unwrap().trim_end_matches('/').parse::<u16>().unwrap();
+    let ports: Vec<u16> = urls
+        .iter()
+        .map(|u| u.rsplit(':').next().unwrap().trim_end_matches('/').parse::<u16>().unwrap())
+        .collect();
     let target =
         if path.is_empty() { "/v1/keys".to_owned() } else { format!("/v1/keys/{id}/{path}") };
     let request = format!(
@@ -89,7 +96,8 @@ async fn main() {
     );
     let warmup = Duration::from_secs(1);
     let mut tasks = Vec::new();
-    for _ in 0..connections {
+    for connection in 0..connections {
+        let port = ports[connection % ports.len()];
         let connector = tokio_rustls::TlsConnector::from(config.clone());
         let request = request.clone();
         tasks.push(tokio::spawn(async move {

@@ -240,6 +240,10 @@ struct ServeArgs {
     /// record per source and reason [default: 60s].
     #[arg(long, env = "FERROHSM_REFUSAL_INTERVAL")]
     refusal_interval: Option<String>,
+    /// How often due destructions, due rotations and retention run; with replicas on one
+    /// database, one of them runs each tick [default: 60s].
+    #[arg(long, env = "FERROHSM_SCHEDULER_INTERVAL")]
+    scheduler_interval: Option<String>,
     /// The longest a TLS handshake may take [default: 10s].
     #[arg(long, env = "FERROHSM_HANDSHAKE_TIMEOUT")]
     handshake_timeout: Option<String>,
@@ -583,6 +587,7 @@ struct FileConfig {
     reload_interval: Option<String>,
     max_token_lifetime: Option<String>,
     refusal_interval: Option<String>,
+    scheduler_interval: Option<String>,
     handshake_timeout: Option<String>,
     header_timeout: Option<String>,
     idle_timeout: Option<String>,
@@ -616,6 +621,9 @@ struct DevArgs {
     /// The PostgreSQL database of `--key-store postgres`.
     #[arg(long, env = "FERROHSM_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// How often due destructions, due rotations and retention run.
+    #[arg(long, env = "FERROHSM_SCHEDULER_INTERVAL", default_value = "60s")]
+    scheduler_interval: String,
     #[command(flatten)]
     pkcs11: Pkcs11Args,
 }
@@ -847,7 +855,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             allow_tls12: args.tls12.or(file.tls12).unwrap_or(false),
         },
         reload_interval,
-        scheduler_interval: Duration::from_secs(60),
+        scheduler_interval: duration(
+            args.scheduler_interval.or(file.scheduler_interval).as_deref().unwrap_or("60s"),
+        )?,
         drain_timeout: Duration::from_secs(30),
         max_token_lifetime: duration(
             args.max_token_lifetime.or(file.max_token_lifetime).as_deref().unwrap_or("24h"),
@@ -920,7 +930,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         app: AppConfig::default(),
         tls: TlsConfig::files(certs.cert, certs.key),
         reload_interval: Duration::from_secs(2),
-        scheduler_interval: Duration::from_secs(60),
+        scheduler_interval: duration(&args.scheduler_interval)?,
         drain_timeout: Duration::from_secs(10),
         max_token_lifetime: Duration::from_secs(ferrohsm_server::MAX_TOKEN_TTL_SECONDS),
         refusal_interval: Duration::from_secs(60),

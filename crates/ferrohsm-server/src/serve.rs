@@ -621,6 +621,16 @@ fn spawn_jobs(
         let hsm = refresh.clone();
         async move { hsm.refresh_token_revocations().await.map_err(|e| e.to_string()) }
     });
+    // With replicas sharing a database, each reports its callers' rate-limit usage and
+    // debits theirs on the others twice a second, so a limit holds across replicas.
+    if hsm.shares_rate_limits() {
+        let share = hsm.clone();
+        let every = Duration::from_millis(500);
+        spawn_job("rate-limits", every, jobs.clone(), stopped.clone(), move || {
+            let hsm = share.clone();
+            async move { hsm.share_rate_limits().await.map_err(|e| e.to_string()) }
+        });
+    }
     // With replicas sharing a database, one at a time runs the schedule: the lease outlives
     // three ticks, so a replica that dies holding it is replaced within three intervals.
     let lease = config.scheduler_interval.saturating_mul(3);

@@ -8,6 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+#[path = "process/replicas.rs"]
+mod replicas;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ferrohsm-server");
 
 fn free_port() -> u16 {

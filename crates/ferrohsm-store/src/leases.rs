@@ -17,3 +17,15 @@ pub trait JobLeases: Send + Sync + std::fmt::Debug {
     /// replicas' own.
     async fn acquire(&self, job: &str, holder: &str, ttl: Duration) -> Result<bool>;
 }
+
+/// Rate-limit usage shared between server replicas on one database, so that a caller's limit
+/// holds across all of them rather than once per replica. Each replica reports what its
+/// callers used since its last report and learns what they used on the other replicas since
+/// then; it debits its own buckets with that. A backend that belongs to one process has none.
+#[async_trait]
+pub trait RateUsage: Send + Sync + std::fmt::Debug {
+    /// Records `usage` (bucket name, tokens) as used at `holder`, and returns the tokens each
+    /// bucket was reported to use by other holders since `holder`'s previous exchange (none
+    /// on its first). Reports older than a few seconds may be forgotten.
+    async fn exchange(&self, holder: &str, usage: &[(String, f64)]) -> Result<Vec<(String, f64)>>;
+}

@@ -47,7 +47,7 @@ mod types;
 pub use approvals::{ApprovalDocument, ApprovalStore, FileApprovalStore, MemoryApprovalStore};
 pub use error::{BoxError, Error, FileError, Result};
 pub use file::FileKeyStore;
-pub use leases::JobLeases;
+pub use leases::{JobLeases, RateUsage};
 pub use memory::MemoryKeyStore;
 pub use query::{Cursor, DEFAULT_LIST_LIMIT, ListQuery, MAX_LIST_LIMIT, Page};
 pub use record::{ExternalMaterial, KeyRecord, KeyVersion, Revocation, transition_allowed};

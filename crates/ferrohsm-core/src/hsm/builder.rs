@@ -13,6 +13,7 @@ pub struct HsmBuilder {
     /// Set only while `store` and `audit` are the pair it commits together.
     joint: Option<Arc<dyn AuditedKeyWrites>>,
     leases: Option<Arc<dyn ferrohsm_store::JobLeases>>,
+    rate_usage: Option<Arc<dyn ferrohsm_store::RateUsage>>,
     policy: Option<Policy>,
     policy_file: Option<PathBuf>,
     policy_poll: std::time::Duration,
@@ -150,6 +151,7 @@ impl HsmBuilder {
         self.audit = Some(backends.audit);
         self.joint = backends.joint;
         self.leases = backends.leases;
+        self.rate_usage = backends.rate_usage;
         self
     }
 
@@ -210,6 +212,9 @@ impl HsmBuilder {
             }
             if self.leases.is_none() {
                 self.leases = opened.leases;
+            }
+            if self.rate_usage.is_none() {
+                self.rate_usage = opened.rate_usage;
             }
             self.store.get_or_insert(opened.keys);
             self.approvals.get_or_insert(opened.approvals);
@@ -283,6 +288,7 @@ impl HsmBuilder {
                     policy,
                     approvals,
                     leases: self.leases,
+                    rate_usage: self.rate_usage,
                     holder: uuid::Uuid::now_v7().to_string(),
                 },
                 tokens: Tokens {
@@ -355,6 +361,7 @@ impl Hsm {
             audit: None,
             joint: None,
             leases: None,
+            rate_usage: None,
             policy: None,
             policy_file: None,
             policy_poll: std::time::Duration::from_secs(2),

@@ -4,6 +4,9 @@
 #[allow(clippy::wildcard_imports, reason = "the parent module's shared state and helpers")]
 use super::*;
 
+/// The most buckets one rate-usage report names.
+const RATE_USAGE_REPORTED: usize = 1_000;
+
 impl Hsm {
     /// Whether this HSM may run scheduled job `job` now: always with a store of its own; with
     /// a store several replicas share (PostgreSQL), only while it holds the job's lease,
@@ -14,6 +17,34 @@ impl Hsm {
             None => Ok(true),
             Some(leases) => Ok(leases.acquire(job, &self.inner.control.holder, ttl).await?),
         }
+    }
+
+    /// Whether this HSM shares its rate limits with other processes on the same store
+    /// (PostgreSQL replicas); if so, [`Hsm::share_rate_limits`] should run about every half
+    /// second.
+    pub fn shares_rate_limits(&self) -> bool {
+        self.inner.control.rate_usage.is_some()
+    }
+
+    /// Reports what this HSM's callers used of their rate limits since the last call (the
+    /// 1,000 heaviest buckets; the rest next time), and debits its buckets with what the
+    /// same callers used on the other replicas. A caller's limit then holds across all
+    /// replicas, up to what they admit between two exchanges. Does nothing without a shared
+    /// store.
+    pub async fn share_rate_limits(&self) -> Result<()> {
+        let Some(shared) = &self.inner.control.rate_usage else { return Ok(()) };
+        let limiter = &self.inner.control.policy.limiter;
+        let usage = limiter.take_usage(RATE_USAGE_REPORTED);
+        let others = match shared.exchange(&self.inner.control.holder, &usage).await {
+            Ok(others) => others,
+            Err(e) => {
+                // Not reported: count it again next time.
+                limiter.unreport(&usage);
+                return Err(e.into());
+            }
+        };
+        limiter.debit(&others, std::time::Instant::now());
+        Ok(())
     }
 
     /// Purges every key whose destruction grace period ended at or before `now`: its material

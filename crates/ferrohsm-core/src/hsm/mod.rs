@@ -142,6 +142,8 @@ struct Control {
     approvals: Arc<dyn ApprovalStore>,
     /// Leases on scheduled jobs when several processes share the store.
     leases: Option<Arc<dyn ferrohsm_store::JobLeases>>,
+    /// Rate-limit usage exchanged with the other processes sharing the store.
+    rate_usage: Option<Arc<dyn ferrohsm_store::RateUsage>>,
     /// This HSM's name as a lease holder (unique per process start).
     holder: String,
 }
