@@ -176,3 +176,41 @@ async fn concurrent_first_encryptions_all_succeed_on_the_filesystem() {
 async fn concurrent_first_encryptions_all_succeed_on_sqlite() {
     concurrent_first_encryptions(BackendConfig::sqlite, true).await;
 }
+
+/// Two HSMs on one store (as replicas on one database) lease disjoint blocks: together they
+/// never encrypt more than the budget, and the stored reservation covers every encryption
+/// either made. (Counting each from the stored reservation, as one process may, would let
+/// each use the whole budget.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_store_share_one_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = NonceBudget { limit: 40, rotate_at: u64::MAX, reserve: 4 };
+    let open = || {
+        Hsm::builder()
+            .backend(BackendConfig::sqlite(dir.path().to_owned()))
+            .master_key(master(10))
+            .nonce_budget(budget)
+            .build()
+    };
+    let (a, b) = (open().await.unwrap(), open().await.unwrap());
+    let k = aes(&a).await;
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let (hsm, k) = (if i % 2 == 0 { a.clone() } else { b.clone() }, k.clone());
+            tokio::spawn(async move { hsm.encrypt(&ctx(), &k, b"x", b"").await })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => admitted += 1,
+            Err(e) => assert_eq!(e.code(), "invalid_state", "{e}"),
+        }
+    }
+    assert!(admitted <= 40, "{admitted} encryptions under a budget of 40");
+    assert!(admitted >= 30, "only {admitted} of 40 used (at most a block per process is lost)");
+    let recorded = b.describe_key(&ctx(), &k).await.unwrap().versions[0].encryptions;
+    assert!(recorded >= admitted, "{admitted} encryptions, {recorded} recorded");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

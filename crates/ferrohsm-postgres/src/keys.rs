@@ -57,69 +57,55 @@ impl PostgresKeyStore {
         Error::Corrupt { record: id.to_owned(), reason }
     }
 
-    /// Loads the records of `ids` (two queries, whatever their number), in `ids` order, from
-    /// one snapshot (a repeatable-read transaction): a commit between the queries would
-    /// otherwise pair a key row with the version rows of its next revision.
+    /// Loads the records of `ids`, in `ids` order, with one statement (one round trip,
+    /// whatever their number): a statement reads one snapshot, so a key row is never paired
+    /// with the version rows of another revision.
     async fn load_many(&self, ids: &[String]) -> Result<Vec<Arc<KeyRecord>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.db.pool.begin().await.map_err(db_error("reading keys"))?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error("reading keys"))?;
-        let rows = sqlx::query("SELECT id, record FROM keys WHERE id = ANY($1)")
+        let rows = sqlx::query(LOAD_BY_IDS)
             .bind(ids)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.db.pool)
             .await
             .map_err(db_error("reading keys"))?;
-        let mut records: HashMap<String, KeyRecord> = HashMap::with_capacity(rows.len());
+        let mut records = self.parse_rows(rows);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = records.remove(id) {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parses loaded rows (id, record, version bodies); a damaged one is reported and left
+    /// out.
+    fn parse_rows(&self, rows: Vec<sqlx::postgres::PgRow>) -> HashMap<String, Arc<KeyRecord>> {
+        let mut records = HashMap::with_capacity(rows.len());
         for row in rows {
             let id: String = row.get(0);
             let text: String = row.get(1);
-            match parse_record(&id, &text) {
+            let bodies: Vec<String> = row.get(2);
+            let parsed = parse_record(&id, &text).and_then(|mut record| {
+                for body in &bodies {
+                    let version = serde_json::from_str::<KeyVersion>(body)
+                        .map_err(|e| format!("a version row is unreadable: {e}"))?;
+                    record.versions.push(version);
+                }
+                record.check_invariants().map_err(|e| e.to_string())?;
+                Ok(record)
+            });
+            match parsed {
                 Ok(record) => {
-                    records.insert(id, record);
+                    records.insert(id, Arc::new(record));
                 }
                 Err(reason) => {
                     let _ = self.corrupt(&id, reason);
                 }
             }
         }
-        let versions = sqlx::query(
-            "SELECT key_id, body FROM key_versions WHERE key_id = ANY($1) ORDER BY key_id, version",
-        )
-        .bind(ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error("reading key versions"))?;
-        tx.commit().await.map_err(db_error("reading keys"))?;
-        for row in versions {
-            let id: String = row.get(0);
-            let text: String = row.get(1);
-            if let Some(record) = records.get_mut(&id) {
-                match serde_json::from_str::<KeyVersion>(&text) {
-                    Ok(v) => record.versions.push(v),
-                    Err(e) => {
-                        records.remove(&id);
-                        let _ = self.corrupt(&id, format!("a version row is unreadable: {e}"));
-                    }
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(record) = records.remove(id) {
-                match record.check_invariants() {
-                    Ok(()) => out.push(Arc::new(record)),
-                    Err(e) => {
-                        let _ = self.corrupt(id, e.to_string());
-                    }
-                }
-            }
-        }
-        Ok(out)
+        records
     }
 
     async fn load_one(&self, id: &str) -> Result<Option<Arc<KeyRecord>>> {
@@ -134,6 +120,15 @@ impl PostgresKeyStore {
         Ok(found.into_iter().next())
     }
 }
+
+/// The keys with the ids in `$1`, each with its version bodies in version order (one
+/// statement, so one snapshot).
+const LOAD_BY_IDS: &str = "SELECT k.id, k.record, ARRAY(SELECT v.body FROM key_versions v \
+    WHERE v.key_id = k.id ORDER BY v.version) FROM keys k WHERE k.id = ANY($1)";
+
+/// The key named `$1`, as [`LOAD_BY_IDS`].
+const LOAD_BY_NAME: &str = "SELECT k.id, k.record, ARRAY(SELECT v.body FROM key_versions v \
+    WHERE v.key_id = k.id ORDER BY v.version) FROM keys k WHERE k.name = $1";
 
 fn parse_record(id: &str, text: &str) -> std::result::Result<KeyRecord, String> {
     let record: KeyRecord = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -158,14 +153,16 @@ impl KeyStore for PostgresKeyStore {
     }
 
     async fn find_by_name(&self, name: &KeyName) -> Result<Option<Arc<KeyRecord>>> {
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM keys WHERE name = $1")
+        // One round trip: the key named, with its versions.
+        let rows = sqlx::query(LOAD_BY_NAME)
             .bind(name.as_str())
-            .fetch_optional(&self.db.pool)
+            .fetch_all(&self.db.pool)
             .await
             .map_err(db_error("finding a key by name"))?;
-        match id {
-            Some(id) => self.load_one(&id).await,
-            None => Ok(None),
+        let Some(id) = rows.first().map(|row| row.get::<String, _>(0)) else { return Ok(None) };
+        match self.parse_rows(rows).remove(&id) {
+            Some(record) => Ok(Some(record)),
+            None => self.load_one(&id).await,
         }
     }
 

@@ -88,24 +88,16 @@ impl RateUsage for PostgresRateUsage {
             .await
             .map_err(db_error("reporting rate usage"))?;
         }
-        let (last, exchanges) = match seen {
-            Some(seen) => seen,
-            // The first exchange starts from now: older usage has been refilled meanwhile.
-            None => {
-                let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM rate_usage")
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db_error("reading rate usage"))?;
-                *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some((last.unwrap_or(0), 0));
-                return Ok(Vec::new());
-            }
-        };
+        // The first exchange reads every report still kept: usage reported just before this
+        // replica started must still count here.
+        let (last, exchanges) = seen.unwrap_or((0, 0));
         let rows: Vec<(String, Option<f64>, i64)> = sqlx::query_as(
             "SELECT bucket, SUM(tokens) FILTER (WHERE holder <> $2), MAX(id) FROM rate_usage \
-             WHERE id > $1 GROUP BY bucket",
+             WHERE id > $1 AND at > clock_timestamp() - make_interval(secs => $3) GROUP BY bucket",
         )
         .bind(last)
         .bind(holder)
+        .bind(USAGE_KEPT_SECONDS)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error("reading rate usage"))?;

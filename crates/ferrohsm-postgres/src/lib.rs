@@ -46,8 +46,9 @@ use writer::{Job, Writer};
 /// The store crate's result type: PostgreSQL errors become its generic errors.
 pub(crate) type Result<T, E = ferrohsm_store::Error> = std::result::Result<T, E>;
 
-/// Read connections in the pool.
-const READERS: u32 = 4;
+/// Read connections in the pool (every operation reads its key: with 64 clients per replica,
+/// fewer made the pool the bottleneck).
+const READERS: u32 = 16;
 
 /// How long a reader waits for a pooled connection before the request is answered 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -102,6 +102,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rate_usage_at ON rate_usage (at);
     "#,
+    // 4: a counter raised with every stored revocation, so replicas re-read the revocations
+    // only when they changed.
+    r#"
+    CREATE TABLE revocations_changed (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        version     BIGINT NOT NULL
+    );
+    INSERT INTO revocations_changed VALUES (1, 0);
+    "#,
 ];
 
 /// Brings the database to the newest schema.

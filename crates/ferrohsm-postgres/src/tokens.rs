@@ -1,6 +1,6 @@
 //! `PostgresTokenRevocationStore`: revoked tokens, pruned once they can match no live token.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use ferrohsm_store::{Error, MAX_TOKEN_REVOCATIONS, TokenRevocation, TokenRevocationStore};
@@ -11,14 +11,22 @@ use crate::writer::Job;
 use crate::{Db, Result, db_error, millis};
 
 /// Token revocations in a PostgreSQL database (see [`crate::PostgresBackend`]).
+///
+/// Every replica asks for the live revocations each second; they are read again only when
+/// the `revocations_changed` counter, raised in the transaction of every stored revocation,
+/// moved since the last read (one small query otherwise).
 #[derive(Debug, Clone)]
 pub struct PostgresTokenRevocationStore {
     db: Arc<Db>,
+    read: Arc<Mutex<LastRead>>,
 }
+
+/// The counter value of the last read, and what it read.
+type LastRead = Option<(i64, Vec<TokenRevocation>)>;
 
 impl PostgresTokenRevocationStore {
     pub(crate) fn new(db: Arc<Db>) -> Self {
-        PostgresTokenRevocationStore { db }
+        PostgresTokenRevocationStore { db, read: Arc::new(Mutex::new(None)) }
     }
 }
 
@@ -30,6 +38,17 @@ impl TokenRevocationStore for PostgresTokenRevocationStore {
     }
 
     async fn live(&self, now: OffsetDateTime) -> Result<Vec<TokenRevocation>> {
+        // The counter first: a revocation stored after it was read raises it again, so the
+        // next call reads once more; none is missed.
+        let changed: i64 = sqlx::query_scalar("SELECT version FROM revocations_changed")
+            .fetch_one(&self.db.pool)
+            .await
+            .map_err(db_error("reading token revocations"))?;
+        if let Some((version, live)) = &*self.read.lock().unwrap_or_else(|p| p.into_inner())
+            && *version == changed
+        {
+            return Ok(live.iter().filter(|r| r.expires_at > now).cloned().collect());
+        }
         let bodies: Vec<String> = sqlx::query_scalar(
             "SELECT body FROM token_revocations WHERE expires_at > $1 ORDER BY id",
         )
@@ -38,7 +57,7 @@ impl TokenRevocationStore for PostgresTokenRevocationStore {
         .await
         .map_err(db_error("reading token revocations"))?;
         // A revocation that cannot be read fails closed: the caller stops rather than forget it.
-        bodies
+        let live = bodies
             .iter()
             .map(|b| {
                 serde_json::from_str(b).map_err(|e| Error::Corrupt {
@@ -46,7 +65,9 @@ impl TokenRevocationStore for PostgresTokenRevocationStore {
                     reason: e.to_string(),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<TokenRevocation>>>()?;
+        *self.read.lock().unwrap_or_else(|p| p.into_inner()) = Some((changed, live.clone()));
+        Ok(live)
     }
 }
 
@@ -81,5 +102,9 @@ pub(crate) async fn add(
     .execute(&mut *conn)
     .await
     .map_err(db_error("writing a token revocation"))?;
+    sqlx::query("UPDATE revocations_changed SET version = version + 1 WHERE id = 1")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("writing a token revocation"))?;
     Ok(())
 }

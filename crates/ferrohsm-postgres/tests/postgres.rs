@@ -74,8 +74,16 @@ async fn token_revocations_are_shared_expire_and_fail_closed_when_unreadable() {
     // Revoking the same token again keeps one row.
     b.add(live.clone(), now).await.unwrap();
     assert_eq!(a.live(now).await.unwrap().len(), 1);
-    // An unreadable row is an error, never a shorter list.
+    // A revocation added later through one replica is seen by the other at its next read
+    // (the change counter moved), and reads without a change are answered from memory.
+    let later = revocation("later-token", now, Duration::hours(1));
+    b.add(later.clone(), now).await.unwrap();
+    assert_eq!(a.live(now).await.unwrap(), vec![live.clone(), later.clone()]);
+    // A row damaged behind the store's back: the set read before stays in force until the
+    // next change, and then the damage is an error, never a shorter list.
     harness.sql("UPDATE token_revocations SET body = 'not json'");
+    assert_eq!(a.live(now).await.unwrap().len(), 2);
+    harness.sql("UPDATE revocations_changed SET version = version + 1");
     assert!(matches!(a.live(now).await, Err(Error::Corrupt { .. })));
 }
 
@@ -154,7 +162,7 @@ async fn one_replica_at_a_time_holds_a_job_lease_until_it_expires() {
 }
 
 /// Rate-limit usage: each replica reads what the others reported since its last exchange,
-/// never its own, once; reports made before its first exchange are not replayed to it.
+/// never its own, once; on its first exchange it reads what is still kept (a few seconds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_exchange_rate_usage_once_and_never_their_own() {
     let harness = PostgresHarness::new();
@@ -162,9 +170,12 @@ async fn replicas_exchange_rate_usage_once_and_never_their_own() {
     let usage = |pairs: &[(&str, f64)]| -> Vec<(String, f64)> {
         pairs.iter().map(|(k, t)| ((*k).to_owned(), *t)).collect()
     };
-    // a's first exchange reports, and starts reading from now.
-    assert!(a.exchange("a", &usage(&[("actor:old", 5.0)])).await.unwrap().is_empty());
-    assert!(b.exchange("b", &[]).await.unwrap().is_empty(), "history is not replayed");
+    // Reports older than the kept window are not replayed to a replica that starts...
+    a.exchange("a", &usage(&[("actor:old", 5.0)])).await.unwrap();
+    harness.sql("UPDATE rate_usage SET at = at - interval '1 minute'");
+    // ...but those made just before it started are: they still count against the caller.
+    a.exchange("a", &usage(&[("actor:recent", 2.0)])).await.unwrap();
+    assert_eq!(b.exchange("b", &[]).await.unwrap(), usage(&[("actor:recent", 2.0)]));
     a.exchange("a", &usage(&[("actor:x", 3.0), ("ip:10.0.0.1", 1.0)])).await.unwrap();
     a.exchange("a", &usage(&[("actor:x", 2.0)])).await.unwrap();
     let mut seen = b.exchange("b", &usage(&[("actor:x", 7.0)])).await.unwrap();

@@ -24,9 +24,7 @@ impl Hsm {
             };
             let (verified, version) =
                 self.usable(ctx, key, Operation::Encrypt, Usage::Encrypt, None, params).await?;
-            if let Some(count) = self.take_nonce(&verified.record, version)? {
-                self.reserve_nonces(verified.record.id, version, count).await?;
-            }
+            self.count_nonce(&verified.record, version).await?;
             let failed = crypto_error(Operation::Encrypt, verified.record.id);
             let body = self
                 .with_secret(&verified, version, |secret| {
@@ -264,34 +262,45 @@ impl Hsm {
         .await
     }
 
-    /// Counts one AES-GCM encryption (one random nonce) under `version`: refused at the
-    /// budget's limit, a new block reserved in the stored record before the count passes
-    /// what is reserved (so a crash loses at most a block, counted as used), and an automatic
-    /// rotation started when the count reaches `rotate_at`. The count itself is synchronous;
-    /// only the rare reservation awaits a write. Returns the count when it passes what
-    /// `record` says is reserved: `reserve_nonces` must then cover it before the encryption.
-    pub(super) fn take_nonce(&self, record: &KeyRecord, version: u32) -> Result<Option<u64>> {
-        let budget = self.inner.keys.nonce_budget;
-        let reserved = record.version(version).map_or(0, |v| v.encryptions_reserved);
-        let key = (record.id, version);
-        let (count, rotate) = {
-            let mut nonces = self.inner.keys.nonces.lock().unwrap_or_else(|p| p.into_inner());
-            let count = nonces.0.entry(key).or_insert(reserved);
-            if *count >= budget.limit {
-                return Err(Error::InvalidState {
-                    key: record.id,
-                    state: record.state,
-                    detail: format!(
-                        " (version {version} used its {} AES-GCM encryptions; rotate the key)",
-                        budget.limit
-                    ),
-                    operation: Operation::Encrypt,
-                });
+    /// Counts one AES-GCM encryption (one random nonce) under `version`, inside a block of
+    /// the version's budget this process leased: refused at the budget's limit, a new block
+    /// leased in the stored record when the held one is used up (so a crash loses at most a
+    /// block, counted as used), and an automatic rotation started when the count reaches
+    /// `rotate_at`. Counting is synchronous; only the rare lease awaits a write.
+    async fn count_nonce(&self, record: &KeyRecord, version: u32) -> Result<()> {
+        // Each round either counts, or leases a block (some of which concurrent encryptions
+        // of this process may take first), or fails: a block is never empty, so this ends.
+        for _ in 0..LEASE_ROUNDS {
+            if self.take_nonce(record, version)? {
+                return Ok(());
             }
-            *count += 1;
-            let count = *count;
-            let rotate = count >= budget.rotate_at && nonces.1.insert(key);
-            (count, rotate)
+            self.lease_nonces(record.id, version).await?;
+        }
+        Err(Error::Conflict(format!(
+            "key {} is encrypting too fast to count; try again",
+            record.id
+        )))
+    }
+
+    /// Takes the next encryption of the block held for `version`; false when the block is
+    /// used up (or none is held yet). Refused once the budget's limit is reached.
+    fn take_nonce(&self, record: &KeyRecord, version: u32) -> Result<bool> {
+        let budget = self.inner.keys.nonce_budget;
+        let key = (record.id, version);
+        let rotate = {
+            let mut nonces = self.inner.keys.nonces.lock().unwrap_or_else(|p| p.into_inner());
+            // First seen: everything reserved so far counts as used, and no block is held.
+            let stored = record.version(version).map_or(0, |v| v.encryptions_reserved);
+            let entry =
+                nonces.0.entry(key).or_insert(NonceCount { count: stored, ceiling: stored });
+            if entry.count >= budget.limit {
+                return Err(nonce_budget_spent(record, version, budget));
+            }
+            if entry.count >= entry.ceiling {
+                return Ok(false);
+            }
+            entry.count += 1;
+            entry.count >= budget.rotate_at && nonces.1.insert(key)
         };
         if rotate {
             let hsm = self.clone();
@@ -304,21 +313,21 @@ impl Hsm {
                 }
             });
         }
-        Ok((count > reserved).then_some(count))
+        Ok(true)
     }
 
-    /// Makes sure at least `count` encryptions of `version` are reserved in the stored record
-    /// (never lowering a reservation). The writes for one key version are made one at a time,
-    /// each reserving a block beyond every encryption counted so far; a caller that finds its
-    /// count covered by a write made while it waited returns without writing. So concurrent
-    /// encryptions that pass a reservation together (the first ones under a new version or
-    /// after a restart) make one write between them instead of one each, which would race
-    /// for the record's revision until some ran out of attempts.
-    pub(super) fn reserve_nonces(
+    /// Leases the next block of `version`'s encryptions unless the block held still has room:
+    /// it takes the `reserve` encryptions after the stored reservation and raises the
+    /// reservation past them, in one compare-and-swap write, so processes sharing the store
+    /// (replicas) lease disjoint blocks and the stored reservation always covers every
+    /// encryption any of them made; what others leased meanwhile is skipped (counted as
+    /// used). Leases of one key version are made one at a time, and a caller that finds a
+    /// block leased while it waited returns without writing, so concurrent encryptions that
+    /// use up a block make one write between them.
+    fn lease_nonces(
         &self,
         id: KeyId,
         version: u32,
-        count: u64,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
         Box::pin(async move {
             let slot = {
@@ -326,29 +335,53 @@ impl Hsm {
                     self.inner.keys.reservations.lock().unwrap_or_else(|p| p.into_inner());
                 slots.entry((id, version)).or_default().clone()
             };
-            // Held across the write: the next caller sees what it persisted.
-            let mut persisted = slot.lock().await;
-            if *persisted >= count {
+            // Held across the write: the next caller sees what it leased.
+            let _turn = slot.lock().await;
+            let budget = self.inner.keys.nonce_budget;
+            let room = |hsm: &Hsm| {
+                let nonces = hsm.inner.keys.nonces.lock().unwrap_or_else(|p| p.into_inner());
+                nonces.0.get(&(id, version)).is_some_and(|n| n.count < n.ceiling)
+            };
+            for _ in 0..LEASE_ROUNDS {
+                if room(self) {
+                    return Ok(());
+                }
+                // The stored reservation the successful write started from.
+                let start = std::sync::atomic::AtomicU64::new(0);
+                let leased = self
+                    .modify(&KeyRef::Id(id), |old, next| {
+                        let stored = old.version(version).map_or(0, |v| v.encryptions_reserved);
+                        if stored >= budget.limit {
+                            return Err(nonce_budget_spent(old, version, budget));
+                        }
+                        start.store(stored, std::sync::atomic::Ordering::Relaxed);
+                        let end = stored.saturating_add(budget.reserve).min(budget.limit);
+                        if let Some(v) = next.versions.iter_mut().find(|v| v.version == version) {
+                            v.encryptions_reserved = end;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                let info = match leased {
+                    // Other processes leasing blocks of the same version won every attempt:
+                    // each conflict is someone's progress, so try again (bounded).
+                    Err(Error::Conflict(_)) => continue,
+                    other => other?,
+                };
+                let start = start.into_inner();
+                let end = info
+                    .versions
+                    .iter()
+                    .find(|v| v.version == version)
+                    .map_or(start, |v| v.encryptions);
+                let mut nonces = self.inner.keys.nonces.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = nonces.0.get_mut(&(id, version)) {
+                    n.count = start.max(n.count);
+                    n.ceiling = end;
+                }
                 return Ok(());
             }
-            let budget = self.inner.keys.nonce_budget;
-            let counted = {
-                let nonces = self.inner.keys.nonces.lock().unwrap_or_else(|p| p.into_inner());
-                nonces.0.get(&(id, version)).copied().unwrap_or(count).max(count)
-            };
-            let target = counted.saturating_add(budget.reserve).min(budget.limit);
-            let info = self
-                .modify(&KeyRef::Id(id), |old, next| {
-                    let stored = old.version(version).map_or(0, |v| v.encryptions_reserved);
-                    if let Some(v) = next.versions.iter_mut().find(|v| v.version == version) {
-                        v.encryptions_reserved = stored.max(target);
-                    }
-                    Ok(())
-                })
-                .await?;
-            let stored = info.versions.iter().find(|v| v.version == version);
-            *persisted = stored.map_or(0, |v| v.encryptions).max(*persisted);
-            Ok(())
+            Err(Error::Conflict(format!("key {id} kept changing; try again")))
         })
     }
 
@@ -356,8 +389,26 @@ impl Hsm {
     /// metrics.
     pub fn nonce_budget_used(&self) -> f64 {
         let nonces = self.inner.keys.nonces.lock().unwrap_or_else(|p| p.into_inner());
-        let max = nonces.0.values().copied().max().unwrap_or(0);
+        let max = nonces.0.values().map(|n| n.count).max().unwrap_or(0);
         max as f64 / self.inner.keys.nonce_budget.limit.max(1) as f64
+    }
+}
+
+/// How many rounds an encryption may spend on leasing blocks of the nonce budget (each lost
+/// to other processes' leases, or used up by this process's other encryptions) before it is
+/// answered `conflict`.
+const LEASE_ROUNDS: u32 = 16;
+
+/// The refusal of an encryption under a version whose AES-GCM budget is spent.
+fn nonce_budget_spent(record: &KeyRecord, version: u32, budget: NonceBudget) -> Error {
+    Error::InvalidState {
+        key: record.id,
+        state: record.state,
+        detail: format!(
+            " (version {version} used its {} AES-GCM encryptions; rotate the key)",
+            budget.limit
+        ),
+        operation: Operation::Encrypt,
     }
 }
 

@@ -98,11 +98,11 @@ struct Keys {
     joint: Option<Arc<dyn AuditedKeyWrites>>,
     cache: KeyCache,
     nonce_budget: NonceBudget,
-    /// AES-GCM encryptions per (key, version) since start (starting from the persisted
-    /// reservation), and the versions whose automatic rotation has started.
+    /// AES-GCM encryptions counted per (key, version), with the end of the block this
+    /// process leased, and the versions whose automatic rotation has started.
     nonces: std::sync::Mutex<NonceTable>,
-    /// Per key version, the lock that lets one reservation write at a time, holding the
-    /// highest reservation this process has persisted (see `Hsm::reserve_nonces`).
+    /// Per key version, the lock that lets one reservation write at a time (see
+    /// `Hsm::lease_nonces`).
     reservations: std::sync::Mutex<ReservationSlots>,
     max_payload: usize,
     destruction_grace: Duration,
@@ -519,10 +519,20 @@ impl Drop for AbandonGuard<'_> {
 type RevokedSet = (HashSet<(TokenMatch, String)>, HashSet<uuid::Uuid>);
 
 /// Encryptions counted per key version, and the versions whose rotation has started.
-type NonceTable = (HashMap<(KeyId, u32), u64>, HashSet<(KeyId, u32)>);
+type NonceTable = (HashMap<(KeyId, u32), NonceCount>, HashSet<(KeyId, u32)>);
 
-/// Per key version: one reservation write at a time, and the highest reservation persisted.
-type ReservationSlots = HashMap<(KeyId, u32), Arc<tokio::sync::Mutex<u64>>>;
+/// One key version's AES-GCM encryptions as this process sees them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NonceCount {
+    /// Encryptions counted as used by anyone: everything below the block this process
+    /// leased last, plus what it counted in that block.
+    pub(crate) count: u64,
+    /// The end of the block this process leased last: it may count up to here.
+    pub(crate) ceiling: u64,
+}
+
+/// Per key version: one reservation write at a time.
+type ReservationSlots = HashMap<(KeyId, u32), Arc<tokio::sync::Mutex<()>>>;
 
 /// How many AES-GCM encryptions (random 96-bit nonces) one key version may perform. NIST SP
 /// 800-38D caps random-nonce use at 2^32 invocations per key.
