@@ -146,6 +146,34 @@ impl PgServer {
             .is_ok_and(|s| s.success())
     }
 
+    /// Restarts the server with TLS on, serving `cert_pem` (a chain) with `key_pem`.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
+        self.stop();
+        let data = self.dir.path().join("data");
+        for (name, text, mode) in [("server.crt", cert_pem, 0o644), ("server.key", key_pem, 0o600)]
+        {
+            let path = data.join(name);
+            std::fs::write(&path, text).expect("writing the server's TLS files");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .expect("setting the TLS files' modes");
+            if let Some((uid, gid)) = self.owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .expect("giving the TLS files to the postgres user");
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("reading postgresql.conf");
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).expect("writing postgresql.conf");
+        self.launch();
+    }
+
+    /// The server's port (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The URL of database `name` on this server.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://ferrohsm@127.0.0.1:{}/{name}", self.port)

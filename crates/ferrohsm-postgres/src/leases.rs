@@ -42,6 +42,15 @@ impl JobLeases for PostgresJobLeases {
         .map_err(db_error("taking a job lease"))?;
         Ok(held.is_some())
     }
+
+    async fn release(&self, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM job_leases WHERE holder = $1")
+            .bind(holder)
+            .execute(&self.db.pool)
+            .await
+            .map_err(db_error("releasing job leases"))?;
+        Ok(())
+    }
 }
 
 /// How long reports stay in `rate_usage`: a replica exchanges every second or so, so older

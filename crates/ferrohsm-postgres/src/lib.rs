@@ -111,6 +111,7 @@ pub fn connect_options(url: &str) -> Result<(PgConnectOptions, String)> {
         options.get_port(),
         options.get_database().unwrap_or("")
     );
+    let options = require_verified_tls(url, options, &location)?;
     // Server-side limits, so that one stalled replica cannot hold the chain head's lock (and
     // with it every replica's writes) for long, and a writer waiting for it answers 503 instead
     // of hanging: a session idle inside a transaction is ended after a minute, a lock is waited
@@ -124,6 +125,43 @@ pub fn connect_options(url: &str) -> Result<(PgConnectOptions, String)> {
         ("default_transaction_isolation", "read committed"),
     ]);
     Ok((options, location))
+}
+
+/// Whether `host` is this machine: a loopback name or address, or a Unix socket directory.
+fn is_local(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A database on another machine is reached only over TLS that verifies its certificate:
+/// with no `sslmode` in the URL, `verify-full` (the system's roots, or `sslrootcert=`); an
+/// explicit weaker mode (`disable`, `allow`, `prefer`, `require`, which would send key records,
+/// audit lines and the password in the clear or to whoever answers) is refused. On this
+/// machine the URL decides (the default, `prefer`, uses TLS when the server offers it).
+fn require_verified_tls(
+    url: &str,
+    options: PgConnectOptions,
+    location: &str,
+) -> Result<PgConnectOptions> {
+    use sqlx::postgres::PgSslMode;
+    if is_local(options.get_host()) {
+        return Ok(options);
+    }
+    let verified = matches!(options.get_ssl_mode(), PgSslMode::VerifyCa | PgSslMode::VerifyFull);
+    let explicit = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|p| p.starts_with("sslmode=")));
+    match (verified, explicit) {
+        (true, _) => Ok(options),
+        (false, false) => Ok(options.ssl_mode(PgSslMode::VerifyFull)),
+        (false, true) => Err(ferrohsm_store::Error::InvalidQuery(format!(
+            "the database {location} is not on this machine, so its connection must be TLS that \
+             verifies the server: use sslmode=verify-full (or verify-ca), with \
+             sslrootcert=CA.pem unless the system's roots sign its certificate"
+        ))),
+    }
 }
 
 impl PostgresBackend {
@@ -321,4 +359,36 @@ pub(crate) fn nanos(t: time::OffsetDateTime) -> i64 {
 /// A `u64` as PostgreSQL's `BIGINT` (saturating).
 pub(crate) fn big(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TLS mode `url` connects with (its `Debug` name: the type has no `PartialEq`).
+    fn mode(url: &str) -> Result<String> {
+        connect_options(url).map(|(options, _)| format!("{:?}", options.get_ssl_mode()))
+    }
+
+    #[test]
+    fn a_remote_database_needs_verified_tls() {
+        // Remote, no sslmode: verified TLS by default.
+        assert_eq!(mode("postgres://u:p@db.example:5432/f").ok().as_deref(), Some("VerifyFull"));
+        assert_eq!(
+            mode("postgres://u@10.0.0.5/f?sslmode=verify-ca").ok().as_deref(),
+            Some("VerifyCa")
+        );
+        // Remote and explicitly unverified: refused, naming the fix and not the password.
+        for weak in ["disable", "allow", "prefer", "require"] {
+            let url = format!("postgres://u:secret@db.example/f?sslmode={weak}");
+            let err = mode(&url).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains("sslmode=verify-full"), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+        // This machine: the URL decides.
+        for local in ["127.0.0.1", "localhost", "[::1]", "%2Frun%2Fpostgresql"] {
+            let url = format!("postgres://u@{local}/f?sslmode=disable");
+            assert_eq!(mode(&url).ok().as_deref(), Some("Disable"), "{url}");
+        }
+    }
 }

@@ -144,6 +144,14 @@ async fn one_replica_at_a_time_holds_a_job_lease_until_it_expires() {
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     assert!(b.acquire("scheduler", "replica-b", ttl).await.unwrap());
     assert!(!a.acquire("scheduler", "replica-a", ttl).await.unwrap());
+    // A replica shutting down gives its leases up: the other takes them at once.
+    let long = std::time::Duration::from_secs(600);
+    assert!(b.acquire("scheduler", "replica-b", long).await.unwrap());
+    assert!(b.acquire("retention", "replica-b", long).await.unwrap());
+    assert!(!a.acquire("retention", "replica-a", long).await.unwrap());
+    b.release("replica-b").await.unwrap();
+    assert!(a.acquire("scheduler", "replica-a", long).await.unwrap());
+    assert!(a.acquire("retention", "replica-a", long).await.unwrap(), "b's other lease too");
     // Many replicas racing for a free lease: exactly one wins.
     let mut racers = Vec::new();
     for i in 0..8 {
@@ -193,4 +201,57 @@ async fn replicas_exchange_rate_usage_once_and_never_their_own() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// A CA and a certificate for `localhost` signed by it: (CA PEM, chain PEM, key PEM).
+fn localhost_certificate() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// With `sslmode=verify-full` the backend talks to PostgreSQL over TLS (rustls with aws-lc-rs)
+/// that checks the server's certificate against `sslrootcert`: the session is encrypted, and
+/// a server whose certificate another CA signed is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_is_reached_over_tls_that_verifies_the_server() {
+    let server = PgServer::start();
+    let (ca, chain, key) = localhost_certificate();
+    server.enable_tls(&chain, &key);
+    let database = server.create_database_named();
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = dir.path().join("ca.pem");
+    std::fs::write(&trusted, ca).unwrap();
+    let url = |root: &std::path::Path| {
+        format!(
+            "postgres://ferrohsm@localhost:{}/{database}?sslmode=verify-full&sslrootcert={}",
+            server.port(),
+            root.display()
+        )
+    };
+    let backend = open(&url(&trusted)).await;
+    let record = sample(Some("over-tls"), Algorithm::Aes256Gcm, &[]);
+    backend.key_store().create(record.clone()).await.unwrap();
+    assert!(backend.key_store().get(&record.id).await.unwrap().is_some());
+    let (options, _) = ferrohsm_postgres::connect_options(&url(&trusted)).unwrap();
+    let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(encrypted, "the session is not encrypted");
+
+    let (other_ca, _, _) = localhost_certificate();
+    let untrusted = dir.path().join("other-ca.pem");
+    std::fs::write(&untrusted, other_ca).unwrap();
+    let (provider, keys) = ferrohsm_audit::conformance::keys();
+    let refused = PostgresBackend::open(&url(&untrusted), provider, keys).await;
+    assert!(refused.is_err(), "a server the trusted CA did not sign was accepted");
 }

@@ -16,6 +16,10 @@ pub trait JobLeases: Send + Sync + std::fmt::Debug {
     /// `holder` holds it now. Expiry is judged by one clock (the database's), never by the
     /// replicas' own.
     async fn acquire(&self, job: &str, holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// Gives up every lease `holder` holds (it is shutting down), so another holder can take
+    /// them at once instead of when they expire.
+    async fn release(&self, holder: &str) -> Result<()>;
 }
 
 /// Rate-limit usage shared between server replicas on one database, so that a caller's limit

@@ -239,6 +239,13 @@ impl Hsm {
     /// Checkpoints and closes the audit sink. Every later operation fails with `unavailable`.
     pub async fn shutdown(&self) -> Result<()> {
         flush_refusals(&self.inner).await;
+        // Another replica may take the scheduled jobs at once rather than when the lease
+        // expires. Failing to say so only delays that.
+        if let Some(leases) = &self.inner.control.leases
+            && let Err(e) = leases.release(&self.inner.control.holder).await
+        {
+            tracing::warn!(error = %e, "releasing the job leases failed; they expire by themselves");
+        }
         self.inner.audit.sink.close().await.map_err(Error::AuditUnavailable)
     }
 }
