@@ -144,24 +144,7 @@ impl AuditSink for PostgresAuditSink {
             .fetch_all(&self.db.pool)
             .await
             .map_err(|e| audit_error(db_error("querying the audit log")(e)))?;
-        let mut page = RecordPage::default();
-        for line in &lines {
-            if page.records.len() == limit {
-                page.more = true;
-                break;
-            }
-            match parse_line(line.as_bytes()) {
-                // The time columns are milliseconds; the record's own time decides exactly.
-                Ok(Line::Record(record)) if filter.matches(&record) => page.records.push(record),
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(ferrohsm_audit::Error::Unavailable(format!(
-                        "an audit row cannot be read: {e}"
-                    )));
-                }
-            }
-        }
-        Ok(page)
+        ferrohsm_sql::audit_page(&lines, filter, limit)
     }
 
     async fn prune(

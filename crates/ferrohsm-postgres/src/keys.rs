@@ -5,22 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ferrohsm_store::{
-    Cursor, DamagedRecord, Error, KeyId, KeyName, KeyRecord, KeyStore, KeyVersion, ListQuery, Page,
-};
+use ferrohsm_store::{DamagedRecord, Error, KeyId, KeyName, KeyRecord, KeyStore, ListQuery, Page};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row as _};
 
 use crate::writer::Job;
 use crate::{Db, Result, big, db_error};
 
-/// The kinds of key write.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum KeyWrite {
-    Create,
-    Update,
-    Purge,
-    Import,
-}
+pub(crate) use ferrohsm_sql::KeyWrite;
+use ferrohsm_sql::parse_record;
 
 /// Keys in a PostgreSQL database (see [`crate::PostgresBackend`]).
 #[derive(Debug, Clone)]
@@ -87,16 +79,7 @@ impl PostgresKeyStore {
             let id: String = row.get(0);
             let text: String = row.get(1);
             let bodies: Vec<String> = row.get(2);
-            let parsed = parse_record(&id, &text).and_then(|mut record| {
-                for body in &bodies {
-                    let version = serde_json::from_str::<KeyVersion>(body)
-                        .map_err(|e| format!("a version row is unreadable: {e}"))?;
-                    record.versions.push(version);
-                }
-                record.check_invariants().map_err(|e| e.to_string())?;
-                Ok(record)
-            });
-            match parsed {
+            match ferrohsm_sql::assemble_record(&id, &text, &bodies) {
                 Ok(record) => {
                     records.insert(id, Arc::new(record));
                 }
@@ -129,14 +112,6 @@ const LOAD_BY_IDS: &str = "SELECT k.id, k.record, ARRAY(SELECT v.body FROM key_v
 /// The key named `$1`, as [`LOAD_BY_IDS`].
 const LOAD_BY_NAME: &str = "SELECT k.id, k.record, ARRAY(SELECT v.body FROM key_versions v \
     WHERE v.key_id = k.id ORDER BY v.version) FROM keys k WHERE k.name = $1";
-
-fn parse_record(id: &str, text: &str) -> std::result::Result<KeyRecord, String> {
-    let record: KeyRecord = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    if record.id.to_string() != id {
-        return Err(format!("the row's id does not match the record's id {}", record.id));
-    }
-    Ok(record)
-}
 
 #[async_trait]
 impl KeyStore for PostgresKeyStore {
@@ -235,12 +210,7 @@ impl KeyStore for PostgresKeyStore {
         let ids = &ids[..ids.len().min(query.limit)];
         // Damaged rows are left out of pages (and reported); the cursor still moves past them.
         let keys = self.load_many(ids).await?;
-        let next_cursor = if more {
-            ids.last().and_then(|id| id.parse::<uuid::Uuid>().ok()).map(|u| Cursor::after(u.into()))
-        } else {
-            None
-        };
-        Ok(Page { keys, next_cursor })
+        Ok(Page { keys, next_cursor: ferrohsm_sql::next_cursor(ids, more) })
     }
 
     async fn count(&self) -> Result<usize> {
@@ -292,13 +262,7 @@ pub(crate) async fn apply(
         KeyWrite::Create | KeyWrite::Import => None,
         KeyWrite::Update | KeyWrite::Purge => stored(conn, &id).await?,
     };
-    match (kind, &old) {
-        (KeyWrite::Import, _) => record.check_invariants()?,
-        (KeyWrite::Create, _) => record.check_new()?,
-        (_, None) => return Err(Error::NotFound(record.id)),
-        (KeyWrite::Update, Some(old)) => old.check_update(&record)?,
-        (KeyWrite::Purge, Some(old)) => old.check_purge(&record)?,
-    }
+    kind.check(old.as_ref(), &record)?;
     let mut head = record.clone();
     head.versions = Vec::new();
     let text = serde_json::to_string(&head).map_err(|e| Error::backend("encoding a key", e))?;

@@ -328,33 +328,7 @@ pub(crate) fn db_error(what: &'static str) -> impl Fn(sqlx::Error) -> ferrohsm_s
     }
 }
 
-/// The audit crate's view of a store error.
-pub(crate) fn audit_error(e: ferrohsm_store::Error) -> ferrohsm_audit::Error {
-    match e {
-        ferrohsm_store::Error::Unavailable { what, cause } => {
-            ferrohsm_audit::Error::Unavailable(match cause {
-                Some(c) => format!("{what}: {c}"),
-                None => what,
-            })
-        }
-        other => ferrohsm_audit::Error::Backend {
-            what: "the audit database failed".into(),
-            cause: Box::new(other),
-        },
-    }
-}
-
-/// Milliseconds since the Unix epoch (saturating; times before 1970 are 0).
-pub(crate) fn millis(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX).max(0)
-}
-
-/// Nanoseconds since the Unix epoch (saturating; exact until the year 2262).
-pub(crate) fn nanos(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos())
-        .unwrap_or(if t.year() < 1970 { 0 } else { i64::MAX })
-        .max(0)
-}
+pub(crate) use ferrohsm_sql::{audit_error, millis, nanos};
 
 /// A `u64` as PostgreSQL's `BIGINT` (saturating).
 pub(crate) fn big(n: u64) -> i64 {

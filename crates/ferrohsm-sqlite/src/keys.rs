@@ -6,21 +6,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ferrohsm_store::{
-    Cursor, DamagedRecord, Error, KeyId, KeyName, KeyRecord, KeyStore, KeyVersion, ListQuery, Page,
+    DamagedRecord, Error, KeyId, KeyName, KeyRecord, KeyStore, KeyVersion, ListQuery, Page,
 };
 use sqlx::{QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
 use crate::writer::{Deferred, Job};
 use crate::{Db, Result, db_error};
 
-/// The three kinds of key write.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum KeyWrite {
-    Create,
-    Update,
-    Purge,
-    Import,
-}
+pub(crate) use ferrohsm_sql::KeyWrite;
+use ferrohsm_sql::parse_record;
 
 /// Keys in an SQLite database (see [`crate::SqliteBackend`]).
 #[derive(Debug, Clone)]
@@ -135,14 +129,6 @@ impl SqliteKeyStore {
     }
 }
 
-fn parse_record(id: &str, text: &str) -> std::result::Result<KeyRecord, String> {
-    let record: KeyRecord = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    if record.id.to_string() != id {
-        return Err(format!("the row's id does not match the record's id {}", record.id));
-    }
-    Ok(record)
-}
-
 #[async_trait]
 impl KeyStore for SqliteKeyStore {
     fn kind(&self) -> &'static str {
@@ -238,12 +224,7 @@ impl KeyStore for SqliteKeyStore {
         let ids = &ids[..ids.len().min(query.limit)];
         // Damaged rows are left out of pages (and reported); the cursor still moves past them.
         let keys = self.load_many(ids).await?;
-        let next_cursor = if more {
-            ids.last().and_then(|id| id.parse::<uuid::Uuid>().ok()).map(|u| Cursor::after(u.into()))
-        } else {
-            None
-        };
-        Ok(Page { keys, next_cursor })
+        Ok(Page { keys, next_cursor: ferrohsm_sql::next_cursor(ids, more) })
     }
 
     async fn count(&self) -> Result<usize> {
@@ -295,13 +276,7 @@ pub(crate) async fn apply(
         KeyWrite::Create | KeyWrite::Import => None,
         KeyWrite::Update | KeyWrite::Purge => stored(conn, &id).await?,
     };
-    match (kind, &old) {
-        (KeyWrite::Import, _) => record.check_invariants()?,
-        (KeyWrite::Create, _) => record.check_new()?,
-        (_, None) => return Err(Error::NotFound(record.id)),
-        (KeyWrite::Update, Some(old)) => old.check_update(&record)?,
-        (KeyWrite::Purge, Some(old)) => old.check_purge(&record)?,
-    }
+    kind.check(old.as_ref(), &record)?;
     let mut head = record.clone();
     head.versions = Vec::new();
     let text = serde_json::to_string(&head).map_err(|e| Error::backend("encoding a key", e))?;

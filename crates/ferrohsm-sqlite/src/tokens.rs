@@ -38,15 +38,7 @@ impl TokenRevocationStore for SqliteTokenRevocationStore {
         .await
         .map_err(db_error("reading token revocations"))?;
         // A revocation that cannot be read fails closed: the caller stops rather than forget it.
-        bodies
-            .iter()
-            .map(|b| {
-                serde_json::from_str(b).map_err(|e| Error::Corrupt {
-                    record: "a token revocation row".into(),
-                    reason: e.to_string(),
-                })
-            })
-            .collect()
+        ferrohsm_sql::parse_revocations(&bodies)
     }
 }
 

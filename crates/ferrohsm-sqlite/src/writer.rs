@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ferrohsm_audit::{AuditEntry, AuditKeys, AuditRecord, Chain, Checkpoint};
 use ferrohsm_crypto::CryptoProvider;
-use ferrohsm_store::{ApprovalDocument, KeyRecord, TokenRevocation};
+use ferrohsm_store::KeyRecord;
 use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,73 +28,8 @@ const NAP: Duration = Duration::from_micros(20);
 /// How often a failed writer tries again by itself, so health turns green without traffic.
 const RETRY: Duration = Duration::from_secs(1);
 
-type Reply<T> = oneshot::Sender<Result<T>>;
-type AuditReply<T> = oneshot::Sender<ferrohsm_audit::Result<T>>;
-
-/// One queued write.
-pub(crate) enum Job {
-    Key(keys::KeyWrite, KeyRecord, Reply<Arc<KeyRecord>>),
-    /// A new key and the audit record of its creation, committed together (or neither).
-    CreateAudited(Box<(KeyRecord, AuditEntry)>, Reply<(Arc<KeyRecord>, AuditRecord)>),
-    CreateApproval(ApprovalDocument, Reply<()>),
-    ImportApproval(ApprovalDocument, Reply<()>),
-    UpdateApproval(ApprovalDocument, Reply<()>),
-    PruneApprovals {
-        before_ns: i64,
-        limit: i64,
-        reply: Reply<u64>,
-    },
-    AddRevocation(TokenRevocation, i64, Reply<()>),
-    Append(AuditEntry, AuditReply<AuditRecord>),
-    Checkpoint(AuditReply<Option<Checkpoint>>),
-    Import(Vec<String>, AuditReply<u64>),
-    Prune {
-        before_ms: i64,
-        before: time::OffsetDateTime,
-        up_to: u64,
-        reply: AuditReply<Option<ferrohsm_audit::Pruned>>,
-    },
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Job")
-    }
-}
-
-/// An answer held back until the commit: called with `None` when it committed, or with the
-/// commit's failure.
-type Held = Box<dyn FnOnce(Option<&ferrohsm_store::Error>) + Send>;
-
-fn hold<T: Send + 'static>(reply: Reply<T>, value: Result<T>) -> Held {
-    Box::new(move |failure| {
-        let _ = reply.send(match (value, failure) {
-            (Err(e), _) => Err(e),
-            (Ok(_), Some(f)) => Err(retry_copy(f)),
-            (Ok(v), None) => Ok(v),
-        });
-    })
-}
-
-fn hold_audit<T: Send + 'static>(reply: AuditReply<T>, value: ferrohsm_audit::Result<T>) -> Held {
-    Box::new(move |failure| {
-        let _ = reply.send(match (value, failure) {
-            (Err(e), _) => Err(e),
-            (Ok(_), Some(f)) => Err(crate::audit_error(retry_copy(f))),
-            (Ok(v), None) => Ok(v),
-        });
-    })
-}
-
-/// The batch's failure, for one of its writes (errors are not `Clone`).
-fn retry_copy(e: &ferrohsm_store::Error) -> ferrohsm_store::Error {
-    let what = format!("the transaction failed: {e}");
-    if e.is_retryable() {
-        ferrohsm_store::Error::Unavailable { what, cause: None }
-    } else {
-        ferrohsm_store::Error::Backend { what, cause: e.to_string().into() }
-    }
-}
+pub(crate) use ferrohsm_sql::Job;
+use ferrohsm_sql::{Held, Reply, hold, hold_audit, retry_copy};
 
 pub(crate) struct Writer {
     conn: SqliteConnection,
