@@ -59,6 +59,14 @@ impl AuditKeys {
         public_key_pem(&self.public_der)
     }
 
+    /// Whether `record` was sealed with this HMAC key (its tag matches its hash). A log whose
+    /// records another key sealed belongs to another master key.
+    pub fn sealed(&self, record: &crate::AuditRecord) -> bool {
+        let tag = self.tag(&record.hash);
+        // Constant time: the comparison says nothing about where the tags differ.
+        tag.iter().zip(record.hmac.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
     pub(crate) fn tag(&self, hash: &[u8; 32]) -> [u8; 32] {
         self.hmac.sign(hash)
     }

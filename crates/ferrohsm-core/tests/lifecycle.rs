@@ -378,3 +378,28 @@ async fn concurrent_rotations_all_land() {
     );
     assert_eq!(info.current_version as usize, info.versions.len());
 }
+
+/// A log sealed under another master key is refused before anything is appended to it, even
+/// when no key exists yet to tell (replicas sharing one database must share the master key,
+/// or their records would break the chain for all of them).
+#[tokio::test]
+async fn an_audit_log_sealed_under_another_master_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |n: u8| {
+        Hsm::builder()
+            .backend(ferrohsm_core::BackendConfig::sqlite(dir.path().to_owned()))
+            .master_key(master(n))
+            .build()
+    };
+    let hsm = open(5).await.unwrap();
+    hsm.list_keys(&ctx(), &ferrohsm_core::ListQuery::default()).await.unwrap();
+    hsm.shutdown().await.unwrap();
+    drop(hsm);
+    let wrong = open(6).await;
+    assert!(matches!(wrong, Err(Error::MasterKeyMismatch)), "{wrong:?}");
+    // The refused one appended nothing: the log still verifies under the right key.
+    let hsm = open(5).await.unwrap();
+    let verification = hsm.verify_audit(&ctx()).await.unwrap();
+    assert!(verification.valid, "{verification:?}");
+    hsm.shutdown().await.unwrap();
+}

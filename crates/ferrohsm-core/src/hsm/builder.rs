@@ -300,6 +300,22 @@ impl HsmBuilder {
                 retention: self.retention,
             }),
         };
+        // A log whose newest record our audit key did not seal belongs to another master key
+        // (a replica deployed with the wrong key file): appending to it would break the chain
+        // for every replica sharing it, so refuse before writing anything.
+        let head = hsm.inner.audit.sink.head().await.map_err(Error::AuditUnavailable)?;
+        if head.seq > 0 {
+            let newest = hsm
+                .inner
+                .audit
+                .sink
+                .query(&ferrohsm_audit::AuditFilter::default(), head.seq - 1, 1)
+                .await
+                .map_err(Error::AuditUnavailable)?;
+            if newest.records.first().is_some_and(|r| !audit_keys.sealed(r)) {
+                return Err(Error::MasterKeyMismatch);
+            }
+        }
         hsm.refresh_token_revocations().await?;
         record_quarantine(&hsm).await?;
         {
