@@ -68,10 +68,11 @@ enum Command {
 
 #[derive(Args)]
 struct MigrateArgs {
-    /// The source: filesystem:DIR, sqlite:FILE or postgres:URL.
+    /// The source: filesystem:DIR, sqlite:FILE, postgres:URL or postgres:$VAR (the URL in
+    /// environment variable VAR, keeping a password off the command line).
     #[arg(long)]
     from: BackendSpec,
-    /// The target (empty): filesystem:DIR, sqlite:FILE or postgres:URL.
+    /// The target (empty): filesystem:DIR, sqlite:FILE, postgres:URL or postgres:$VAR.
     #[arg(long)]
     to: BackendSpec,
     /// Read and check the source only; write nothing.
@@ -101,9 +102,17 @@ impl std::str::FromStr for BackendSpec {
             format!("{s:?}: expected filesystem:DIR, sqlite:FILE or postgres:URL")
         })?;
         if kind == "postgres" {
+            // `postgres:$VAR` reads the URL from the environment, so a password need not be
+            // on the command line (where `ps` shows it).
+            let url = match path.strip_prefix('$') {
+                Some(var) => std::env::var(var).map_err(|_| {
+                    format!("postgres:${var}: the environment variable {var} is not set")
+                })?,
+                None => path.to_owned(),
+            };
             // No data directory: the master key comes from --master-key-file or the
             // environment.
-            return Ok(BackendSpec { config: BackendConfig::postgres(path), dir: PathBuf::new() });
+            return Ok(BackendSpec { config: BackendConfig::postgres(url), dir: PathBuf::new() });
         }
         let path = PathBuf::from(path);
         if path.as_os_str().is_empty() {

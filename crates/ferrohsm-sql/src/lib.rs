@@ -109,27 +109,28 @@ impl std::fmt::Debug for Job {
 /// commit's failure.
 pub type Held = Box<dyn FnOnce(Option<&Error>) + Send>;
 
-/// Holds a store write's answer until its transaction's outcome is known.
+/// Holds a store write's answer until its transaction's outcome is known. When the
+/// transaction failed, every write in it is answered with the failure, refusals included: a
+/// refusal was decided on state the rollback undid (a name taken by an earlier write of the
+/// same batch, a revision it moved), so it may not be true.
 pub fn hold<T: Send + 'static>(reply: Reply<T>, value: Result<T>) -> Held {
     Box::new(move |failure| {
         let _ = reply.send(match (value, failure) {
-            (Err(e), _) => Err(e),
-            (Ok(_), Some(f)) => Err(retry_copy(f)),
-            (Ok(v), None) => Ok(v),
+            (_, Some(f)) => Err(retry_copy(f)),
+            (value, None) => value,
         });
     })
 }
 
-/// Holds an audit write's answer until its transaction's outcome is known.
+/// Holds an audit write's answer until its transaction's outcome is known (as [`hold`]).
 pub fn hold_audit<T: Send + 'static>(
     reply: AuditReply<T>,
     value: ferrohsm_audit::Result<T>,
 ) -> Held {
     Box::new(move |failure| {
         let _ = reply.send(match (value, failure) {
-            (Err(e), _) => Err(e),
-            (Ok(_), Some(f)) => Err(audit_error(retry_copy(f))),
-            (Ok(v), None) => Ok(v),
+            (_, Some(f)) => Err(audit_error(retry_copy(f))),
+            (value, None) => value,
         });
     })
 }
@@ -255,9 +256,14 @@ mod tests {
         hold(tx, Ok(7))(Some(&failure));
         let answer = rx.blocking_recv().unwrap_or_else(|_| Ok(0));
         assert!(matches!(answer, Err(Error::Unavailable { .. })), "{answer:?}");
-        // A refusal found before the commit stays that refusal.
+        // A refusal decided inside a transaction that then failed may rest on state the
+        // rollback undid: it is answered with the failure too.
         let (tx, rx) = oneshot::channel::<Result<u32>>();
-        hold(tx, Err(Error::InvalidQuery("no".into())))(Some(&failure));
+        hold(tx, Err(Error::InvalidQuery("taken".into())))(Some(&failure));
+        assert!(matches!(rx.blocking_recv(), Ok(Err(Error::Unavailable { .. }))));
+        // After a commit, answers are what the writes found.
+        let (tx, rx) = oneshot::channel::<Result<u32>>();
+        hold(tx, Err(Error::InvalidQuery("taken".into())))(None);
         assert!(matches!(rx.blocking_recv(), Ok(Err(Error::InvalidQuery(_)))));
         let (tx, rx) = oneshot::channel::<Result<u32>>();
         hold(tx, Ok(7))(None);

@@ -627,3 +627,57 @@ async fn the_local_deployment_runs_postgres_and_three_replicas() {
     }
     assert!(!dir.join("pg/data/postmaster.pid").exists(), "PostgreSQL still runs");
 }
+
+/// `migrate` into PostgreSQL, with the URL taken from the environment (`postgres:$VAR`, so a
+/// password stays out of the process list): the key and the audit chain arrive, and a server
+/// on the database serves the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_moves_a_data_directory_into_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dev = super::start_dev(&data, &[]);
+    let api = Api { client: dev.client(), url: dev.url.clone(), token: dev.token.clone() };
+    assert_eq!(
+        api.post("/v1/keys", json!({"algorithm": "aes-256-gcm", "name": "app"})).await.0,
+        201
+    );
+    tokio::task::spawn_blocking(move || dev.terminate()).await.unwrap();
+
+    let pg = PgServer::start();
+    let url = pg.create_database();
+    let migrate = |to: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["migrate", "--from"])
+            .arg(format!("filesystem:{}", data.display()))
+            .args(["--to", to])
+            .env("FERROHSM_TEST_TARGET", &url)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = migrate("postgres:$FERROHSM_TEST_UNSET");
+    assert!(!ok && out.contains("FERROHSM_TEST_UNSET is not set"), "{out}");
+    let (ok, out) = migrate("postgres:$FERROHSM_TEST_TARGET");
+    assert!(ok && out.contains("migrated and verified 1 keys"), "{out}");
+
+    // The server on the database needs the same master key.
+    let replica_dir = dir.path().join("replica");
+    std::fs::create_dir_all(&replica_dir).unwrap();
+    std::fs::copy(data.join("master.key"), replica_dir.join("master.key")).unwrap();
+    let replica =
+        start_dev_with(&replica_dir, &["--key-store", "postgres", "--database-url", &url]);
+    let api =
+        Api { client: replica.client(), url: replica.url.clone(), token: replica.token.clone() };
+    assert_eq!(api.get("/v1/keys/app").await.0, 200);
+    let (_, verify) = api.get("/v1/audit/verify").await;
+    assert_eq!(
+        (verify["valid"].as_bool(), verify["first_seq"].as_u64()),
+        (Some(true), Some(1)),
+        "{verify}"
+    );
+}
