@@ -17,9 +17,6 @@ use time::format_description::well_known::Rfc3339;
 use crate::writer::Job;
 use crate::{Db, Result, audit_error, big, db_error, millis};
 
-/// Lines read per query while exporting.
-const EXPORT_PAGE: i64 = 2000;
-
 /// The audit log in a PostgreSQL database (see [`crate::PostgresBackend`]).
 #[derive(Debug, Clone)]
 pub struct PostgresAuditSink {
@@ -38,26 +35,24 @@ impl PostgresAuditSink {
         out: &mut (dyn std::io::Write + Send),
     ) -> ferrohsm_audit::Result<u64> {
         let mut lines = 0;
+        let mut expected = None;
         loop {
-            let rows = sqlx::query(
+            let rows: Vec<(i64, String)> = sqlx::query_as(
                 "SELECT pos, line FROM audit_log WHERE pos >= $1 ORDER BY pos LIMIT $2",
             )
             .bind(pos)
-            .bind(EXPORT_PAGE)
+            .bind(ferrohsm_sql::EXPORT_PAGE)
             .fetch_all(&self.db.pool)
             .await
             .map_err(|e| audit_error(db_error("exporting the audit log")(e)))?;
-            let Some(last) = rows.last() else { return Ok(lines) };
-            pos = last.get::<i64, _>(0) + 1;
-            let full = rows.len() as i64 == EXPORT_PAGE;
-            for row in &rows {
-                let line: &str = row.get(1);
-                let written = out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n"));
-                written.map_err(|e| ferrohsm_audit::Error::Unavailable(format!("export: {e}")))?;
-                lines += 1;
-            }
-            if !full {
-                return Ok(lines);
+            let next = ferrohsm_sql::export_page(&rows, expected, out)?;
+            lines += rows.len() as u64;
+            match next {
+                Some(next) => {
+                    pos = next;
+                    expected = Some(next);
+                }
+                None => return Ok(lines),
             }
         }
     }

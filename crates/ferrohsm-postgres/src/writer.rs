@@ -107,9 +107,10 @@ impl Writer {
         // the log itself (nobody waits for that record's answer).
         let failure = self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(reason) = failure {
+            // No record number here: other replicas may have appended since this one's view,
+            // and the record's own sequence number and link say where the chain continues.
             let message = format!(
-                "recovered after a failed write ({reason}); the chain continues after record {}",
-                self.chain.seq()
+                "recovered after a failed write ({reason}); the writes of that transaction were refused"
             );
             let (reply, _) = oneshot::channel();
             jobs.insert(0, Job::Append(ferrohsm_audit::recovery_entry(message), reply));

@@ -245,6 +245,35 @@ pub fn audit_page(
     Ok(page)
 }
 
+/// Lines exported per page.
+pub const EXPORT_PAGE: i64 = 2000;
+
+/// Writes one page of an export (`rows`: line positions and lines, in order) to `out`, and
+/// returns the position to continue from, or `None` when this was the last page. The first
+/// page may start anywhere (a pruned log starts at its anchor); every later page must start
+/// exactly at `expected`, or the log was pruned while it was exported and the export fails
+/// (a retryable error) rather than hand out a log with a gap.
+pub fn export_page(
+    rows: &[(i64, String)],
+    expected: Option<i64>,
+    out: &mut (dyn std::io::Write + Send),
+) -> ferrohsm_audit::Result<Option<i64>> {
+    let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else {
+        return Ok(None);
+    };
+    if expected.is_some_and(|pos| pos != *first) {
+        return Err(ferrohsm_audit::Error::Unavailable(
+            "the log was pruned while it was exported; export it again".into(),
+        ));
+    }
+    for (_, line) in rows {
+        let written = out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n"));
+        written.map_err(|e| ferrohsm_audit::Error::Unavailable(format!("export: {e}")))?;
+    }
+    let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= EXPORT_PAGE;
+    Ok(full.then_some(last + 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +297,24 @@ mod tests {
         let (tx, rx) = oneshot::channel::<Result<u32>>();
         hold(tx, Ok(7))(None);
         assert!(matches!(rx.blocking_recv(), Ok(Ok(7))));
+    }
+
+    #[test]
+    fn an_export_with_a_gap_between_pages_fails() {
+        let page = |from: i64, n: i64| -> Vec<(i64, String)> {
+            (from..from + n).map(|p| (p, format!("line {p}"))).collect()
+        };
+        let mut out = Vec::new();
+        // A full first page from an anchor: continue after it.
+        let next = export_page(&page(5, EXPORT_PAGE), None, &mut out).ok().flatten();
+        assert_eq!(next, Some(5 + EXPORT_PAGE));
+        // The next page starts later than expected: pruned meanwhile.
+        assert!(export_page(&page(7 + EXPORT_PAGE, 3), next, &mut out).is_err());
+        // A short page in order ends the export.
+        assert_eq!(export_page(&page(5 + EXPORT_PAGE, 3), next, &mut out).ok(), Some(None));
+        assert_eq!(export_page(&[], next, &mut out).ok(), Some(None));
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert_eq!(text.lines().count() as i64, EXPORT_PAGE + 3);
     }
 
     #[test]
