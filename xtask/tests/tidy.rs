@@ -198,12 +198,22 @@ fn every_crate_states_its_contract() {
 
 #[test]
 fn documentation_links_resolve() {
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    docs.push(root().join("README.md"));
+    // Every Markdown file under docs/ (decision records included) and the top-level ones.
+    let mut docs = Vec::new();
+    let mut dirs = vec![root().join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                docs.push(path);
+            }
+        }
+    }
+    for top in ["README.md", "SECURITY.md", "CONTRIBUTING.md"] {
+        docs.push(root().join(top));
+    }
     let mut broken = Vec::new();
     for doc in docs {
         let text = std::fs::read_to_string(&doc).unwrap();
