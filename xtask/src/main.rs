@@ -14,6 +14,13 @@
 //!
 //! - `sdk`: only the SDK checks and the OpenAPI fuzzer that `test` runs (xtask/src/sdk.rs).
 //! - `ui`: only the dashboard's browser journeys that `test` ends with (xtask/src/ui.rs).
+//! - `dist`: release builds of the two binaries, packed as archives with SHA-256 sums and
+//!   CycloneDX SBOMs in `target/dist` (xtask/src/dist.rs); `test` packs the debug binaries
+//!   the same way.
+//! - `deploy`: only the checks of `deploy/` and `.github/` (xtask/src/deploy.rs) and the
+//!   packaging of the debug binaries that `test` runs.
+//! - `demo`: builds the binaries, starts a dev server and runs the README walk-through,
+//!   showing each command and what it prints.
 //! - `codegen`: writes the server's OpenAPI document to `sdks/openapi.json` (the server's tests
 //!   fail while the committed copy differs from what the server serves).
 //!
@@ -28,9 +35,12 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod debian;
+mod deploy;
 mod dev;
+mod dist;
 mod load;
 mod sdk;
+mod tools;
 mod ui;
 mod walkthrough;
 
@@ -49,6 +59,19 @@ fn main() -> Result<()> {
             run(&root, "cargo", &packages)?;
             ui::run(&root)
         }
+        "dist" => dist::release(&root),
+        "deploy" => {
+            let packages = ["build", "--locked", "-p", "ferrohsm-server", "-p", "ferrohsm-cli"];
+            run(&root, "cargo", &packages)?;
+            deploy::check(&root)?;
+            dist::package(&root, &root.join("target/debug"), &root.join("target/tmp/dist"))
+                .map(drop)
+        }
+        "demo" => {
+            let packages = ["build", "--locked", "-p", "ferrohsm-server", "-p", "ferrohsm-cli"];
+            run(&root, "cargo", &packages)?;
+            walkthrough::run(&root, walkthrough::Show::Everything)
+        }
         "bench" => bench::run(&root, std::env::args().nth(2).as_deref() == Some("load")),
         "fuzz" => {
             let seconds = std::env::args().nth(2).unwrap_or_else(|| "300".into());
@@ -60,7 +83,7 @@ fn main() -> Result<()> {
             run(&root, "cargo", &args)
         }
         _ => {
-            eprintln!("usage: cargo xtask <test|ci|bench|fuzz|codegen|sdk|ui>");
+            eprintln!("usage: cargo xtask <test|ci|bench|fuzz|codegen|sdk|ui|deploy|dist|demo>");
             eprintln!("  test   fmt check, clippy -D warnings, cargo deny, every test");
             eprintln!("  ci     the same as test (what .ci/run calls)");
             eprintln!(
@@ -73,6 +96,12 @@ fn main() -> Result<()> {
             eprintln!("  codegen   write the OpenAPI document to sdks/openapi.json");
             eprintln!("  sdk       only the SDK checks and the OpenAPI fuzzer (part of test)");
             eprintln!("  ui        only the dashboard's browser journeys (part of test)");
+            eprintln!(
+                "  dist      release build; archives, SHA256SUMS and CycloneDX SBOMs in target/dist"
+            );
+            eprintln!(
+                "  demo      start a dev server and run the README walk-through, showing each step"
+            );
             bail!("unknown task {task:?}")
         }
     }
@@ -147,7 +176,11 @@ fn test(root: &Path) -> Result<()> {
         }
         eprintln!("xtask: the e2e suite on {store} took {:.1} s", started.elapsed().as_secs_f64());
     }
-    walkthrough::run(root)?;
+    // What deploy/ ships (the systemd unit, the chart, the image), and the release packaging
+    // of the debug binaries (`dist` packages release ones the same way).
+    deploy::check(root)?;
+    dist::package(root, &root.join("target/debug"), &root.join("target/tmp/dist"))?;
+    walkthrough::run(root, walkthrough::Show::Failures)?;
     sdk::run(root)?;
     ui::run(root)?;
     eprintln!("xtask: all checks and tests passed");
@@ -195,42 +228,26 @@ const PEBBLE: &str = "github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3";
 /// Installs Pebble into `target/tools/bin` (where the server's ACME tests look), once per
 /// version.
 fn pebble(root: &Path) -> Result<()> {
-    let bin = root.join("target/tools/bin");
-    let stamp = bin.join("pebble.version");
-    let installed = std::fs::read_to_string(&stamp).is_ok_and(|v| v == PEBBLE);
-    if installed && bin.join("pebble").exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
-    eprintln!("xtask: $ GOBIN={} go install {PEBBLE}", bin.display());
-    let started = std::time::Instant::now();
-    let status = Command::new("go")
-        .args(["install", PEBBLE])
-        .env("GOBIN", &bin)
-        .current_dir(root)
-        .status()
-        .context("starting go (Go is needed to install Pebble for the ACME tests)")?;
-    if !status.success() {
-        bail!("`go install {PEBBLE}` failed ({status})");
-    }
-    std::fs::write(&stamp, PEBBLE).with_context(|| format!("writing {}", stamp.display()))?;
-    eprintln!("xtask: Pebble installed in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(())
+    tools::go_install(root, "pebble", PEBBLE).map(drop)
 }
 
 /// Installs the Python tools the tests call (the OpenAPI validator), once.
 fn python_tools(root: &Path) -> Result<()> {
-    let present = |module: &str| {
+    python_package(root, "openapi_spec_validator", "openapi-spec-validator>=0.7,<1")
+}
+
+/// Installs the PyPI `package` (a pip requirement) for the user unless `module` imports.
+pub(crate) fn python_package(root: &Path, module: &str, package: &str) -> Result<()> {
+    let present = || {
         Command::new("python3")
             .args(["-c", &format!("import {module}")])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
     };
-    if present("openapi_spec_validator") {
+    if present() {
         return Ok(());
     }
-    let package = "openapi-spec-validator>=0.7,<1";
     let base = ["-m", "pip", "install", "--user", "--quiet", "--disable-pip-version-check"];
     let mut args: Vec<&str> = base.to_vec();
     args.push(package);
@@ -239,8 +256,8 @@ fn python_tools(root: &Path) -> Result<()> {
         args.insert(4, "--break-system-packages");
         run(root, "python3", &args)?;
     }
-    if !present("openapi_spec_validator") {
-        bail!("openapi-spec-validator is still not importable after installing it");
+    if !present() {
+        bail!("{module} is still not importable after installing {package}");
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Runs the README's operator walk-through against a real `ferrohsm-server dev`, as a user
 //! would paste it, so the README stays true.
 
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -8,10 +9,19 @@ use anyhow::{Context, Result, bail};
 
 use crate::dev::DevServer;
 
+/// How much of the walk-through is shown as it runs.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Show {
+    /// Only a failure, with everything it printed (`cargo xtask test`).
+    Failures,
+    /// Each command before it runs, and what it prints (`cargo xtask demo`).
+    Everything,
+}
+
 /// What the walk-through must print when every journey works.
 const EXPECTED: &[&str] = &["identical", "order 42: 3 widgets", "Verified OK", "OK: "];
 
-pub(crate) fn run(root: &Path) -> Result<()> {
+pub(crate) fn run(root: &Path, show: Show) -> Result<()> {
     let readme = std::fs::read_to_string(root.join("README.md"))?;
     let section = readme
         .split("## An operator walk-through")
@@ -46,7 +56,8 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     // The script runs from the repository root, as after the README's first command, with the
     // dev server's data directory and port, and the profile kept out of the user's home.
     let script = format!(
-        "set -euo pipefail\nexport XDG_CONFIG_HOME={}\ncd {}\n{}\n",
+        "set -euo pipefail{}\nexport XDG_CONFIG_HOME={}\ncd {}\n{}\n",
+        if show == Show::Everything { "\nset -x" } else { "" },
         dir.join("config").display(),
         root.display(),
         script
@@ -57,14 +68,33 @@ pub(crate) fn run(root: &Path) -> Result<()> {
             ),
     );
     eprintln!("xtask: running the README walk-through");
-    let out = Command::new("bash").arg("-c").arg(&script).output().context("running bash")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "the README walk-through failed ({}):\n{text}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let (status, text, stderr) = match show {
+        Show::Failures => {
+            let out =
+                Command::new("bash").arg("-c").arg(&script).output().context("running bash")?;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            (out.status, stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+        Show::Everything => {
+            // Each line is shown as it comes (the commands, traced by bash, on stderr).
+            let mut child = Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("running bash")?;
+            let stdout = child.stdout.take().context("no stdout")?;
+            let mut text = String::new();
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                println!("{line}");
+                text.push_str(&line);
+                text.push('\n');
+            }
+            (child.wait()?, text, String::new())
+        }
+    };
+    if !status.success() {
+        bail!("the README walk-through failed ({status}):\n{text}\n{stderr}");
     }
     for needle in EXPECTED {
         if !text.contains(needle) {

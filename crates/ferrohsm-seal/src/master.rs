@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use ferrohsm_crypto::{CryptoProvider, SecretKey, b64};
@@ -50,13 +50,18 @@ impl MasterKey {
         Self::from_text(&value)
     }
 
-    /// Reads the key from a file that only its owner may read (mode 0600 or stricter).
+    /// Reads the key from a file that only its owner may read (mode 0600 or stricter), or,
+    /// when root owns it, its group as well (0640 or 0440), as PostgreSQL accepts its key
+    /// files: a Kubernetes Secret mounted for a pod's `fsGroup` is such a file, and a
+    /// root-owned key shared with a service's group is a deliberate choice. Write or execute
+    /// access for the group, or any access for others, is refused either way.
     /// The file holds either the 32 raw bytes or the text form.
     pub fn from_file(path: &Path) -> Result<Self> {
         let io = |source| Error::Io { path: path.to_path_buf(), source };
         let meta = std::fs::metadata(path).map_err(io)?;
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let group_read_of_root = meta.uid() == 0 && mode & 0o037 == 0;
+        if mode & 0o077 != 0 && !group_read_of_root {
             return Err(Error::InsecurePermissions { path: path.to_path_buf(), mode });
         }
         let bytes = Zeroizing::new(std::fs::read(path).map_err(io)?);
@@ -210,12 +215,25 @@ mod tests {
         assert_eq!(MasterKey::from_file(&path).unwrap().expose(), generated.expose());
         // Never overwrites an existing key.
         assert!(matches!(MasterKey::generate_file(&AwsLcProvider, &path), Err(Error::Io { .. })));
-        for loose in [0o644, 0o640, 0o604, 0o660] {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
-            assert!(
-                matches!(MasterKey::from_file(&path), Err(Error::InsecurePermissions { mode, .. }) if mode == loose),
-                "{loose:o}"
-            );
+        let refused = |path: &Path, loose: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(loose)).unwrap();
+            matches!(MasterKey::from_file(path), Err(Error::InsecurePermissions { mode, .. }) if mode == loose)
+        };
+        for loose in [0o644, 0o604, 0o660, 0o650, 0o641, 0o670] {
+            assert!(refused(&path, loose), "{loose:o}");
+        }
+        // Group read: accepted when root owns the file (a Kubernetes Secret under fsGroup),
+        // refused for any other owner.
+        let by_root = std::fs::metadata(&path).unwrap().uid() == 0;
+        for group_read in [0o640, 0o440] {
+            assert_eq!(refused(&path, group_read), !by_root, "{group_read:o}, root: {by_root}");
+        }
+        if by_root {
+            std::os::unix::fs::chown(&path, Some(65532), None).unwrap();
+            assert!(refused(&path, 0o640), "group read of a key another user owns");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+            assert!(MasterKey::from_file(&path).is_ok(), "an owner-only file of another user");
+            std::os::unix::fs::chown(&path, Some(0), None).unwrap();
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert!(MasterKey::from_file(&path).is_ok());

@@ -14,6 +14,8 @@ use ferrohsm_server::{
 };
 use serde::Deserialize;
 
+mod healthcheck;
+
 #[derive(Parser)]
 #[command(name = "ferrohsm-server", version, about = "FerroHSM: a software HSM with a REST API")]
 struct Cli {
@@ -61,6 +63,11 @@ enum Command {
     ///
     /// Example: ferrohsm-server migrate --from filesystem:./ferrohsm-data --to sqlite:./ferrohsm-data/ferrohsm.db
     Migrate(MigrateArgs),
+    /// One GET /healthz to a running server over TLS: exit 0 on 200, 1 otherwise (the
+    /// container image's HEALTHCHECK; the image has no shell or curl).
+    ///
+    /// Example: ferrohsm-server healthcheck --url https://127.0.0.1:8443/healthz
+    Healthcheck(healthcheck::HealthcheckArgs),
     /// Print the OpenAPI document the server serves at /openapi.json (`cargo xtask codegen`
     /// writes it to sdks/openapi.json, from which the SDKs are checked).
     Openapi,
@@ -680,6 +687,7 @@ fn main() -> anyhow::Result<()> {
             Command::AuditKeys(args) => audit_keys(args),
             Command::Check(args) => check(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::Healthcheck(args) => healthcheck::run(args).await,
             Command::Openapi => {
                 println!("{}", ferrohsm_server::openapi_json());
                 Ok(())

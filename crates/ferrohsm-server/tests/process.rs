@@ -8,8 +8,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+#[path = "support/pki.rs"]
+mod pki;
 #[path = "process/replicas.rs"]
 mod replicas;
+#[path = "process/serve.rs"]
+mod serve;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrohsm-server");
 
