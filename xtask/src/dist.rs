@@ -72,6 +72,8 @@ pub(crate) fn package(root: &Path, bins: &Path, out: &Path) -> Result<Vec<PathBu
         let archive = out.join(format!("{name}.tar.gz"));
         let mtime = format!("--mtime=@{epoch}");
         let tar = [
+            "--format=gnu",
+            "--mode=u=rwX,go=rX",
             "--sort=name",
             "--owner=0",
             "--group=0",
@@ -105,12 +107,19 @@ pub(crate) fn package(root: &Path, bins: &Path, out: &Path) -> Result<Vec<PathBu
     }
     std::fs::write(out.join("SHA256SUMS"), &sums.stdout)?;
     written.push(out.join("SHA256SUMS"));
-    check(root, out, &triple)?;
+    let names: Vec<String> = BINARIES
+        .iter()
+        .map(|(package, binary, _)| {
+            Ok(format!("{binary}-{}-{triple}", package_version(&metadata, package)?))
+        })
+        .collect::<Result<_>>()?;
+    check(root, out, &names)?;
     Ok(written)
 }
 
-/// Verifies the sums, runs each unpacked binary, and validates each SBOM.
-fn check(root: &Path, out: &Path, triple: &str) -> Result<()> {
+/// Verifies the sums, runs each unpacked binary (each archive's top folder is one of `names`,
+/// in the order of [`BINARIES`]), and validates each SBOM.
+fn check(root: &Path, out: &Path, names: &[String]) -> Result<()> {
     run_quiet("sha256sum", &["--check", "--strict", "--quiet", "SHA256SUMS"], out)?;
     let unpacked = out.join("check");
     std::fs::create_dir_all(&unpacked)?;
@@ -128,17 +137,11 @@ fn check(root: &Path, out: &Path, triple: &str) -> Result<()> {
             sboms.push(path);
         }
     }
-    for (package, binary, _) in BINARIES {
-        let dir = std::fs::read_dir(&unpacked)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                p.file_name().is_some_and(|n| {
-                    let n = n.to_string_lossy();
-                    n.starts_with(&format!("{binary}-")) && n.ends_with(triple)
-                })
-            })
-            .with_context(|| format!("no unpacked archive of {package}"))?;
-        let program = dir.join(binary);
+    for ((_, binary, _), name) in BINARIES.iter().zip(names) {
+        let program = unpacked.join(name).join(binary);
+        if !program.is_file() {
+            bail!("the archive {name}.tar.gz holds no {name}/{binary}");
+        }
         let version = Command::new(&program).arg("--version").output()?;
         let said = String::from_utf8_lossy(&version.stdout);
         if !version.status.success() || !said.starts_with(binary) {
@@ -169,7 +172,8 @@ fn check(root: &Path, out: &Path, triple: &str) -> Result<()> {
 /// Validates each SBOM against the CycloneDX 1.5 JSON schema with the CycloneDX project's own
 /// Python library (installed from PyPI when absent).
 fn validate_sboms(root: &Path, sboms: &[PathBuf]) -> Result<()> {
-    crate::python_package(root, "cyclonedx", "cyclonedx-python-lib[json-validation]>=8,<12")?;
+    let validation = "cyclonedx-python-lib[json-validation]>=8,<12";
+    crate::python_package(root, "cyclonedx, jsonschema", validation)?;
     const VALIDATE: &str = "import sys
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
@@ -281,7 +285,8 @@ fn sbom_document(
             c["description"] = json!(description.trim());
         }
         if let Some(license) = p["license"].as_str() {
-            c["licenses"] = json!([{ "expression": license }]);
+            // Old manifests write `MIT/Apache-2.0`; SPDX says `MIT OR Apache-2.0`.
+            c["licenses"] = json!([{ "expression": license.replace('/', " OR ") }]);
         }
         if let Some(sum) = checksums.get(krate) {
             c["hashes"] = json!([{ "alg": "SHA-256", "content": sum }]);
@@ -369,19 +374,22 @@ fn host_triple() -> Result<String> {
         .context("rustc -vV printed no host")
 }
 
-/// The time of the last commit (archive entries and the SBOM carry it, so the same commit
-/// packs the same bytes), or `SOURCE_DATE_EPOCH` when set.
+/// The time of the last commit (archive entries and the SBOM carry it), or
+/// `SOURCE_DATE_EPOCH` when set.
 fn source_date_epoch(root: &Path) -> u64 {
     if let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|e| e.parse().ok()) {
         return epoch;
     }
-    Command::new("git")
+    let epoch = Command::new("git")
         .args(["log", "-1", "--format=%ct"])
         .current_dir(root)
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(0)
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok());
+    epoch.unwrap_or_else(|| {
+        eprintln!("xtask: no commit time from git and no SOURCE_DATE_EPOCH: dating entries 1970");
+        0
+    })
 }
 
 /// Runs a command, failing with what it printed.

@@ -14,9 +14,10 @@ pub enum Error {
     /// The master key's source exists but does not hold a usable key.
     #[error("invalid master key: {0}")]
     InvalidMasterKey(&'static str),
-    /// The master key file can be read by its group or by others.
+    /// The master key file can be read by others, or by its group when that is not allowed
+    /// (see `master::permitted`).
     #[error(
-        "master key file {path} has mode {mode:o}; it must not be readable by group or others (chmod 600)"
+        "master key file {path} has mode {mode:o}; only its owner may read it (chmod 600), or, for a server not running as root, a root-owned file's group (chmod 640)"
     )]
     InsecurePermissions {
         /// The file.

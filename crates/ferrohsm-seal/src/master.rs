@@ -1,4 +1,5 @@
-//! The master key: loaded from an environment variable or a 0600 file, zeroized on drop.
+//! The master key: loaded from an environment variable or a file only its owner may read
+//! (see [`permitted`]), zeroized on drop.
 
 use std::fmt;
 use std::io::Write as _;
@@ -50,21 +51,34 @@ impl MasterKey {
         Self::from_text(&value)
     }
 
-    /// Reads the key from a file that only its owner may read (mode 0600 or stricter), or,
-    /// when root owns it, its group as well (0640 or 0440), as PostgreSQL accepts its key
-    /// files: a Kubernetes Secret mounted for a pod's `fsGroup` is such a file, and a
-    /// root-owned key shared with a service's group is a deliberate choice. Write or execute
-    /// access for the group, or any access for others, is refused either way.
+    /// Reads the key from a regular file that only its owner may read (mode 0600 or
+    /// stricter), or, for a server that does not run as root, a root-owned file that its group
+    /// may read as well (0640 or 0440): a Kubernetes Secret mounted for a pod's `fsGroup` is
+    /// such a file. See [`permitted`]. The file is opened once, and its mode is checked on the
+    /// open file, so a path swapped between a check and a read cannot slip another file in.
     /// The file holds either the 32 raw bytes or the text form.
     pub fn from_file(path: &Path) -> Result<Self> {
         let io = |source| Error::Io { path: path.to_path_buf(), source };
-        let meta = std::fs::metadata(path).map_err(io)?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(Error::InvalidMasterKey("the master key file is not a regular file"));
+        }
         let mode = meta.permissions().mode() & 0o777;
-        let group_read_of_root = meta.uid() == 0 && mode & 0o037 == 0;
-        if mode & 0o077 != 0 && !group_read_of_root {
+        if !permitted(meta.uid(), effective_uid(), mode) {
             return Err(Error::InsecurePermissions { path: path.to_path_buf(), mode });
         }
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(io)?);
+        // Room for the longest text form and more, so reading never reallocates (a
+        // reallocation would leave a copy of the key behind, unzeroized).
+        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE + 2));
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, MAX_KEY_FILE as u64 + 1),
+            &mut bytes,
+        )
+        .map_err(io)?;
+        if bytes.len() > MAX_KEY_FILE {
+            return Err(Error::InvalidMasterKey("the master key file is too long"));
+        }
         if bytes.len() == MASTER_KEY_LEN {
             return Self::from_bytes(&bytes);
         }
@@ -166,6 +180,30 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The longest master key file read (the text forms are 44 or 64 characters, with whitespace).
+const MAX_KEY_FILE: usize = 1024;
+
+/// Whether a master key file owned by `owner` with permission bits `mode` may be used by a
+/// process whose effective user is `euid` (`None` when it cannot be told):
+/// - nobody but the owner may read it (0600, 0400), whoever owns it; or
+/// - root owns it, its group may only read it (0640, 0440), and the server is not root
+///   itself, so the group is how it reads the file (a Kubernetes Secret under a pod's
+///   `fsGroup`). This is PostgreSQL's rule for its key files. A server running as root gets
+///   no such allowance: for it the group would only be other people.
+///
+/// Access for others, and group write or execute, is always refused.
+pub(crate) fn permitted(owner: u32, euid: Option<u32>, mode: u32) -> bool {
+    if mode & 0o077 == 0 {
+        return true;
+    }
+    owner == 0 && euid.is_some_and(|e| e != 0) && mode & 0o037 == 0
+}
+
+/// The process's effective user: the owner of `/proc/self` (Linux; `None` elsewhere).
+fn effective_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
@@ -206,6 +244,31 @@ mod tests {
     }
 
     #[test]
+    fn group_read_is_allowed_only_for_root_owned_files_and_a_server_that_is_not_root() {
+        // (owner, effective user, mode, permitted)
+        let cases = [
+            (1000, Some(1000), 0o600, true),
+            (1000, Some(1000), 0o400, true),
+            (0, Some(0), 0o600, true),
+            (65532, Some(0), 0o400, true),
+            (0, Some(65532), 0o440, true),
+            (0, Some(65532), 0o640, true),
+            (0, Some(0), 0o440, false),
+            (0, None, 0o440, false),
+            (1000, Some(1000), 0o640, false),
+            (1000, Some(65532), 0o440, false),
+            (0, Some(65532), 0o460, false),
+            (0, Some(65532), 0o450, false),
+            (0, Some(65532), 0o444, false),
+            (0, Some(65532), 0o404, false),
+            (0, Some(65532), 0o644, false),
+        ];
+        for (owner, euid, mode, expected) in cases {
+            assert_eq!(permitted(owner, euid, mode), expected, "{owner} {euid:?} {mode:o}");
+        }
+    }
+
+    #[test]
     fn file_permissions_are_enforced() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
@@ -219,24 +282,19 @@ mod tests {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(loose)).unwrap();
             matches!(MasterKey::from_file(path), Err(Error::InsecurePermissions { mode, .. }) if mode == loose)
         };
-        for loose in [0o644, 0o604, 0o660, 0o650, 0o641, 0o670] {
+        // The file belongs to the test's own user: group read is refused too (for root as
+        // well: a server running as root gets no group allowance).
+        for loose in [0o644, 0o604, 0o660, 0o650, 0o641, 0o670, 0o640, 0o440] {
             assert!(refused(&path, loose), "{loose:o}");
-        }
-        // Group read: accepted when root owns the file (a Kubernetes Secret under fsGroup),
-        // refused for any other owner.
-        let by_root = std::fs::metadata(&path).unwrap().uid() == 0;
-        for group_read in [0o640, 0o440] {
-            assert_eq!(refused(&path, group_read), !by_root, "{group_read:o}, root: {by_root}");
-        }
-        if by_root {
-            std::os::unix::fs::chown(&path, Some(65532), None).unwrap();
-            assert!(refused(&path, 0o640), "group read of a key another user owns");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
-            assert!(MasterKey::from_file(&path).is_ok(), "an owner-only file of another user");
-            std::os::unix::fs::chown(&path, Some(0), None).unwrap();
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert!(MasterKey::from_file(&path).is_ok());
+        // Not a regular file, and too long to be a key.
+        assert!(matches!(MasterKey::from_file(dir.path()), Err(Error::InvalidMasterKey(_))));
+        let long = dir.path().join("long.key");
+        std::fs::write(&long, vec![b' '; 4096]).unwrap();
+        std::fs::set_permissions(&long, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(MasterKey::from_file(&long), Err(Error::InvalidMasterKey(_))));
 
         let raw = dir.path().join("raw.key");
         std::fs::write(&raw, [7u8; 32]).unwrap();

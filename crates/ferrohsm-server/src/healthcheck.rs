@@ -3,8 +3,9 @@
 //! of `deploy/container/`). Exits 0 when the server answers 200, 1 otherwise.
 //!
 //! Without `--ca-cert` it does not authenticate the server, as a Kubernetes HTTPS probe does
-//! not: it runs beside the server (loopback by default), sends no token and reads only the
-//! status. With `--ca-cert` the server's chain and name are verified.
+//! not: it talks to loopback only (any other host needs `--ca-cert`), sends no token and reads
+//! only the status. With `--ca-cert` the server's chain and the URL's host name are verified
+//! (the certificate must name that host, e.g. an IP SAN for 127.0.0.1).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,8 +22,8 @@ const MAX_ANSWER: u64 = 64 * 1024;
 
 #[derive(clap::Args)]
 pub(crate) struct HealthcheckArgs {
-    /// The health URL [default: https://127.0.0.1:PORT/healthz, PORT from FERROHSM_LISTEN or
-    /// 8443].
+    /// The health URL [default: https://ADDRESS/healthz, ADDRESS from FERROHSM_LISTEN, with
+    /// an unspecified IP replaced by loopback; 127.0.0.1:8443 without it].
     #[arg(long, env = "FERROHSM_HEALTHCHECK_URL")]
     url: Option<String>,
     /// Verify the server's certificate against this CA (PEM) and the URL's host name.
@@ -43,15 +44,12 @@ pub(crate) struct HealthcheckArgs {
 pub(crate) async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
     let url = match args.url {
         Some(url) => url,
-        None => {
-            let port = std::env::var("FERROHSM_LISTEN")
-                .ok()
-                .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
-                .map_or(8443, |a| a.port());
-            format!("https://127.0.0.1:{port}/healthz")
-        }
+        None => default_url(std::env::var("FERROHSM_LISTEN").ok().as_deref())?,
     };
     let target = Target::parse(&url)?;
+    if args.ca_cert.is_none() && !target.is_loopback() {
+        bail!("{url} is not a loopback address: give --ca-cert to verify the server");
+    }
     let timeout = crate::duration(&args.timeout)?;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -96,6 +94,23 @@ pub(crate) async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `https://ADDRESS/healthz` for the server's listen address (an unspecified IP, 0.0.0.0 or
+/// `::`, becomes the loopback address of its family).
+fn default_url(listen: Option<&str>) -> anyhow::Result<String> {
+    let Some(listen) = listen else {
+        return Ok("https://127.0.0.1:8443/healthz".to_owned());
+    };
+    let mut addr: std::net::SocketAddr =
+        listen.parse().with_context(|| format!("FERROHSM_LISTEN={listen:?} is not IP:PORT"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(format!("https://{addr}/healthz"))
+}
+
 /// Sends the GET and returns the status line's code and reason, with the body when it is not
 /// 200 (the health document names the failing component).
 async fn get(target: &Target, config: Arc<rustls::ClientConfig>) -> anyhow::Result<String> {
@@ -138,6 +153,13 @@ struct Target {
 }
 
 impl Target {
+    /// `localhost`, 127.0.0.0/8 or `::1`.
+    fn is_loopback(&self) -> bool {
+        let host = self.host.trim_matches(['[', ']']);
+        host.eq_ignore_ascii_case("localhost")
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
     fn parse(url: &str) -> anyhow::Result<Target> {
         let Some(rest) = url.strip_prefix("https://") else {
             bail!("the health URL must start with https:// (got {url:?})");
@@ -224,5 +246,19 @@ mod tests {
         {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
+        let loopback = |url: &str| Target::parse(url).unwrap().is_loopback();
+        assert!(loopback("https://127.0.0.2:1/") && loopback("https://[::1]:1/"));
+        assert!(loopback("https://LOCALHOST:1/"));
+        assert!(!loopback("https://10.0.0.5:8443/") && !loopback("https://hsm.example/"));
+    }
+
+    #[test]
+    fn the_default_url_follows_the_listen_address() {
+        let url = |listen| default_url(listen).unwrap();
+        assert_eq!(url(None), "https://127.0.0.1:8443/healthz");
+        assert_eq!(url(Some("0.0.0.0:9443")), "https://127.0.0.1:9443/healthz");
+        assert_eq!(url(Some("[::]:9443")), "https://[::1]:9443/healthz");
+        assert_eq!(url(Some("127.0.0.5:1")), "https://127.0.0.5:1/healthz");
+        assert!(default_url(Some("localhost:8443")).is_err());
     }
 }

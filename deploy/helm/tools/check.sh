@@ -74,7 +74,11 @@ for kube in $KUBE_VERSIONS; do
     for values in "$CHART"/ci/*-values.yaml; do
         name=$(basename "$values" -values.yaml)
         file=$OUT/$kube-$name.yaml
-        "$BIN/helm" lint --strict --quiet --kube-version "$kube" --values "$values" "$CHART" >/dev/null
+        if ! lint=$("$BIN/helm" lint --strict --quiet --kube-version "$kube" --values "$values" "$CHART" 2>&1); then
+            printf '%s\n' "$lint"
+            echo "check.sh: helm lint failed for $name on $kube"
+            exit 1
+        fi
         "$BIN/helm" template ci "$CHART" --namespace ferrohsm --kube-version "$kube" \
             --values "$values" > "$file"
         printf 'check.sh: %-7s %-17s ' "$kube" "$name"
@@ -108,6 +112,7 @@ refuses "probes.type=httpGet cannot work" --set tls.clientAuth=required \
 refuses "settings.listen is set by the chart" --set settings.listen=0.0.0.0:1
 refuses "value must be one of" --set keyStore=memory
 refuses "additional properties 'replicas' not allowed" --set replicas=3
+refuses "value must be one of" --set masterKey.defaultMode=292
 
 if [ "$failed" -ne 0 ]; then
     echo "check.sh: the chart has problems (above)"

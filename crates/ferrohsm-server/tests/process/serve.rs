@@ -1,6 +1,7 @@
 //! `ferrohsm-server serve` as production runs it (issue 18): settings from a TOML file,
 //! overridden by the environment, overridden by flags; client certificates required; a JWT
-//! keyset file and a policy file; `healthcheck` as a container engine runs it; SIGTERM.
+//! keyset file and a policy file; `healthcheck` as a container engine runs it (no CA, loopback)
+//! and as a verifying probe; SIGTERM.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
@@ -183,7 +184,12 @@ async fn status(
 async fn serve_reads_a_toml_file_overridden_by_env_then_flags_with_mtls_keyset_and_policy() {
     let (file_port, env_port) = (free_port(), free_port());
     let deployment = Deployment::write(file_port);
-    let child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    // Only what the test sets: nothing of the caller's FERROHSM_* environment.
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("FERROHSM_")) {
+        command.env_remove(name);
+    }
+    let child = command
         .arg("serve")
         .arg("--config")
         .arg(&deployment.config)
@@ -191,8 +197,6 @@ async fn serve_reads_a_toml_file_overridden_by_env_then_flags_with_mtls_keyset_a
         .env("FERROHSM_LISTEN", format!("127.0.0.1:{env_port}"))
         .env("FERROHSM_AUDIENCE", "env-audience")
         .env("FERROHSM_MAX_BODY_BYTES", "4096")
-        .env_remove("FERROHSM_MASTER_KEY")
-        .env_remove("FERROHSM_DATA_DIR")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -244,6 +248,17 @@ async fn serve_reads_a_toml_file_overridden_by_env_then_flags_with_mtls_keyset_a
     }
     let out = deployment.healthcheck(&health, &with_identity[..2]);
     assert!(!out.status.success(), "healthcheck without a client certificate passed");
+    // As the image's HEALTHCHECK runs it: no CA (loopback only), the client certificate.
+    let out = deployment.healthcheck(&health, &with_identity[2..]);
+    assert!(out.status.success(), "{out:?}");
+    // Verifying against another CA fails; a non-loopback host needs a CA.
+    let other_ca = deployment.path("other-ca.pem");
+    std::fs::write(&other_ca, Pki::new("another CA").ca_pem).unwrap();
+    let mut args = with_identity;
+    args[1] = other_ca.to_str().unwrap();
+    assert!(!deployment.healthcheck(&health, &args).status.success());
+    let remote = deployment.healthcheck("https://192.0.2.1:8443/healthz", &with_identity[2..]);
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("not a loopback address"));
     let client = deployment.client(Some(&deployment.client));
 
     // The audience: the flag beats the environment, which beats the file. The issuer of the

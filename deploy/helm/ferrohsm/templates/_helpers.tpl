@@ -102,6 +102,9 @@ exec:
     - healthcheck
     - --url
     - {{ printf "https://127.0.0.1:%d%s" (int $root.Values.service.port) $probe.path | quote }}
+    # A second less than the kubelet waits, so the probe reports why before it is killed.
+    - --timeout
+    - {{ printf "%ds" (max 1 (sub (int $probe.timeoutSeconds) 1)) | quote }}
     {{- if $root.Values.probes.exec.clientCertSecret }}
     - --client-cert
     - /etc/ferrohsm/probe-tls/tls.crt
