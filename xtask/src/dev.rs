@@ -67,6 +67,13 @@ impl DevServer {
     }
 }
 
+impl DevServer {
+    /// The server's process id (for its CPU time).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for DevServer {
     fn drop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

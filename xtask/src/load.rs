@@ -5,7 +5,8 @@
 //! scenarios with every key held by a SoftHSM2 token (`--default-custody pkcs11`, issue 15:
 //! reported beside the sealed figures, no target); then encrypt, sign and create on PostgreSQL
 //! with one replica and with three (`deploy/local/replicas.sh`, issue 17: reported, no target
-//! beyond no collapse).
+//! beyond no collapse). Each run also reports the server's CPU time per request over the
+//! measured seconds (issue 19's steadier figure), and encrypt runs once more over HTTP/2.
 
 use std::path::Path;
 use std::process::Command;
@@ -23,6 +24,10 @@ pub(crate) struct LoadTarget {
     pub(crate) what: &'static str,
     pub(crate) min_ops: f64,
     pub(crate) max_p99_ms: Option<f64>,
+    /// Server CPU time per request at most (µs; issue 19).
+    pub(crate) max_cpu_us: Option<f64>,
+    /// HTTP/2 instead of HTTP/1.1.
+    pub(crate) http2: bool,
 }
 
 pub(crate) const TARGETS: &[LoadTarget] = &[
@@ -33,6 +38,28 @@ pub(crate) const TARGETS: &[LoadTarget] = &[
         what: "REST encrypt 1 KiB, 64 connections",
         min_ops: 20_000.0,
         max_p99_ms: Some(10.0),
+        max_cpu_us: Some(50.0),
+        http2: false,
+    },
+    LoadTarget {
+        scenario: "encrypt-1k",
+        key_store: "filesystem",
+        connections: "32",
+        what: "REST encrypt 1 KiB, 32 connections",
+        min_ops: 0.0,
+        max_p99_ms: Some(7.0),
+        max_cpu_us: Some(50.0),
+        http2: false,
+    },
+    LoadTarget {
+        scenario: "encrypt-1k",
+        key_store: "filesystem",
+        connections: "64",
+        what: "REST encrypt 1 KiB, HTTP/2, 64 connections",
+        min_ops: 0.0,
+        max_p99_ms: None,
+        max_cpu_us: None,
+        http2: true,
     },
     LoadTarget {
         scenario: "sign-p256",
@@ -41,6 +68,8 @@ pub(crate) const TARGETS: &[LoadTarget] = &[
         what: "REST ECDSA P-256 sign, 64 connections",
         min_ops: 15_000.0,
         max_p99_ms: None,
+        max_cpu_us: Some(80.0),
+        http2: false,
     },
     LoadTarget {
         scenario: "sign-rsa2048",
@@ -49,6 +78,8 @@ pub(crate) const TARGETS: &[LoadTarget] = &[
         what: "REST RSA-2048 sign, 64 connections",
         min_ops: 4_000.0,
         max_p99_ms: None,
+        max_cpu_us: None,
+        http2: false,
     },
     LoadTarget {
         scenario: "create-aes",
@@ -57,6 +88,8 @@ pub(crate) const TARGETS: &[LoadTarget] = &[
         what: "REST create AES key, filesystem, 32 conns",
         min_ops: 2_500.0,
         max_p99_ms: None,
+        max_cpu_us: None,
+        http2: false,
     },
     LoadTarget {
         scenario: "create-aes",
@@ -65,6 +98,8 @@ pub(crate) const TARGETS: &[LoadTarget] = &[
         what: "REST create AES key, SQLite, 32 conns",
         min_ops: 5_000.0,
         max_p99_ms: None,
+        max_cpu_us: Some(200.0),
+        http2: false,
     },
     LoadTarget {
         scenario: "encrypt-1k",
@@ -73,6 +108,8 @@ pub(crate) const TARGETS: &[LoadTarget] = &[
         what: "REST encrypt 1 KiB, key in SoftHSM2 (no target)",
         min_ops: 0.0,
         max_p99_ms: None,
+        max_cpu_us: None,
+        http2: false,
     },
     LoadTarget {
         scenario: "sign-p256",
@@ -81,6 +118,8 @@ pub(crate) const TARGETS: &[LoadTarget] = &[
         what: "REST P-256 sign, key in SoftHSM2 (no target)",
         min_ops: 0.0,
         max_p99_ms: None,
+        max_cpu_us: None,
+        http2: false,
     },
     LoadTarget {
         scenario: "sign-rsa2048",
@@ -89,6 +128,8 @@ pub(crate) const TARGETS: &[LoadTarget] = &[
         what: "REST RSA-2048 sign, key in SoftHSM2 (no target)",
         min_ops: 0.0,
         max_p99_ms: None,
+        max_cpu_us: None,
+        http2: false,
     },
 ];
 
@@ -98,8 +139,8 @@ const PIN: &str = "1234";
 
 const SECONDS: &str = "10";
 
-/// Runs every scenario and returns loadgen's JSON result for each.
-pub(crate) fn run(root: &Path) -> Result<Vec<Value>> {
+/// Builds the release server and `loadgen`.
+pub(crate) fn build(root: &Path) -> Result<()> {
     crate::run(
         root,
         "cargo",
@@ -114,18 +155,29 @@ pub(crate) fn run(root: &Path) -> Result<Vec<Value>> {
             "--example",
             "loadgen",
         ],
+    )
+}
+
+/// Writes a policy that lifts the rate limit (the load comes from one actor) into `dir`.
+pub(crate) fn unlimited_policy(dir: &Path) -> Result<std::path::PathBuf> {
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[rate_limit]\ncapacity = 1000000000\nrefill_per_second = 1000000000.0\n",
     )?;
+    Ok(policy)
+}
+
+/// Runs every scenario and returns loadgen's JSON result for each.
+pub(crate) fn run(root: &Path) -> Result<Vec<Value>> {
+    build(root)?;
     let dir = root.join("target/bench/load");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).context("clearing the previous load-test data")?;
     }
     std::fs::create_dir_all(&dir)?;
     // The load comes from one actor, so its rate limit is lifted for the test.
-    let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        "version = 1\n[rate_limit]\ncapacity = 1000000000\nrefill_per_second = 1000000000.0\n",
-    )?;
+    let policy = unlimited_policy(&dir)?;
     let loadgen = root.join("target/release/examples/loadgen");
     let mut results = Vec::new();
     for key_store in ["filesystem", "sqlite", "pkcs11"] {
@@ -178,17 +230,14 @@ pub(crate) fn run(root: &Path) -> Result<Vec<Value>> {
                 "xtask: load test {} on {key_store} ({} connections, {SECONDS} s)",
                 target.scenario, target.connections
             );
-            let out = Command::new(&loadgen)
-                .args([
-                    &url,
-                    &server.ca,
-                    &server.token,
-                    target.scenario,
-                    target.connections,
-                    SECONDS,
-                ])
-                .output()
-                .context("running loadgen")?;
+            let pid = server.pid().to_string();
+            let mut args =
+                vec![&*url, &server.ca, &server.token, target.scenario, target.connections];
+            args.extend([SECONDS, "--pids", &pid]);
+            if target.http2 {
+                args.push("--http2");
+            }
+            let out = Command::new(&loadgen).args(&args).output().context("running loadgen")?;
             if !out.status.success() {
                 bail!(
                     "loadgen {} failed: {}",
@@ -248,6 +297,11 @@ fn replicas(root: &Path, dir: &Path, policy: &Path, loadgen: &Path) -> Result<Ve
         let urls: Vec<String> =
             (0..count).map(|i| format!("https://localhost:{}", ports.0 + i)).collect();
         let urls = urls.join(",");
+        let pids: Vec<String> = (0..count)
+            .map(|i| std::fs::read_to_string(cluster.join(format!("replica-{i}.pid"))))
+            .collect::<std::io::Result<_>>()
+            .context("reading the replicas' pid files")?;
+        let pids = pids.iter().map(|p| p.trim()).collect::<Vec<_>>().join(",");
         let mut run = || -> Result<()> {
             for (scenario, connections) in REPLICA_SCENARIOS {
                 eprintln!(
@@ -255,6 +309,7 @@ fn replicas(root: &Path, dir: &Path, policy: &Path, loadgen: &Path) -> Result<Ve
                 );
                 let out = Command::new(loadgen)
                     .args([urls.as_str(), &ca, &token, scenario, connections, SECONDS])
+                    .args(["--pids", &pids])
                     .output()
                     .context("running loadgen")?;
                 if !out.status.success() {

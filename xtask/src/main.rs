@@ -10,7 +10,9 @@
 //! - `fuzz [SECONDS] [TARGET]`: the stable-Rust fuzzer of `fuzz/` in release, for longer
 //!   than the smoke run `test` includes.
 //! - `bench`: the criterion benchmarks and the REST load test (`bench load` runs only the
-//!   latter), then one table of results, also written as JSON to `target/bench/`.
+//!   latter), then one table of results, also written as JSON to `target/bench/`;
+//!   `bench profile [SCENARIO] [CONNECTIONS] [KEY_STORE]` samples the server with perf under load and
+//!   breaks its CPU per request down by stage (xtask/src/profile.rs).
 //!
 //! - `sdk`: only the SDK checks and the OpenAPI fuzzer that `test` runs (xtask/src/sdk.rs).
 //! - `ui`: only the dashboard's browser journeys that `test` ends with (xtask/src/ui.rs).
@@ -39,6 +41,7 @@ mod deploy;
 mod dev;
 mod dist;
 mod load;
+mod profile;
 mod sdk;
 mod tools;
 mod ui;
@@ -72,6 +75,12 @@ fn main() -> Result<()> {
             run(&root, "cargo", &packages)?;
             walkthrough::run(&root, walkthrough::Show::Everything)
         }
+        "bench" if std::env::args().nth(2).as_deref() == Some("profile") => {
+            let scenario = std::env::args().nth(3).unwrap_or_else(|| "encrypt-1k".into());
+            let connections = std::env::args().nth(4).unwrap_or_else(|| "64".into());
+            let key_store = std::env::args().nth(5).unwrap_or_else(|| "filesystem".into());
+            profile::run(&root, &scenario, &connections, &key_store)
+        }
         "bench" => bench::run(&root, std::env::args().nth(2).as_deref() == Some("load")),
         "fuzz" => {
             let seconds = std::env::args().nth(2).unwrap_or_else(|| "300".into());
@@ -90,6 +99,9 @@ fn main() -> Result<()> {
                 "  bench  criterion benchmarks and the REST load test; table on stdout, JSON in target/bench/"
             );
             eprintln!("  bench load   only the REST load test");
+            eprintln!(
+                "  bench profile [SCENARIO] [CONNECTIONS] [KEY_STORE]   where the server's CPU per request goes (perf)"
+            );
             eprintln!(
                 "  fuzz [SECONDS] [TARGET]   fuzz every parser of untrusted input (default 300 s; the smoke run is part of test)"
             );

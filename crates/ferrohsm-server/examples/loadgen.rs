@@ -1,12 +1,16 @@
-//! A loopback load generator for `cargo xtask bench`: N connections (HTTP/1.1 over TLS 1.3, one
-//! per task) each send one request at a time for a fixed duration; it prints one JSON line with
-//! ops/s and latency percentiles. Requests are prepared bytes on raw TLS streams, so the client
-//! takes as little of the shared cores as possible.
+//! A loopback load generator for `cargo xtask bench`: N connections (TLS 1.3, one per task)
+//! each send one request at a time for a fixed duration; it prints one JSON line with ops/s,
+//! latency percentiles and CPU time per request. Over HTTP/1.1 (the default) requests are
+//! prepared bytes on raw TLS streams, so the client takes as little of the shared cores as
+//! possible; `--http2` sends them with reqwest over HTTP/2 (negotiated by ALPN, checked).
 //!
-//! `loadgen URL[,URL…] CA_FILE TOKEN SCENARIO CONNECTIONS SECONDS`, where SCENARIO is
-//! `encrypt-1k`, `sign-p256`, `sign-rsa2048` or `create-aes`. It creates the key it uses first
-//! (through the first URL). With several URLs (replicas of one cluster), the connections are
-//! spread over them in turn.
+//! `loadgen URL[,URL…] CA_FILE TOKEN SCENARIO CONNECTIONS SECONDS [--http2] [--pids PID,…]`,
+//! where SCENARIO is `encrypt-1k`, `sign-p256`, `sign-rsa2048` or `create-aes`. It creates the
+//! key it uses first (through the first URL). With several URLs (replicas of one cluster), the
+//! connections are spread over them in turn. With `--pids`, the CPU time (user + system, from
+//! `/proc/PID/stat`) those server processes spend during the measured seconds, divided by the
+//! requests answered in them, is reported as `server_cpu_us_per_op`; the generator's own is
+//! `client_cpu_us_per_op`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a benchmark tool")]
 
 use std::time::{Duration, Instant};
@@ -17,10 +21,20 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [url, ca, token, scenario, connections, seconds] = args.as_slice() else {
-        panic!("usage: loadgen URL[,URL…] CA_FILE TOKEN SCENARIO CONNECTIONS SECONDS");
+    let all_args: Vec<String> = std::env::args().skip(1).collect();
+    let (args, options) = all_args.split_at(all_args.len().min(6));
+    let [url, ca, token, scenario, connections, seconds] = args else {
+        panic!(
+            "usage: loadgen URL[,URL…] CA_FILE TOKEN SCENARIO CONNECTIONS SECONDS [--http2] [--pids PID,…]"
+        );
     };
+    let http2 = options.iter().any(|o| o == "--http2");
+    let pids: Vec<u32> = options
+        .iter()
+        .skip_while(|o| *o != "--pids")
+        .nth(1)
+        .map(|list| list.split(',').map(|p| p.parse().unwrap()).collect())
+        .unwrap_or_default();
     let urls: Vec<&str> = url.split(',').collect();
     let url = urls[0];
     let connections: usize = connections.parse().unwrap();
@@ -95,8 +109,76 @@ async fn main() {
         .with_no_client_auth(),
     );
     let warmup = Duration::from_secs(1);
+    // CPU time of the servers and of this process over the measured seconds (after warm-up).
+    let sampler = {
+        let pids = pids.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            let before = (
+                pids.iter().map(|p| cpu_seconds(&p.to_string())).sum::<f64>(),
+                cpu_seconds("self"),
+            );
+            tokio::time::sleep(duration).await;
+            let after = (
+                pids.iter().map(|p| cpu_seconds(&p.to_string())).sum::<f64>(),
+                cpu_seconds("self"),
+            );
+            (after.0 - before.0, after.1 - before.1)
+        })
+    };
     let mut tasks = Vec::new();
-    for connection in 0..connections {
+    if http2 {
+        for connection in 0..connections {
+            let url = urls[connection % urls.len()].to_owned();
+            let (target, token, body, ca) =
+                (target.clone(), token.clone(), body.clone(), ca.clone());
+            tasks.push(tokio::spawn(async move {
+                // A client of its own per task: one HTTP/2 connection each.
+                let client = reqwest::Client::builder()
+                    .tls_certs_only([ca])
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .unwrap();
+                let send = || {
+                    client
+                        .post(format!("{url}{target}"))
+                        .bearer_auth(&token)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                };
+                let first = send().await.unwrap();
+                assert_eq!(
+                    first.version(),
+                    reqwest::Version::HTTP_2,
+                    "the server did not speak HTTP/2"
+                );
+                let _ = first.bytes().await;
+                let start = Instant::now();
+                let mut latencies = Vec::with_capacity(1 << 16);
+                let mut errors = 0u64;
+                loop {
+                    let sent = Instant::now();
+                    if sent.duration_since(start) > warmup + duration {
+                        break;
+                    }
+                    let response = send().await.unwrap();
+                    let ok = response.status().is_success();
+                    let _ = response.bytes().await.unwrap();
+                    if sent.duration_since(start) < warmup {
+                        continue;
+                    }
+                    if ok {
+                        latencies.push(sent.elapsed().as_micros() as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (latencies, errors)
+            }));
+        }
+    }
+    for connection in (0..connections).filter(|_| !http2) {
         let port = ports[connection % ports.len()];
         let connector = tokio_rustls::TlsConnector::from(config.clone());
         let request = request.clone();
@@ -136,6 +218,9 @@ async fn main() {
         errors += e;
     }
     all.sort_unstable();
+    let (server_cpu, client_cpu) = sampler.await.unwrap();
+    let answered = all.len() as f64 + errors as f64;
+    let per_op = |seconds: f64| if answered > 0.0 { seconds * 1e6 / answered } else { 0.0 };
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
             .map_or(0.0, |us| *us as f64 / 1000.0)
@@ -151,6 +236,9 @@ async fn main() {
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
             "errors": errors,
+            "http": if http2 { "2" } else { "1.1" },
+            "server_cpu_us_per_op": if pids.is_empty() { Value::Null } else { json!(per_op(server_cpu)) },
+            "client_cpu_us_per_op": per_op(client_cpu),
         })
     );
 }
@@ -181,4 +269,14 @@ async fn read_response(
         assert!(n > 0, "connection closed");
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// User plus system CPU seconds of process `pid` (or `self`) so far, from `/proc/PID/stat`
+/// (clock ticks of 1/100 s, the kernel's fixed USER_HZ).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which may itself hold spaces, start at "state".
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks = |i: usize| fields[i].parse::<u64>().unwrap();
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
