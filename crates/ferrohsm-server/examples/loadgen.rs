@@ -154,27 +154,14 @@ async fn main() {
                     "the server did not speak HTTP/2"
                 );
                 let _ = first.bytes().await;
-                let start = Instant::now();
-                let mut latencies = Vec::with_capacity(1 << 16);
-                let mut errors = 0u64;
-                loop {
-                    let sent = Instant::now();
-                    if sent.duration_since(start) > warmup + duration {
-                        break;
-                    }
+                let mut recorder = Recorder::new(warmup, duration);
+                while let Some(sent) = recorder.next_send() {
                     let response = send().await.unwrap();
                     let ok = response.status().is_success();
                     let _ = response.bytes().await.unwrap();
-                    if sent.duration_since(start) < warmup {
-                        continue;
-                    }
-                    if ok {
-                        latencies.push(sent.elapsed().as_micros() as u32);
-                    } else {
-                        errors += 1;
-                    }
+                    recorder.record(sent, ok);
                 }
-                (latencies, errors)
+                (recorder.latencies, recorder.errors)
             }));
         }
     }
@@ -187,27 +174,14 @@ async fn main() {
             tcp.set_nodelay(true).unwrap();
             let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
             let mut tls = connector.connect(name, tcp).await.unwrap();
-            let start = Instant::now();
-            let mut latencies = Vec::with_capacity(1 << 16);
-            let mut errors = 0u64;
             let mut buf = Vec::with_capacity(8192);
-            loop {
-                let sent = Instant::now();
-                if sent.duration_since(start) > warmup + duration {
-                    break;
-                }
+            let mut recorder = Recorder::new(warmup, duration);
+            while let Some(sent) = recorder.next_send() {
                 tls.write_all(&request).await.unwrap();
                 let ok = read_response(&mut tls, &mut buf).await;
-                if sent.duration_since(start) < warmup {
-                    continue;
-                }
-                if ok {
-                    latencies.push(sent.elapsed().as_micros() as u32);
-                } else {
-                    errors += 1;
-                }
+                recorder.record(sent, ok);
             }
-            (latencies, errors)
+            (recorder.latencies, recorder.errors)
         }));
     }
     let mut all = Vec::new();
@@ -241,6 +215,40 @@ async fn main() {
             "client_cpu_us_per_op": per_op(client_cpu),
         })
     );
+}
+
+/// One connection's latencies (µs) and errors after the warm-up.
+struct Recorder {
+    start: Instant,
+    warmup: Duration,
+    end: Duration,
+    latencies: Vec<u32>,
+    errors: u64,
+}
+
+impl Recorder {
+    fn new(warmup: Duration, duration: Duration) -> Recorder {
+        let latencies = Vec::with_capacity(1 << 16);
+        Recorder { start: Instant::now(), warmup, end: warmup + duration, latencies, errors: 0 }
+    }
+
+    /// The send time of the next request, or `None` when the run is over.
+    fn next_send(&self) -> Option<Instant> {
+        let now = Instant::now();
+        (now.duration_since(self.start) <= self.end).then_some(now)
+    }
+
+    /// Counts a request sent at `sent`, unless it was sent during the warm-up.
+    fn record(&mut self, sent: Instant, ok: bool) {
+        if sent.duration_since(self.start) < self.warmup {
+            return;
+        }
+        if ok {
+            self.latencies.push(sent.elapsed().as_micros() as u32);
+        } else {
+            self.errors += 1;
+        }
+    }
 }
 
 /// Reads one HTTP/1.1 response; true when its status is 2xx.
