@@ -812,7 +812,8 @@ async fn a_master_key_kept_in_the_clear_moves_into_the_token_only_when_asked() {
 }
 
 /// `--tls-mode` refuses settings of the other mode and an ACME setup without a name or with a
-/// bad directory, before anything starts; a TOML file sets the same keys.
+/// bad directory, before anything starts; a TOML file sets the same keys. A bad scheduler
+/// interval is refused the same way.
 #[test]
 fn tls_mode_flags_of_the_other_mode_are_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -838,6 +839,12 @@ fn tls_mode_flags_of_the_other_mode_are_refused_with_a_clear_error() {
         ),
         (&["--config", toml.to_str().unwrap()], "https:// URL"),
         (&["--tls-mode", "manual"], "--tls-cert and --tls-key are required"),
+        // Issue 17: a scheduler interval of zero (a busy loop) or nonsense is refused.
+        (&["--tls-cert", "c.pem", "--tls-key", "k.pem", "--scheduler-interval", "0s"], "\"0s\""),
+        (
+            &["--tls-cert", "c.pem", "--tls-key", "k.pem", "--scheduler-interval", "soon"],
+            "\"soon\"",
+        ),
     ];
     for (args, expected) in cases {
         let out = Command::new(BIN)
