@@ -274,6 +274,35 @@ pub fn export_page(
     Ok(full.then_some(last + 1))
 }
 
+/// Exports the log from position `pos` on, one page of [`EXPORT_PAGE`] rows at a time from
+/// `fetch(pos)` (the dialect's `SELECT pos, line … WHERE pos >= ? ORDER BY pos LIMIT ?`),
+/// through [`export_page`], so a page that does not start where the last one ended fails the
+/// export. Returns the number of lines written.
+pub async fn export<F, Fut>(
+    mut pos: i64,
+    out: &mut (dyn std::io::Write + Send),
+    mut fetch: F,
+) -> ferrohsm_audit::Result<u64>
+where
+    F: FnMut(i64) -> Fut + Send,
+    Fut: std::future::Future<Output = ferrohsm_audit::Result<Vec<(i64, String)>>> + Send,
+{
+    let mut lines = 0;
+    let mut expected = None;
+    loop {
+        let rows = fetch(pos).await?;
+        let next = export_page(&rows, expected, out)?;
+        lines += rows.len() as u64;
+        match next {
+            Some(next) => {
+                pos = next;
+                expected = Some(next);
+            }
+            None => return Ok(lines),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

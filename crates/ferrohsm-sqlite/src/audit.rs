@@ -30,30 +30,18 @@ impl SqliteAuditSink {
     /// Writes lines from row `pos` on.
     async fn export_from(
         &self,
-        mut pos: i64,
+        pos: i64,
         out: &mut (dyn std::io::Write + Send),
     ) -> ferrohsm_audit::Result<u64> {
-        let mut lines = 0;
-        let mut expected = None;
-        loop {
-            let rows: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT pos, line FROM audit_log WHERE pos >= ? ORDER BY pos LIMIT ?",
-            )
-            .bind(pos)
-            .bind(ferrohsm_sql::EXPORT_PAGE)
-            .fetch_all(&self.db.pool)
-            .await
-            .map_err(|e| audit_error(db_error("exporting the audit log")(e)))?;
-            let next = ferrohsm_sql::export_page(&rows, expected, out)?;
-            lines += rows.len() as u64;
-            match next {
-                Some(next) => {
-                    pos = next;
-                    expected = Some(next);
-                }
-                None => return Ok(lines),
-            }
-        }
+        ferrohsm_sql::export(pos, out, |pos| async move {
+            sqlx::query_as("SELECT pos, line FROM audit_log WHERE pos >= ? ORDER BY pos LIMIT ?")
+                .bind(pos)
+                .bind(ferrohsm_sql::EXPORT_PAGE)
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(|e| audit_error(db_error("exporting the audit log")(e)))
+        })
+        .await
     }
 }
 

@@ -308,7 +308,8 @@ async fn serve_reads_a_toml_file_overridden_by_env_then_flags_with_mtls_keyset_a
     assert!(exit.success(), "serve exited with {exit} after SIGTERM");
 }
 
-/// `healthcheck` fails, with a reason, when nothing listens or the URL is not an https URL.
+/// `healthcheck` fails, with a reason, when nothing listens, the URL is not an https URL, or
+/// the server never answers (bounded by `--timeout`).
 #[test]
 fn healthcheck_fails_clearly_when_the_server_is_not_there() {
     let port = free_port();
@@ -325,4 +326,11 @@ fn healthcheck_fails_clearly_when_the_server_is_not_there() {
     let out = out.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
+    // A server that accepts the connection but never answers: the timeout ends the check.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://127.0.0.1:{}/healthz", silent.local_addr().unwrap().port());
+    let out = Command::new(BIN).args(["healthcheck", "--timeout", "1s", "--url", &url]).output();
+    let out = out.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer"), "{out:?}");
 }
